@@ -1,0 +1,756 @@
+"""A real local Kubernetes control plane: etcd, kube-apiserver, kube-controller-manager,
+kube-scheduler and KWOK, all on 127.0.0.1, started as plain processes.
+
+Used by ``hack/cluster`` (the command), by the e2e fixtures and by the benchmarks.
+Standard library only, so it runs before the project's virtual environment exists.
+Every process we start is recorded in ``state.json`` in the cluster directory and
+only those PIDs are ever signalled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+K8S_VERSION = os.environ.get("K8S_VERSION", "1.36.4")
+ETCD_VERSION = os.environ.get("ETCD_VERSION", "3.6.14")
+KWOK_VERSION = os.environ.get("KWOK_VERSION", "0.8.0")
+KWOK_STAGES = (
+    "node/fast/node-initialize.yaml",
+    "node/heartbeat-with-lease/node-heartbeat-with-lease.yaml",
+    "pod/fast/pod-ready.yaml",
+    "pod/fast/pod-complete.yaml",
+    "pod/fast/pod-delete.yaml",
+)
+KWOK_NODE_LABEL = ("type", "kwok")
+COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+SERVICE_CIDR = "10.96.0.0/16"
+
+
+class ClusterError(RuntimeError):
+    """A failure the user can act on; printed without a traceback."""
+
+
+def default_dir() -> Path:
+    return Path(os.environ.get("KAITO_CLUSTER_DIR", REPO / ".cluster" / "default"))
+
+
+def cache_root() -> Path:
+    base = os.environ.get("KAITO_CACHE_DIR")
+    if base:
+        return Path(base)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return Path(xdg or Path.home() / ".cache") / "kaito-py"
+
+
+def bin_dir() -> Path:
+    key = f"k8s{K8S_VERSION}-etcd{ETCD_VERSION}-kwok{KWOK_VERSION}"
+    return cache_root() / key / "bin"
+
+
+def ensure_binaries() -> Path:
+    """Build (first time) or reuse the cached binaries; returns their directory."""
+    binaries = bin_dir()
+    needed = ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "kubectl"]
+    if all((binaries / b).is_file() for b in needed):
+        return binaries
+    env = dict(os.environ, K8S_VERSION=K8S_VERSION, ETCD_VERSION=ETCD_VERSION, KWOK_VERSION=KWOK_VERSION)
+    proc = subprocess.run(
+        [str(REPO / "hack" / "build-binaries.sh")], env=env, stdout=subprocess.PIPE, check=False
+    )
+    if proc.returncode != 0:
+        raise ClusterError("building the control-plane binaries failed (see the output above)")
+    return Path(proc.stdout.decode().strip().splitlines()[-1])
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+# --------------------------------------------------------------------------- PKI
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    proc = subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, check=False)
+    if proc.returncode != 0:
+        raise ClusterError(f"openssl {args[0]} failed: {proc.stderr.decode().strip()}")
+
+
+def make_pki(pki: Path) -> None:
+    """CA, apiserver serving cert (loopback SANs), admin client cert, SA key."""
+    pki.mkdir(parents=True, exist_ok=True)
+    if (pki / "sa.key").exists():
+        return
+    days = "3650"
+    _openssl(
+        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt",
+        "-days", days, "-subj", "/CN=kaito-local-ca",
+        "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign,digitalSignature",
+        cwd=pki,
+    )  # fmt: skip
+    (pki / "server.ext").write_text(
+        "basicConstraints=CA:FALSE\n"
+        "keyUsage=critical,digitalSignature,keyEncipherment\n"
+        "extendedKeyUsage=serverAuth\n"
+        "subjectAltName=DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,"
+        "DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,"
+        "IP:127.0.0.1,IP:10.96.0.1\n"
+    )
+    (pki / "client.ext").write_text(
+        "basicConstraints=CA:FALSE\n"
+        "keyUsage=critical,digitalSignature,keyEncipherment\n"
+        "extendedKeyUsage=clientAuth\n"
+    )
+    for name, subj, ext in (
+        ("apiserver", "/CN=kube-apiserver", "server.ext"),
+        ("admin", "/O=system:masters/CN=kaito-admin", "client.ext"),
+    ):
+        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key",
+                 "-out", f"{name}.csr", "-subj", subj, cwd=pki)  # fmt: skip
+        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+                 "-CAcreateserial", "-out", f"{name}.crt", "-days", days, "-extfile", ext,
+                 cwd=pki)  # fmt: skip
+    _openssl("genrsa", "-out", "sa.key", "2048", cwd=pki)
+
+
+def write_kubeconfig(path: Path, pki: Path, api_port: int) -> None:
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "kaito-local",
+                "cluster": {
+                    "server": f"https://127.0.0.1:{api_port}",
+                    "certificate-authority": str(pki / "ca.crt"),
+                },
+            }
+        ],
+        "users": [
+            {
+                "name": "kaito-admin",
+                "user": {
+                    "client-certificate": str(pki / "admin.crt"),
+                    "client-key": str(pki / "admin.key"),
+                },
+            }
+        ],
+        "contexts": [
+            {"name": "kaito-local", "context": {"cluster": "kaito-local", "user": "kaito-admin"}}
+        ],
+        "current-context": "kaito-local",
+    }
+    # JSON is valid YAML, and keeps this module free of third-party imports.
+    path.write_text(json.dumps(config, indent=2) + "\n")
+
+
+# ------------------------------------------------------------------------- state
+
+
+@dataclass
+class Component:
+    name: str
+    pid: int
+    argv: list[str]
+    log: str
+    health_url: str
+
+
+@dataclass
+class ClusterState:
+    directory: str
+    ports: dict[str, int] = field(default_factory=dict)
+    components: dict[str, Component] = field(default_factory=dict)
+
+    @property
+    def path(self) -> Path:
+        return Path(self.directory)
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.path / "kubeconfig"
+
+    def save(self) -> None:
+        data = asdict(self)
+        tmp = self.path / "state.json.tmp"
+        tmp.write_text(json.dumps(data, indent=2))
+        tmp.replace(self.path / "state.json")
+
+    @classmethod
+    def load(cls, directory: Path) -> ClusterState | None:
+        try:
+            data = json.loads((directory / "state.json").read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+        comps = {k: Component(**v) for k, v in data.get("components", {}).items()}
+        return cls(directory=data["directory"], ports=data.get("ports", {}), components=comps)
+
+
+def pid_alive(comp: Component) -> bool:
+    """True when the PID still runs the binary we started (guards against PID reuse)."""
+    try:
+        cmdline = Path(f"/proc/{comp.pid}/cmdline").read_bytes().split(b"\0")
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return False
+    try:
+        stat = Path(f"/proc/{comp.pid}/stat").read_text()
+        if stat.rsplit(")", 1)[1].split()[0] == "Z":
+            return False
+    except (FileNotFoundError, IndexError):
+        return False
+    return bool(cmdline) and cmdline[0].decode(errors="replace") == comp.argv[0]
+
+
+def log_tail(path: str, lines: int = 25) -> str:
+    try:
+        content = Path(path).read_text(errors="replace").splitlines()
+    except FileNotFoundError:
+        return "(no log)"
+    return "\n".join(content[-lines:])
+
+
+def _ssl_context(state: ClusterState, client_cert: bool) -> ssl.SSLContext:
+    pki = state.path / "pki"
+    ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+    if client_cert:
+        ctx.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))
+    return ctx
+
+
+def probe(state: ClusterState, url: str) -> bool:
+    if url.startswith("https://127.0.0.1:" + str(state.ports.get("kube-apiserver", -1))):
+        ctx: ssl.SSLContext | None = _ssl_context(state, client_cert=True)
+    elif url.startswith("https"):
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE  # KCM/scheduler serve self-signed certs on loopback
+    else:
+        ctx = None
+    try:
+        with urllib.request.urlopen(url, timeout=2, context=ctx) as resp:
+            return bool(resp.status == 200)
+    except (urllib.error.URLError, OSError, TimeoutError):
+        return False
+
+
+def wait_healthy(state: ClusterState, comp: Component, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not pid_alive(comp):
+            raise ClusterError(
+                f"{comp.name} exited during start-up; last lines of {comp.log}:\n{log_tail(comp.log)}"
+            )
+        if probe(state, comp.health_url):
+            return
+        time.sleep(0.1)
+    raise ClusterError(
+        f"{comp.name} not healthy at {comp.health_url} after {timeout:.0f}s; "
+        f"last lines of {comp.log}:\n{log_tail(comp.log)}"
+    )
+
+
+# ---------------------------------------------------------------------- commands
+
+
+def kwok_config(path: Path) -> None:
+    """KWOK needs its stages; take them from the kwok module in the Go module cache."""
+    proc = subprocess.run(
+        ["go", "mod", "download", "-json", f"sigs.k8s.io/kwok@v{KWOK_VERSION}"],
+        capture_output=True,
+        check=False,
+        env=dict(os.environ, GOFLAGS="-mod=mod"),
+        cwd=tempfile.gettempdir(),
+    )
+    if proc.returncode != 0:
+        raise ClusterError(f"cannot locate kwok stages: {proc.stderr.decode().strip()}")
+    src = Path(json.loads(proc.stdout)["Dir"]) / "kustomize" / "stage"
+    docs = [
+        "apiVersion: config.kwok.x-k8s.io/v1alpha1\nkind: KwokConfiguration\n"
+        "options:\n  nodeLeaseDurationSeconds: 40\n"
+    ]
+    docs += [(src / stage).read_text() for stage in KWOK_STAGES]
+    path.write_text("\n---\n".join(docs))
+
+
+def component_argv(name: str, state: ClusterState, binaries: Path) -> tuple[list[str], str]:
+    """The command line and health URL of one component."""
+    d, p = state.path, state.ports
+    pki, kubeconfig = d / "pki", str(state.kubeconfig)
+    loop = "127.0.0.1"
+    extra = os.environ.get(f"KAITO_{name.upper().replace('-', '_')}_EXTRA_ARGS", "").split()
+    if name == "etcd":
+        argv = [
+            str(binaries / "etcd"), "--name=kaito", f"--data-dir={d / 'etcd'}",
+            f"--listen-client-urls=http://{loop}:{p['etcd']}",
+            f"--advertise-client-urls=http://{loop}:{p['etcd']}",
+            f"--listen-peer-urls=http://{loop}:{p['etcd-peer']}",
+            f"--initial-advertise-peer-urls=http://{loop}:{p['etcd-peer']}",
+            f"--initial-cluster=kaito=http://{loop}:{p['etcd-peer']}",
+            "--unsafe-no-fsync", "--quota-backend-bytes=8589934592", "--logger=zap",
+            "--log-level=warn",
+        ]  # fmt: skip
+        health = f"http://{loop}:{p['etcd']}/health"
+    elif name == "kube-apiserver":
+        argv = [
+            str(binaries / "kube-apiserver"), f"--etcd-servers=http://{loop}:{p['etcd']}",
+            f"--bind-address={loop}", f"--advertise-address={loop}",
+            f"--secure-port={p['kube-apiserver']}",
+            f"--tls-cert-file={pki / 'apiserver.crt'}",
+            f"--tls-private-key-file={pki / 'apiserver.key'}",
+            f"--client-ca-file={pki / 'ca.crt'}",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            f"--service-account-key-file={pki / 'sa.key'}",
+            f"--service-account-signing-key-file={pki / 'sa.key'}",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            "--authorization-mode=Node,RBAC", "--allow-privileged=true",
+            "--endpoint-reconciler-type=none",
+            "--max-requests-inflight=0", "--max-mutating-requests-inflight=0",
+            "--enable-priority-and-fairness=false",
+        ]  # fmt: skip
+        health = f"https://{loop}:{p['kube-apiserver']}/readyz"
+    elif name == "kube-controller-manager":
+        argv = [
+            str(binaries / "kube-controller-manager"), f"--kubeconfig={kubeconfig}",
+            "--leader-elect=false", f"--bind-address={loop}",
+            f"--secure-port={p['kube-controller-manager']}",
+            "--authorization-always-allow-paths=/healthz,/readyz,/livez,/metrics",
+            f"--root-ca-file={pki / 'ca.crt'}",
+            f"--service-account-private-key-file={pki / 'sa.key'}",
+            "--use-service-account-credentials=false",
+            "--node-monitor-period=5s", "--node-monitor-grace-period=40s",
+            "--kube-api-qps=500", "--kube-api-burst=1000",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+        ]  # fmt: skip
+        health = f"https://{loop}:{p['kube-controller-manager']}/healthz"
+    elif name == "kube-scheduler":
+        sched_cfg = d / "scheduler.yaml"
+        sched_cfg.write_text(
+            "apiVersion: kubescheduler.config.k8s.io/v1\nkind: KubeSchedulerConfiguration\n"
+            f"clientConnection:\n  kubeconfig: {kubeconfig}\n  qps: 500\n  burst: 1000\n"
+            "leaderElection:\n  leaderElect: false\n"
+        )
+        argv = [
+            str(binaries / "kube-scheduler"), f"--config={sched_cfg}",
+            f"--bind-address={loop}", f"--secure-port={p['kube-scheduler']}",
+            "--authorization-always-allow-paths=/healthz,/readyz,/livez,/metrics",
+        ]  # fmt: skip
+        health = f"https://{loop}:{p['kube-scheduler']}/healthz"
+    elif name == "kwok":
+        argv = [
+            str(binaries / "kwok"), f"--kubeconfig={kubeconfig}", f"--config={d / 'kwok.yaml'}",
+            "--manage-all-nodes=false",
+            f"--manage-nodes-with-label-selector={KWOK_NODE_LABEL[0]}={KWOK_NODE_LABEL[1]}",
+            f"--node-ip={loop}", "--node-lease-duration-seconds=40",
+            f"--server-address={loop}:{p['kwok']}",
+        ]  # fmt: skip
+        health = f"http://{loop}:{p['kwok']}/healthz"
+    else:
+        raise ClusterError(f"unknown component {name!r}; one of {', '.join(COMPONENTS)}")
+    return argv + extra, health
+
+
+def start_component(state: ClusterState, name: str, binaries: Path) -> Component:
+    argv, health = component_argv(name, state, binaries)
+    log = state.path / "logs" / f"{name}.log"
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            argv,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # survive the `hack/cluster up` process
+            cwd=state.path,
+        )
+    comp = Component(name=name, pid=proc.pid, argv=argv, log=str(log), health_url=health)
+    state.components[name] = comp
+    state.save()
+    return comp
+
+
+def stop_component(comp: Component, timeout: float = 10.0) -> None:
+    if not pid_alive(comp):
+        return
+    try:
+        os.kill(comp.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not pid_alive(comp):
+            _reap(comp.pid)
+            return
+        _reap(comp.pid)
+        time.sleep(0.05)
+    try:
+        os.kill(comp.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    _reap(comp.pid)
+
+
+def _reap(pid: int) -> None:
+    """Collect the exit status when the process is our own child (restart, tests)."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def healthy(state: ClusterState) -> list[str]:
+    """Names of components that are dead or failing their health check."""
+    bad = []
+    for name in COMPONENTS:
+        comp = state.components.get(name)
+        if comp is None or not pid_alive(comp) or not probe(state, comp.health_url):
+            bad.append(name)
+    return bad
+
+
+def kubectl(state: ClusterState, *args: str, stdin: str | None = None) -> str:
+    proc = subprocess.run(
+        [str(bin_dir() / "kubectl"), f"--kubeconfig={state.kubeconfig}", *args],
+        input=stdin.encode() if stdin is not None else None,
+        capture_output=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise ClusterError(f"kubectl {' '.join(args)}: {proc.stderr.decode().strip()}")
+    return proc.stdout.decode()
+
+
+def wait_for(what: str, check: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.1)
+    raise ClusterError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def up(directory: Path, quiet: bool = False) -> ClusterState:
+    """Start the cluster, or return the running one (idempotent)."""
+    directory = directory.resolve()
+    existing = ClusterState.load(directory)
+    if existing is not None:
+        bad = healthy(existing)
+        if not bad:
+            if not quiet:
+                print(f"cluster already up in {directory}")
+            return existing
+        if not quiet:
+            print(f"cluster in {directory} is broken ({', '.join(bad)}); restarting it")
+        down(directory, quiet=True)
+
+    binaries = ensure_binaries()
+    t0 = time.monotonic()
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "logs").mkdir(exist_ok=True)
+    make_pki(directory / "pki")
+    ports = {name: free_port() for name in (*COMPONENTS, "etcd-peer")}
+    state = ClusterState(directory=str(directory), ports=ports)
+    write_kubeconfig(state.kubeconfig, directory / "pki", ports["kube-apiserver"])
+    kwok_config(directory / "kwok.yaml")
+    state.save()
+    try:
+        for group, timeout in (
+            (("etcd",), 30.0),
+            (("kube-apiserver",), 90.0),
+            (("kube-controller-manager", "kube-scheduler"), 60.0),
+            (("kwok",), 30.0),
+        ):
+            started = [start_component(state, name, binaries) for name in group]
+            for comp in started:
+                wait_healthy(state, comp, timeout)
+        wait_for(
+            "the default ServiceAccount",
+            lambda: _quiet_ok(lambda: kubectl(state, "-n", "default", "get", "sa", "default")),
+            60,
+        )
+    except ClusterError:
+        down(directory, quiet=True, keep_logs=True)
+        raise
+    if not quiet:
+        print(f"cluster up in {time.monotonic() - t0:.1f}s ({directory})")
+        print(env_text(state))
+    return state
+
+
+def _quiet_ok(fn: Callable[[], object]) -> bool:
+    try:
+        fn()
+    except ClusterError:
+        return False
+    return True
+
+
+def down(directory: Path, quiet: bool = False, keep_logs: bool = False) -> None:
+    directory = directory.resolve()
+    state = ClusterState.load(directory)
+    if state is None:
+        if not quiet:
+            print(f"no cluster in {directory}")
+        return
+    for name in reversed(COMPONENTS):
+        comp = state.components.get(name)
+        if comp is not None:
+            stop_component(comp)
+    if keep_logs:
+        (directory / "state.json").unlink(missing_ok=True)
+        shutil.rmtree(directory / "etcd", ignore_errors=True)
+    else:
+        shutil.rmtree(directory, ignore_errors=True)
+    if not quiet:
+        print(f"cluster in {directory} stopped and removed")
+
+
+def restart(directory: Path, name: str) -> None:
+    """Stop and start one component on the same port (tests use it to cut watches)."""
+    state = _require(directory)
+    comp = state.components.get(name)
+    if comp is None:
+        raise ClusterError(f"unknown component {name!r}; one of {', '.join(COMPONENTS)}")
+    stop_component(comp)
+    new = start_component(state, name, bin_dir())
+    wait_healthy(state, new, 90)
+
+
+def stop(directory: Path, name: str) -> None:
+    state = _require(directory)
+    comp = state.components.get(name)
+    if comp is None:
+        raise ClusterError(f"unknown component {name!r}; one of {', '.join(COMPONENTS)}")
+    stop_component(comp)
+
+
+def _require(directory: Path) -> ClusterState:
+    state = ClusterState.load(directory.resolve())
+    if state is None:
+        raise ClusterError(f"no cluster in {directory}; run `hack/cluster up` first")
+    return state
+
+
+def status(directory: Path) -> int:
+    state = ClusterState.load(directory.resolve())
+    if state is None:
+        print(f"no cluster in {directory}")
+        return 1
+    rc = 0
+    for name in COMPONENTS:
+        comp = state.components.get(name)
+        if comp is None:
+            print(f"{name:<24} not started")
+            rc = 1
+            continue
+        alive = pid_alive(comp)
+        ok = alive and probe(state, comp.health_url)
+        rss = _rss_mib(comp.pid) if alive else 0.0
+        word = "healthy" if ok else ("unhealthy" if alive else "DEAD")
+        print(f"{name:<24} pid {comp.pid:<8} {word:<10} rss {rss:7.1f} MiB  {comp.health_url}")
+        if not ok:
+            rc = 1
+            print("    last lines of " + comp.log + ":")
+            print("    " + log_tail(comp.log, 10).replace("\n", "\n    "))
+    return rc
+
+
+def _rss_mib(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except FileNotFoundError:
+        pass
+    return 0.0
+
+
+def env_text(state: ClusterState) -> str:
+    return (
+        f"export KUBECONFIG={state.kubeconfig}\n"
+        f"export PATH={bin_dir()}:$PATH\n"
+        f"# etcd: http://127.0.0.1:{state.ports['etcd']}"
+    )
+
+
+# ----------------------------------------------------------------------- nodes
+
+# Used only when kaito.presets is not importable (e.g. before `pip install -e .`).
+_FALLBACK_SKUS: dict[str, tuple[int, int, int]] = {
+    # name: (GPUs, vCPU, memory GiB)
+    "Standard_NC6s_v3": (1, 6, 112),
+    "Standard_NC12s_v3": (2, 12, 224),
+    "Standard_NC24s_v3": (4, 24, 448),
+    "Standard_NC24ads_A100_v4": (1, 24, 220),
+}
+
+
+def sku_shape(instance_type: str) -> tuple[int, int, int]:
+    """(gpus, vcpu, memory GiB) of an instance type, from the presets SKU table."""
+    sys.path.insert(0, str(REPO / "src"))
+    try:
+        from kaito.presets.skus import get_sku  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        if instance_type in _FALLBACK_SKUS:
+            return _FALLBACK_SKUS[instance_type]
+        raise ClusterError(
+            f"unknown instance type {instance_type!r} and kaito.presets is not installed"
+        ) from None
+    sku = get_sku(instance_type)
+    if sku is None:
+        raise ClusterError(f"unknown instance type {instance_type!r}; see `kaito skus`")
+    return int(sku.gpu_count), int(sku.vcpu), int(sku.memory_gib)
+
+
+def fake_node(
+    name: str,
+    instance_type: str,
+    gpus: int,
+    cpu: int,
+    memory_gib: int,
+    labels: dict[str, str] | None = None,
+    taints: Sequence[dict[str, str]] = (),
+) -> dict[str, Any]:
+    """A KWOK-managed Node that looks like an AKS GPU node of `instance_type`."""
+    all_labels = {
+        KWOK_NODE_LABEL[0]: KWOK_NODE_LABEL[1],
+        "kubernetes.io/hostname": name,
+        "kubernetes.io/os": "linux",
+        "kubernetes.io/arch": "amd64",
+        "node.kubernetes.io/instance-type": instance_type,
+        "beta.kubernetes.io/instance-type": instance_type,
+        "kubernetes.azure.com/agentpool": name.replace("-", "")[:12],
+    }
+    if gpus:
+        all_labels |= {
+            "accelerator": "nvidia",
+            "nvidia.com/gpu.present": "true",
+            "nvidia.com/gpu.count": str(gpus),
+        }
+    all_labels |= labels or {}
+    capacity = {
+        "cpu": str(cpu),
+        "memory": f"{memory_gib}Gi",
+        "pods": "110",
+        "ephemeral-storage": "1Ti",
+    }
+    if gpus:
+        capacity["nvidia.com/gpu"] = str(gpus)
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "labels": all_labels,
+            "annotations": {"kwok.x-k8s.io/node": "fake"},
+        },
+        "spec": {"providerID": f"kwok://{name}", "taints": list(taints)},
+        "status": {"capacity": capacity, "allocatable": dict(capacity)},
+    }
+
+
+def add_node(
+    directory: Path,
+    name: str,
+    instance_type: str,
+    labels: dict[str, str],
+    gpus: int | None,
+    wait: bool,
+) -> None:
+    state = _require(directory)
+    sku_gpus, cpu, mem = sku_shape(instance_type)
+    node = fake_node(name, instance_type, sku_gpus if gpus is None else gpus, cpu, mem, labels)
+    kubectl(state, "create", "-f", "-", stdin=json.dumps(node))
+    if wait:
+        kubectl(state, "wait", "--for=condition=Ready", f"node/{name}", "--timeout=60s")
+    print(f"node/{name} ({instance_type}, {node['status']['capacity'].get('nvidia.com/gpu', 0)} GPU)")
+
+
+# ------------------------------------------------------------------------- main
+
+
+def _labels(values: list[str]) -> dict[str, str]:
+    out = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ClusterError(f"--label {item!r}: expected KEY=VALUE")
+        out[key] = value
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="hack/cluster",
+        description="Local Kubernetes control plane (etcd, apiserver, controller-manager, "
+        "scheduler, KWOK) on 127.0.0.1, built from the Go module proxy and cached.",
+    )
+    parser.add_argument(
+        "--dir", type=Path, default=default_dir(),
+        help="cluster state directory (default: $KAITO_CLUSTER_DIR or .cluster/default)",
+    )  # fmt: skip
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("build", help="build or reuse the cached binaries, print their directory")
+    sub.add_parser("up", help="start the cluster (idempotent)")
+    sub.add_parser("down", help="stop our processes and remove the state")
+    sub.add_parser("status", help="show each component; exit 1 if any is unhealthy")
+    sub.add_parser("env", help="print shell exports for KUBECONFIG and PATH")
+    rs = sub.add_parser("restart", help="restart one component on the same port")
+    rs.add_argument("component", choices=COMPONENTS)
+    st = sub.add_parser("stop", help="stop one component (testing failure handling)")
+    st.add_argument("component", choices=COMPONENTS)
+    an = sub.add_parser("add-node", help="create a fake GPU node managed by KWOK")
+    an.add_argument("name")
+    an.add_argument("--instance-type", default="Standard_NC6s_v3")
+    an.add_argument("--label", action="append", default=[], help="extra KEY=VALUE label")
+    an.add_argument("--gpus", type=int, default=None, help="override the SKU's GPU count")
+    an.add_argument("--no-wait", action="store_true", help="do not wait for the node to be Ready")
+    args = parser.parse_args(argv)
+    try:
+        if args.cmd == "build":
+            print(ensure_binaries())
+        elif args.cmd == "up":
+            up(args.dir)
+        elif args.cmd == "down":
+            down(args.dir)
+        elif args.cmd == "status":
+            return status(args.dir)
+        elif args.cmd == "env":
+            print(env_text(_require(args.dir)))
+        elif args.cmd == "restart":
+            restart(args.dir, args.component)
+        elif args.cmd == "stop":
+            stop(args.dir, args.component)
+        elif args.cmd == "add-node":
+            add_node(
+                args.dir, args.name, args.instance_type, _labels(args.label), args.gpus,
+                not args.no_wait,
+            )  # fmt: skip
+    except ClusterError as exc:
+        print(f"hack/cluster: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The kaito.sh and karpenter.sh API types as pydantic models (pure, no I/O)."""

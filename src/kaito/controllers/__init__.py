@@ -1,0 +1,1 @@
+"""Kaito's reconcilers (workspace, machine), built on kaito.runtime."""

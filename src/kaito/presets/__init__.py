@@ -1,0 +1,1 @@
+"""Model catalog, GPU SKU table, sizing and vLLM arguments: pure data and functions."""

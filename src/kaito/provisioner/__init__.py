@@ -1,0 +1,1 @@
+"""Node backends (KWOK, Azure AKS agent pools) behind one interface."""
