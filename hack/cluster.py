@@ -10,6 +10,7 @@ only those PIDs are ever signalled.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -67,10 +68,11 @@ def bin_dir() -> Path:
 def ensure_binaries() -> Path:
     """Build (first time) or reuse the cached binaries; returns their directory."""
     binaries = bin_dir()
-    needed = ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "kubectl"]
+    needed = [*COMPONENTS, "kubectl"]
     if all((binaries / b).is_file() for b in needed):
         return binaries
-    env = dict(os.environ, K8S_VERSION=K8S_VERSION, ETCD_VERSION=ETCD_VERSION, KWOK_VERSION=KWOK_VERSION)
+    env = dict(os.environ, K8S_VERSION=K8S_VERSION, ETCD_VERSION=ETCD_VERSION)
+    env["KWOK_VERSION"] = KWOK_VERSION
     proc = subprocess.run(
         [str(REPO / "hack" / "build-binaries.sh")], env=env, stdout=subprocess.PIPE, check=False
     )
@@ -209,16 +211,13 @@ class ClusterState:
 def pid_alive(comp: Component) -> bool:
     """True when the PID still runs the binary we started (guards against PID reuse)."""
     try:
-        cmdline = Path(f"/proc/{comp.pid}/cmdline").read_bytes().split(b"\0")
+        stat = Path(f"/proc/{comp.pid}/stat").read_text()
+        exe = os.readlink(f"/proc/{comp.pid}/exe")
     except (FileNotFoundError, ProcessLookupError, PermissionError):
         return False
-    try:
-        stat = Path(f"/proc/{comp.pid}/stat").read_text()
-        if stat.rsplit(")", 1)[1].split()[0] == "Z":
-            return False
-    except (FileNotFoundError, IndexError):
+    if stat.rsplit(")", 1)[1].split()[0] in {"Z", "X"}:
         return False
-    return bool(cmdline) and cmdline[0].decode(errors="replace") == comp.argv[0]
+    return exe.removesuffix(" (deleted)") == os.path.realpath(comp.argv[0])
 
 
 def log_tail(path: str, lines: int = 25) -> str:
@@ -258,7 +257,8 @@ def wait_healthy(state: ClusterState, comp: Component, timeout: float) -> None:
     while time.monotonic() < deadline:
         if not pid_alive(comp):
             raise ClusterError(
-                f"{comp.name} exited during start-up; last lines of {comp.log}:\n{log_tail(comp.log)}"
+                f"{comp.name} exited during start-up; "
+                f"last lines of {comp.log}:\n{log_tail(comp.log)}"
             )
         if probe(state, comp.health_url):
             return
@@ -286,7 +286,9 @@ def kwok_config(path: Path) -> None:
     src = Path(json.loads(proc.stdout)["Dir"]) / "kustomize" / "stage"
     docs = [
         "apiVersion: config.kwok.x-k8s.io/v1alpha1\nkind: KwokConfiguration\n"
-        "options:\n  nodeLeaseDurationSeconds: 40\n"
+        "options:\n  nodeLeaseDurationSeconds: 40\n  nodeLeaseParallelism: 4\n"
+        "  podPlayStageParallelism: 4\n  nodePlayStageParallelism: 4\n"
+        "  podsOnNodeSyncParallelism: 1\n"
     ]
     docs += [(src / stage).read_text() for stage in KWOK_STAGES]
     path.write_text("\n---\n".join(docs))
@@ -410,10 +412,8 @@ def stop_component(comp: Component, timeout: float = 10.0) -> None:
 
 def _reap(pid: int) -> None:
     """Collect the exit status when the process is our own child (restart, tests)."""
-    try:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
 
 
 def healthy(state: ClusterState) -> list[str]:
@@ -607,7 +607,9 @@ def sku_shape(instance_type: str) -> tuple[int, int, int]:
     """(gpus, vcpu, memory GiB) of an instance type, from the presets SKU table."""
     sys.path.insert(0, str(REPO / "src"))
     try:
-        from kaito.presets.skus import get_sku  # type: ignore[import-not-found,unused-ignore]
+        from kaito.presets.skus import (  # type: ignore[import-not-found,unused-ignore]  # noqa: PLC0415
+            get_sku,
+        )
     except ImportError:
         if instance_type in _FALLBACK_SKUS:
             return _FALLBACK_SKUS[instance_type]
@@ -620,7 +622,7 @@ def sku_shape(instance_type: str) -> tuple[int, int, int]:
     return int(sku.gpu_count), int(sku.vcpu), int(sku.memory_gib)
 
 
-def fake_node(
+def fake_node(  # noqa: PLR0917
     name: str,
     instance_type: str,
     gpus: int,
@@ -667,7 +669,7 @@ def fake_node(
     }
 
 
-def add_node(
+def add_node(  # noqa: PLR0917
     directory: Path,
     name: str,
     instance_type: str,
@@ -681,7 +683,8 @@ def add_node(
     kubectl(state, "create", "-f", "-", stdin=json.dumps(node))
     if wait:
         kubectl(state, "wait", "--for=condition=Ready", f"node/{name}", "--timeout=60s")
-    print(f"node/{name} ({instance_type}, {node['status']['capacity'].get('nvidia.com/gpu', 0)} GPU)")
+    gpu_count = node["status"]["capacity"].get("nvidia.com/gpu", 0)
+    print(f"node/{name} ({instance_type}, {gpu_count} GPU)")
 
 
 # ------------------------------------------------------------------------- main

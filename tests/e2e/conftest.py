@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -26,7 +27,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _load_cluster_module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("kaito_hack_cluster", REPO / "hack" / "cluster.py")
+    path = REPO / "hack" / "cluster.py"
+    spec = importlib.util.spec_from_file_location("kaito_hack_cluster", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
@@ -92,7 +94,7 @@ class Cluster:
     ) -> dict[str, Any]:
         """Create a KWOK GPU node shaped like `instance_type` and wait until it is Ready."""
         sku_gpus, cpu, mem = hack_cluster.sku_shape(instance_type)
-        node = hack_cluster.fake_node(
+        node: dict[str, Any] = hack_cluster.fake_node(
             name, instance_type, sku_gpus if gpus is None else gpus, cpu, mem, labels
         )
         self.kubectl("create", "-f", "-", stdin=json.dumps(node))
@@ -132,6 +134,7 @@ def cluster() -> Iterator[Cluster]:
         yield Cluster(kubeconfig=Path(state.kubeconfig), directory=Path(state.directory))
     finally:
         hack_cluster.down(Path(state.directory), quiet=True)
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture
