@@ -23,7 +23,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,7 +39,7 @@ KWOK_STAGES = (
     "pod/fast/pod-complete.yaml",
     "pod/fast/pod-delete.yaml",
 )
-KWOK_NODE_LABEL = ("type", "kwok")
+KWOK_NODE_LABEL = ("type", "kwok")  # kaito.provisioner.kwok_node.KWOK_MANAGED_LABEL
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
 SERVICE_CIDR = "10.96.0.0/16"
 
@@ -629,44 +629,14 @@ def fake_node(  # noqa: PLR0917
     cpu: int,
     memory_gib: int,
     labels: dict[str, str] | None = None,
-    taints: Sequence[dict[str, str]] = (),
 ) -> dict[str, Any]:
-    """A KWOK-managed Node that looks like an AKS GPU node of `instance_type`."""
-    all_labels = {
-        KWOK_NODE_LABEL[0]: KWOK_NODE_LABEL[1],
-        "kubernetes.io/hostname": name,
-        "kubernetes.io/os": "linux",
-        "kubernetes.io/arch": "amd64",
-        "node.kubernetes.io/instance-type": instance_type,
-        "beta.kubernetes.io/instance-type": instance_type,
-        "kubernetes.azure.com/agentpool": name.replace("-", "")[:12],
-    }
-    if gpus:
-        all_labels |= {
-            "accelerator": "nvidia",
-            "nvidia.com/gpu.present": "true",
-            "nvidia.com/gpu.count": str(gpus),
-        }
-    all_labels |= labels or {}
-    capacity = {
-        "cpu": str(cpu),
-        "memory": f"{memory_gib}Gi",
-        "pods": "110",
-        "ephemeral-storage": "1Ti",
-    }
-    if gpus:
-        capacity["nvidia.com/gpu"] = str(gpus)
-    return {
-        "apiVersion": "v1",
-        "kind": "Node",
-        "metadata": {
-            "name": name,
-            "labels": all_labels,
-            "annotations": {"kwok.x-k8s.io/node": "fake"},
-        },
-        "spec": {"providerID": f"kwok://{name}", "taints": list(taints)},
-        "status": {"capacity": capacity, "allocatable": dict(capacity)},
-    }
+    """A KWOK-managed Node shaped like an AKS GPU node (shared with the KWOK backend)."""
+    sys.path.insert(0, str(REPO / "src"))
+    from kaito.provisioner.kwok_node import fake_gpu_node  # noqa: PLC0415
+
+    return fake_gpu_node(
+        name, instance_type, gpus=gpus, cpu=cpu, memory_gib=memory_gib, labels=labels
+    )
 
 
 def add_node(  # noqa: PLR0917
