@@ -1,0 +1,374 @@
+"""The objects the workspace controller owns, built as plain dicts from plain inputs.
+
+Pure functions: the reconciler decides *what* (preset, SKU, node count, adapters) and these
+say *how it looks* on the wire, so the shape is unit-tested without a cluster and applied
+with server-side apply (an unchanged object costs no write).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+WORKSPACE_LABEL = "kaito.sh/workspace"
+WORKSPACE_NAMESPACE_LABEL = "kaito.sh/workspacenamespace"
+REVISION_ANNOTATION = "workspace.kaito.io/revision"
+HASH_ANNOTATION = "workspace.kaito.io/hash"
+NODEPOOL_LABEL = "karpenter.sh/nodepool"
+NODEPOOL_NAME = "kaito"
+GPU_RESOURCE = "nvidia.com/gpu"
+INSTANCE_TYPE_LABEL = "node.kubernetes.io/instance-type"
+SERVING_PORT = 5000
+ADAPTER_ROOT = "/mnt/adapter"
+CONFIG_DIR = "/mnt/config"
+CONFIG_KEY = "inference_config.yaml"
+WEIGHTS_DIR = "/workspace/weights"
+PULL_SECRET_ROOT = "/root/.docker/config.d"
+RESERVED_SELECTOR_KEYS = frozenset(
+    {
+        WORKSPACE_LABEL,
+        WORKSPACE_NAMESPACE_LABEL,
+        "kaito.sh/ragengine",
+        "kaito.sh/ragenginenamespace",
+        "karpenter.kaito.sh/workspace-name",
+        "karpenter.kaito.sh/workspace-namespace",
+    }
+)
+GPU_TOLERATIONS: tuple[dict[str, str], ...] = (
+    {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"},
+    {"key": "sku", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"},
+)
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The Workspace every object points back to."""
+
+    name: str
+    namespace: str
+    uid: str
+    api_version: str = "kaito.sh/v1beta1"
+    kind: str = "Workspace"
+
+    def reference(self) -> dict[str, Any]:
+        return {
+            "apiVersion": self.api_version,
+            "kind": self.kind,
+            "name": self.name,
+            "uid": self.uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+
+
+@dataclass(frozen=True)
+class ImageAdapter:
+    """A LoRA adapter shipped as an image, fetched by an init container."""
+
+    name: str
+    image: str
+    pull_secrets: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class VolumeAdapter:
+    """A LoRA adapter already on a volume, mounted as is."""
+
+    name: str
+    volume_source: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class InferenceWorkload:
+    """Everything the inference StatefulSet depends on."""
+
+    owner: Owner
+    replicas: int
+    image: str
+    command: Sequence[str]
+    args: Sequence[str]
+    env: Mapping[str, str]
+    gpus_per_node: int
+    revision: str
+    node_selector_labels: Mapping[str, str] = field(default_factory=dict)
+    provisioned: bool = True  # nodes made for this Workspace carry its ownership labels
+    adapters: Sequence[ImageAdapter | VolumeAdapter] = ()
+    config_map: str | None = None
+    model_access_secret: str | None = None
+    image_pull_secrets: Sequence[str] = ()
+    weights_bytes: int = 0
+
+
+def sanitized_selector(match_labels: Mapping[str, str] | None) -> dict[str, str]:
+    """The user's matchLabels without the keys the operator reserves for itself."""
+    return {k: v for k, v in (match_labels or {}).items() if k not in RESERVED_SELECTOR_KEYS}
+
+
+def ownership_labels(owner: Owner) -> dict[str, str]:
+    return {WORKSPACE_LABEL: owner.name, WORKSPACE_NAMESPACE_LABEL: owner.namespace}
+
+
+def nodeclaim_name(owner: Owner, index: int) -> str:
+    """Deterministic, so a restarted controller finds the claim it already made.
+
+    11 characters (``ws`` + 9 hex), which also satisfies AKS agent-pool naming.
+    """
+    digest = hashlib.sha256(f"{owner.namespace}/{owner.name}/{index}".encode()).hexdigest()
+    return f"ws{digest[:9]}"
+
+
+def nodeclaim(
+    owner: Owner,
+    index: int,
+    *,
+    instance_type: str,
+    match_labels: Mapping[str, str] | None = None,
+    storage: str = "1024Gi",
+    node_image_family: str = "ubuntu",
+    api_version: str = "karpenter.sh/v1",
+) -> dict[str, Any]:
+    """A Karpenter NodeClaim (v1) or, for old gpu-provisioner releases, a v1alpha5 Machine."""
+    labels = {NODEPOOL_LABEL: NODEPOOL_NAME, **ownership_labels(owner)}
+    labels |= sanitized_selector(match_labels)
+    requirements = [
+        {"key": NODEPOOL_LABEL, "operator": "In", "values": [NODEPOOL_NAME]},
+        {"key": INSTANCE_TYPE_LABEL, "operator": "In", "values": [instance_type]},
+        {"key": "kubernetes.io/os", "operator": "In", "values": ["linux"]},
+        {"key": "karpenter.azure.com/sku-name", "operator": "In", "values": [instance_type]},
+    ]
+    spec: dict[str, Any] = {
+        "taints": [{"key": "sku", "value": "gpu", "effect": "NoSchedule"}],
+        "requirements": requirements,
+        "resources": {"requests": {"storage": storage}},
+    }
+    if api_version == "karpenter.sh/v1":
+        spec["nodeClassRef"] = {"group": "kaito.sh", "kind": "KaitoNodeClass", "name": "default"}
+        kind = "NodeClaim"
+    else:
+        kind = "Machine"
+        labels["karpenter.sh/provisioner-name"] = "default"
+        spec["machineTemplateRef"] = {"name": "default"}
+    return {
+        "apiVersion": api_version,
+        "kind": kind,
+        "metadata": {
+            "name": nodeclaim_name(owner, index),
+            "labels": labels,
+            "annotations": {
+                "karpenter.sh/do-not-disrupt": "true",
+                "kaito.sh/node-image-family": node_image_family,
+            },
+        },
+        "spec": spec,
+    }
+
+
+def services(owner: Owner) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The client-facing Service (80 → 5000, the leader pod only) and the headless one."""
+    meta = {"namespace": owner.namespace, "ownerReferences": [owner.reference()]}
+    leader = {WORKSPACE_LABEL: owner.name, "statefulset.kubernetes.io/pod-name": f"{owner.name}-0"}
+    main = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": owner.name, "labels": {WORKSPACE_LABEL: owner.name}, **meta},
+        "spec": {
+            "type": "ClusterIP",
+            "selector": leader,
+            "publishNotReadyAddresses": True,
+            "ports": [
+                {"name": "http", "port": 80, "targetPort": SERVING_PORT, "protocol": "TCP"},
+                {"name": "torchrun", "port": 29500, "targetPort": 29500, "protocol": "TCP"},
+            ],
+        },
+    }
+    headless = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": f"{owner.name}-headless",
+            "labels": {WORKSPACE_LABEL: owner.name},
+            **meta,
+        },
+        "spec": {
+            "clusterIP": "None",
+            "selector": {WORKSPACE_LABEL: owner.name},
+            "publishNotReadyAddresses": True,
+        },
+    }
+    return main, headless
+
+
+def startup_failure_threshold(weights_bytes: int) -> int:
+    """Big models take long to load: 15 min + 18 s per GiB, clamped to 30..180 min."""
+    seconds = 15 * 60 + 18 * weights_bytes / 2**30
+    seconds = min(max(seconds, 30 * 60), 180 * 60)
+    return math.ceil(seconds / 10)
+
+
+def _health_probe(**extra: int) -> dict[str, Any]:
+    return {"httpGet": {"path": "/health", "port": SERVING_PORT}, **extra}
+
+
+def _affinity(work: InferenceWorkload) -> dict[str, Any] | None:
+    wanted = dict(sanitized_selector(work.node_selector_labels))
+    if work.provisioned:
+        wanted |= ownership_labels(work.owner)
+    if not wanted:
+        return None
+    expressions = [{"key": k, "operator": "In", "values": [v]} for k, v in sorted(wanted.items())]
+    return {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [{"matchExpressions": expressions}]
+            }
+        }
+    }
+
+
+def adapter_init_container(adapter: ImageAdapter, image: str) -> dict[str, Any]:
+    """Copies an adapter image's files into /mnt/adapter/<name> before vLLM starts."""
+    args = ["--image", adapter.image, "--dest", f"{ADAPTER_ROOT}/{adapter.name}"]
+    mounts: list[dict[str, Any]] = [{"name": "adapter-volume", "mountPath": ADAPTER_ROOT}]
+    if adapter.pull_secrets:
+        secret_dir = f"{PULL_SECRET_ROOT}/{adapter.name}"
+        args += ["--docker-config", secret_dir]
+        mounts.append(
+            {"name": f"docker-config-{adapter.name}", "mountPath": secret_dir, "readOnly": True}
+        )
+    return {
+        "name": f"adapter-{adapter.name}"[:63],
+        "image": image,
+        "command": ["python3", "-m", "serving.fetch"],
+        "args": args,
+        "volumeMounts": mounts,
+    }
+
+
+def _pull_secret_volume(adapter: ImageAdapter) -> dict[str, Any]:
+    return {
+        "name": f"docker-config-{adapter.name}",
+        "projected": {
+            "sources": [
+                {
+                    "secret": {
+                        "name": secret,
+                        "items": [{"key": ".dockerconfigjson", "path": f"{secret}.json"}],
+                    }
+                }
+                for secret in adapter.pull_secrets
+            ]
+        },
+    }
+
+
+def statefulset(work: InferenceWorkload) -> dict[str, Any]:
+    """The inference StatefulSet: one pod per node, vLLM behind /health probes."""
+    owner = work.owner
+    pod_labels = {WORKSPACE_LABEL: owner.name}
+    volumes: list[dict[str, Any]] = [
+        {"name": "dshm", "emptyDir": {"medium": "Memory"}},
+        {"name": "model-weights-volume", "emptyDir": {}},
+    ]
+    mounts: list[dict[str, Any]] = [
+        {"name": "dshm", "mountPath": "/dev/shm"},
+        {"name": "model-weights-volume", "mountPath": WEIGHTS_DIR},
+    ]
+    init_containers: list[dict[str, Any]] = []
+    image_adapters = [a for a in work.adapters if isinstance(a, ImageAdapter)]
+    if image_adapters:
+        volumes.append({"name": "adapter-volume", "emptyDir": {}})
+        mounts.append({"name": "adapter-volume", "mountPath": ADAPTER_ROOT})
+    for adapter in work.adapters:
+        if isinstance(adapter, ImageAdapter):
+            init_containers.append(adapter_init_container(adapter, work.image))
+            if adapter.pull_secrets:
+                volumes.append(_pull_secret_volume(adapter))
+        else:
+            volumes.append({"name": f"adapter-{adapter.name}", **dict(adapter.volume_source)})
+            mounts.append(
+                {"name": f"adapter-{adapter.name}", "mountPath": f"{ADAPTER_ROOT}/{adapter.name}"}
+            )
+    if work.config_map:
+        volumes.append({"name": "config-volume", "configMap": {"name": work.config_map}})
+        mounts.append({"name": "config-volume", "mountPath": CONFIG_DIR})
+
+    env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in sorted(work.env.items())]
+    if work.model_access_secret:
+        env.append(
+            {
+                "name": "HF_TOKEN",
+                "valueFrom": {
+                    "secretKeyRef": {
+                        "name": work.model_access_secret,
+                        "key": "HF_TOKEN",
+                        "optional": True,
+                    }
+                },
+            }
+        )
+    resources: dict[str, Any] = {}
+    if work.gpus_per_node:
+        gpu = {GPU_RESOURCE: str(work.gpus_per_node)}
+        resources = {"requests": dict(gpu), "limits": dict(gpu)}
+    container: dict[str, Any] = {
+        "name": owner.name,
+        "image": work.image,
+        "command": list(work.command),
+        "args": list(work.args),
+        "env": env,
+        "ports": [{"name": "http", "containerPort": SERVING_PORT, "protocol": "TCP"}],
+        "resources": resources,
+        "volumeMounts": mounts,
+        "startupProbe": _health_probe(
+            periodSeconds=10, failureThreshold=startup_failure_threshold(work.weights_bytes)
+        ),
+        "livenessProbe": _health_probe(periodSeconds=10, failureThreshold=3),
+        "readinessProbe": _health_probe(periodSeconds=10, initialDelaySeconds=5),
+    }
+    pod_spec: dict[str, Any] = {
+        "containers": [container],
+        "volumes": volumes,
+        "tolerations": [dict(t) for t in GPU_TOLERATIONS],
+    }
+    if init_containers:
+        pod_spec["initContainers"] = init_containers
+    affinity = _affinity(work)
+    if affinity:
+        pod_spec["affinity"] = affinity
+    pull_secrets = sorted(
+        {*work.image_pull_secrets, *(s for a in image_adapters for s in a.pull_secrets)}
+    )
+    if pull_secrets:
+        pod_spec["imagePullSecrets"] = [{"name": s} for s in pull_secrets]
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": {
+            "name": owner.name,
+            "namespace": owner.namespace,
+            "labels": {WORKSPACE_LABEL: owner.name},
+            "annotations": {REVISION_ANNOTATION: work.revision},
+            "ownerReferences": [owner.reference()],
+        },
+        "spec": {
+            "replicas": work.replicas,
+            "podManagementPolicy": "Parallel",
+            "serviceName": f"{owner.name}-headless",
+            "selector": {"matchLabels": pod_labels},
+            "persistentVolumeClaimRetentionPolicy": {
+                "whenScaled": "Retain",
+                "whenDeleted": "Delete",
+            },
+            "template": {
+                # the revision on the pod template rolls pods when the spec changes
+                "metadata": {
+                    "labels": pod_labels,
+                    "annotations": {REVISION_ANNOTATION: work.revision},
+                },
+                "spec": pod_spec,
+            },
+        },
+    }
