@@ -11,7 +11,6 @@ from pydantic import BaseModel, ValidationError
 
 from kaito.presets.errors import CatalogError
 
-
 M = TypeVar("M", bound=BaseModel)
 
 DATA_DIR = Path(__file__).with_name("data")
@@ -47,6 +46,4 @@ def validate_entry(model: type[M], path: Path, label: str, entry: dict[str, Any]
     except ValidationError as err:
         first = err.errors()[0]
         field = ".".join(str(part) for part in first["loc"]) or "(entry)"
-        raise CatalogError(
-            f"{path.name}: entry {label}: field '{field}': {first['msg']}"
-        ) from None
+        raise CatalogError(f"{path.name}: entry {label}: field '{field}': {first['msg']}") from None

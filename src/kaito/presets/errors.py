@@ -1,7 +1,7 @@
 """Errors raised by the presets package.
 
-Every error names the Workspace field a user has to change, so the operator, the admission webhook and
-the CLI can all show the same one-line explanation.
+Every error names the Workspace field a user has to change, so the operator, the admission
+webhook and the CLI can all show the same one-line explanation.
 """
 
 from __future__ import annotations
@@ -21,4 +21,4 @@ class FitError(SpecError):
 
 
 class CatalogError(ValueError):
-    """A catalog or SKU data file is malformed; the message names the file, the entry and the field."""
+    """A catalog or SKU data file is malformed; the message names file, entry and field."""

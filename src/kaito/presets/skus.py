@@ -1,8 +1,9 @@
 """The instance-type table: what each Azure VM size offers to a model server.
 
 GPU figures are GiB per GPU as the NVIDIA driver reports them (upstream Kaito's numbers). Older
-Volta/Turing sizes stay in the table because the seed manifests use Standard_NC6s_v3; they cannot do
-bfloat16, so the generated dtype there is float16. CPU sizes serve small models with vLLM's CPU build.
+Volta/Turing sizes stay in the table because the seed manifests use Standard_NC6s_v3; they cannot
+do bfloat16, so the generated dtype there is float16. CPU sizes serve small models with vLLM's
+CPU build.
 """
 
 from __future__ import annotations
@@ -92,7 +93,9 @@ def load_skus(paths: Iterable[Path]) -> dict[str, Sku]:
             sku = validate_entry(Sku, path, label, entry)
             for key in (sku.name, *sku.aliases):
                 if key.lower() in index:
-                    raise CatalogError(f"{path.name}: entry {label}: field 'name': duplicate {key!r}")
+                    raise CatalogError(
+                        f"{path.name}: entry {label}: field 'name': duplicate {key!r}"
+                    )
                 index[key.lower()] = sku
     return index
 
