@@ -236,11 +236,33 @@ def _age(timestamp: str | None, now: dt.datetime) -> str:
         created = dt.datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
     except ValueError:
         return "<unknown>"
-    seconds = max(0, int((now - created).total_seconds()))
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
+    return human_duration(max(0, int((now - created).total_seconds())))
+
+
+def _pair(big: int, big_unit: str, small: int, small_unit: str) -> str:
+    return f"{big}{big_unit}" if small == 0 else f"{big}{big_unit}{small}{small_unit}"
+
+
+def human_duration(seconds: int) -> str:
+    """An age the way kubectl prints it (65m, 3h20m, 2d5h, 40d)."""
+    minutes, hours, days = seconds // 60, seconds // 3600, seconds // 86400
+    if seconds < 120:
+        return f"{seconds}s"
+    if minutes < 10:
+        return _pair(minutes, "m", seconds % 60, "s")
+    if minutes < 180:
+        return f"{minutes}m"
+    if hours < 8:
+        return _pair(hours, "h", minutes % 60, "m")
+    if hours < 48:
+        return f"{hours}h"
+    if hours < 24 * 8:
+        return _pair(days, "d", hours % 24, "h")
+    if days < 365 * 2:
+        return f"{days}d"
+    if days < 365 * 8:
+        return _pair(days // 365, "y", days % 365, "d")
+    return f"{days // 365}y"
 
 
 def status_rows(items: Sequence[Mapping[str, Any]], now: dt.datetime) -> list[list[str]]:
