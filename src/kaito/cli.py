@@ -330,9 +330,7 @@ async def _get_workspaces(namespace: str, name: str | None) -> list[Mapping[str,
             except Exception as err:
                 last = err
                 if getattr(err, "status", None) != 404:
-                    break
-                if name:  # the object, not the version, may be missing: try the other version
-                    continue
+                    break  # only a 404 (version not served, object absent) tries the next
         what = f"workspace {namespace}/{name}" if name else f"workspaces in {namespace}"
         raise _api_error(last or RuntimeError("unknown"), what)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -303,6 +304,7 @@ def test_deploy_rejects_unknown_model(capsys: pytest.CaptureFixture[str]) -> Non
 def test_console_entry_point_runs() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "kaito.cli", "plan", "-f", str(SEED)],
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2] / "src")},
         capture_output=True,
         text=True,
         check=False,
