@@ -1,0 +1,192 @@
+"""Catalog and SKU data: lookups, and malformed files rejected with file, entry and field named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from kaito.presets import CatalogError, get_preset, get_sku, list_presets, list_skus
+from kaito.presets.catalog import load_catalog
+from kaito.presets.skus import load_skus
+
+REQUIRED_SKUS = [
+    "Standard_NC6s_v3",
+    "Standard_NC12s_v3",
+    "Standard_NC24s_v3",
+    "Standard_NC24ads_A100_v4",
+    "Standard_NC48ads_A100_v4",
+    "Standard_NC96ads_A100_v4",
+    "Standard_ND96asr_v4",
+    "Standard_ND96amsr_A100_v4",
+    "Standard_NV36ads_A10_v5",
+    "Standard_NV72ads_A10_v5",
+    "Standard_NC40ads_H100_v5",
+    "Standard_NC80adis_H100_v5",
+    "Standard_ND96isr_H100_v5",
+    "Standard_ND96isr_H200_v5",
+    "Standard_D16s_v5",
+    "Standard_D32s_v5",
+]
+
+
+@pytest.mark.parametrize("name", REQUIRED_SKUS)
+def test_required_skus_present(name: str) -> None:
+    sku = get_sku(name)
+    assert sku is not None and sku.name == name
+    assert get_sku(name.lower()) is sku
+
+
+def test_seed_sku_is_a_v100_without_bf16() -> None:
+    sku = get_sku("Standard_NC6s_v3")
+    assert sku is not None
+    assert (sku.gpu_model, sku.gpu_count, sku.gpu_memory_gib) == ("NVIDIA V100", 1, 16)
+    assert sku.compute_capability == "7.0" and not sku.supports_bf16
+    a100 = get_sku("Standard_NC24ads_A100_v4")
+    assert a100 is not None and a100.supports_bf16 and a100.nvme
+
+
+def test_upstream_spelling_of_nd96asr_is_an_alias() -> None:
+    assert get_sku("Standard_ND96asr_A100_v4") is get_sku("Standard_ND96asr_v4")
+    assert len({s.name for s in list_skus()}) == len(list_skus())
+
+
+def test_cpu_skus_have_no_gpus() -> None:
+    cpu = [s for s in list_skus() if s.cpu_only]
+    assert cpu and all(s.gpu_count == 0 and not s.supports_bf16 for s in cpu)
+    assert get_sku("Standard_Unknown") is None
+
+
+@pytest.mark.parametrize(
+    ("query", "name"),
+    [
+        ("phi-3-mini-4k-instruct", "phi-3-mini-4k-instruct"),
+        ("PHI-3-MINI-128K-INSTRUCT", "phi-3-mini-128k-instruct"),
+        ("microsoft/Phi-3-mini-4k-instruct", "phi-3-mini-4k-instruct"),
+        ("meta-llama/llama-3.1-8b-instruct", "llama-3.1-8b-instruct"),
+        ("mistral-7b-v0.3", "mistral-7b"),
+        ("mistral-7b-instruct", "mistral-7b-instruct"),
+        ("gemma-3-4b-it", "gemma-3-4b-instruct"),
+        ("ministral-3-8b-instruct-2512", "ministral-3-8b-instruct"),
+        ("falcon-40b", "falcon-40b"),
+        ("tiny-llama-test", "tiny-llama-test"),
+    ],
+)
+def test_lookup_by_name_alias_and_hub_id(query: str, name: str) -> None:
+    preset = get_preset(query)
+    assert preset is not None and preset.name == name
+
+
+def test_unknown_preset_is_none() -> None:
+    assert get_preset("gpt-5") is None
+
+
+def test_tiny_preset_is_local_and_test_only() -> None:
+    tiny = get_preset("tiny-llama-test")
+    assert tiny is not None and tiny.test_only
+    assert tiny.model_ref == "/workspace/weights" and tiny.dtype == "float32"
+    assert (tiny.num_layers, tiny.num_kv_heads, tiny.head_dim, tiny.context_limit) == (
+        2,
+        2,
+        32,
+        512,
+    )
+    assert "tiny-llama-test" not in {p.name for p in list_presets(include_test=False)}
+
+
+def test_catalog_flags_follow_upstream() -> None:
+    qwen = get_preset("qwen2.5-coder-7b-instruct")
+    assert qwen is not None
+    assert (qwen.tool_parser, qwen.chat_template) == ("hermes", "tool-chat-hermes.jinja")
+    oss = get_preset("gpt-oss-20b")
+    assert oss is not None and oss.reasoning_parser == "openai_gptoss" and oss.dtype == "auto"
+    phi = get_preset("phi-3-mini-4k-instruct")
+    assert (
+        phi is not None and phi.supports_tuning and phi.supports_lora and "vllm-cpu" in phi.runtimes
+    )
+
+
+VALID = """\
+presets:
+  - name: ok-model
+    hf_id: org/ok-model
+    param_bytes: 1Gi
+    num_layers: 2
+    num_kv_heads: 2
+    head_dim: 64
+    context_limit: 2048
+"""
+
+
+@pytest.mark.parametrize(
+    ("replace", "by", "field"),
+    [
+        ("    num_layers: 2\n", "", "num_layers"),
+        ("num_layers: 2", "num_layers: two", "num_layers"),
+        ("param_bytes: 1Gi", "param_bytes: 1GB", "param_bytes"),
+        ("param_bytes: 1Gi", "param_bytes: -5", "param_bytes"),
+        ("context_limit: 2048", "context_limit: 0", "context_limit"),
+        ("name: ok-model", "name: Not Valid", "name"),
+        ("head_dim: 64", "head_dim: 64\n    colour: blue", "colour"),
+        ("head_dim: 64", "head_dim: 64\n    dtype: int3", "dtype"),
+        ("head_dim: 64", "head_dim: 64\n    runtimes: [transformers]", "(entry)"),
+    ],
+)
+def test_malformed_preset_names_file_entry_field(
+    tmp_path: Path, replace: str, by: str, field: str
+) -> None:
+    text = VALID + VALID.split("\n", 1)[1].replace("ok-model", "second")
+    path = tmp_path / "catalog-bad.yaml"
+    path.write_text(text.replace(replace, by, 1))
+    assert replace in text
+    with pytest.raises(CatalogError) as info:
+        load_catalog([path])
+    message = str(info.value)
+    assert message.startswith("catalog-bad.yaml: entry presets[0]")
+    assert f"field '{field}'" in message
+
+
+def test_valid_file_loads(tmp_path: Path) -> None:
+    path = tmp_path / "catalog-ok.yaml"
+    path.write_text(VALID)
+    assert load_catalog([path])["ok-model"].kv_bytes_per_token == 2 * 2 * 64 * 2 * 2
+
+
+def test_duplicate_preset_name_rejected(tmp_path: Path) -> None:
+    path = tmp_path / "catalog-dup.yaml"
+    path.write_text(VALID + VALID.split("\n", 1)[1])
+    with pytest.raises(
+        CatalogError, match=r"catalog-dup.yaml: entry presets\[1\] \(ok-model\).*'name'"
+    ):
+        load_catalog([path])
+
+
+@pytest.mark.parametrize("text", ["presets: 3\n", "- a\n", "presets: [1]\n", "presets: [\n"])
+def test_wrong_shape_rejected(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "catalog-shape.yaml"
+    path.write_text(text)
+    with pytest.raises(CatalogError, match=r"^catalog-shape.yaml: "):
+        load_catalog([path])
+
+
+def test_malformed_sku_names_file_entry_field(tmp_path: Path) -> None:
+    path = tmp_path / "skus-bad.yaml"
+    path.write_text(
+        "skus:\n"
+        "  - {name: Standard_X, gpu_model: G, gpu_count: 1, gpu_memory_gib: 8, "
+        "compute_capability: '8.0', vcpu: 4, memory_gib: 16}\n"
+        "  - {name: Standard_Y, gpu_model: G, gpu_count: 1, gpu_memory_gib: 8, "
+        "compute_capability: 'eight', vcpu: 4, memory_gib: 16}\n"
+    )
+    with pytest.raises(CatalogError) as info:
+        load_skus([path])
+    assert str(info.value).startswith(
+        "skus-bad.yaml: entry skus[1] (Standard_Y): field 'compute_capability'"
+    )
+
+
+def test_gpu_sku_without_gpus_rejected(tmp_path: Path) -> None:
+    path = tmp_path / "skus-nogpu.yaml"
+    path.write_text("skus:\n  - {name: Standard_Z, vcpu: 4, memory_gib: 16}\n")
+    with pytest.raises(CatalogError, match=r"entry skus\[0\] \(Standard_Z\).*gpu_count"):
+        load_skus([path])
