@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Mapping
-from typing import Any
 
 from kaito.runtime.client import Client
 from kaito.runtime.gvk import GVK
@@ -15,6 +14,7 @@ from kaito.runtime.objects import Obj, Scheme
 from kaito.runtime.reflector import Transform, strip_managed_fields
 from kaito.runtime.selectors import Selector, parse_selector
 
+_Entries = list[Entry]
 InformerKey = tuple[GVK, str | None, str | None, str | None]
 
 
@@ -92,7 +92,7 @@ class Cache:
         for inf in self._informers.values():
             await inf.stop()
 
-    async def wait_for_cache_sync(self, timeout: float | None = 120.0) -> bool:
+    async def wait_for_cache_sync(self, timeout: float | None = 120.0) -> bool:  # noqa: ASYNC109
         """True once every informer has listed; False if ``timeout`` passes first."""
         waits = [inf.wait_for_sync() for inf in self._informers.values()]
         try:
@@ -105,7 +105,7 @@ class Cache:
     def synced(self) -> bool:
         return all(inf.has_synced for inf in self._informers.values())
 
-    async def ensure(self, gvk: GVK, timeout: float | None = 120.0) -> Informer:
+    async def ensure(self, gvk: GVK, timeout: float | None = 120.0) -> Informer:  # noqa: ASYNC109
         """Make sure an all-namespaces informer for ``gvk`` runs and has synced."""
         inf = self.informer(gvk)
         if not inf.running:
@@ -120,7 +120,9 @@ class Cache:
     def _reader(self, gvk: GVK, namespace: str | None) -> Informer:
         candidates = self._informers_for(gvk)
         # prefer an unscoped informer, then one scoped to the namespace asked for
-        for inf in sorted(candidates, key=lambda i: (i.label_selector is not None, i.field_selector is not None)):
+        for inf in sorted(
+            candidates, key=lambda i: (i.label_selector is not None, i.field_selector is not None)
+        ):
             if inf.namespace is None or inf.namespace == namespace:
                 return inf
         raise InformerNotFound(
@@ -148,7 +150,9 @@ class Cache:
         owner_uid: str | None = None,
     ) -> list[Obj]:
         """Cached objects matching every given filter, sorted by namespace/name."""
-        entries = self.entries(gvk, namespace=namespace, labels=labels, index=index, owner_uid=owner_uid)
+        entries = self.entries(
+            gvk, namespace=namespace, labels=labels, index=index, owner_uid=owner_uid
+        )
         return [self._decode(gvk, e) for e in entries]
 
     def entries(
@@ -159,7 +163,7 @@ class Cache:
         labels: str | Mapping[str, str] | Selector | None = None,
         index: tuple[str, str] | None = None,
         owner_uid: str | None = None,
-    ) -> list[Entry]:
+    ) -> _Entries:
         """Like ``list`` but returns the compact entries (no decoding): keys, labels, RVs."""
         selector = parse_selector(labels) if labels is not None else None
         return self._reader(gvk, namespace).indexer.select(
@@ -168,5 +172,3 @@ class Cache:
 
     def count(self, gvk: GVK, namespace: str | None = None) -> int:
         return len(self.entries(gvk, namespace=namespace))
-
-

@@ -20,7 +20,7 @@ from typing import Any, Literal
 from urllib.parse import urlencode
 
 import aiohttp
-import jsonpatch  # type: ignore[import-untyped]
+import jsonpatch
 
 from kaito.runtime.config import ClientConfig
 from kaito.runtime.errors import ApiError, Conflict, Invalid, NotFound, error_from_response
@@ -30,6 +30,7 @@ from kaito.runtime.objects import Obj, Scheme, gvk_of, to_dict
 
 log = logging.getLogger("kaito.runtime.client")
 
+_Items = list[dict[str, Any]]
 PatchType = Literal["merge", "json", "strategic", "apply"]
 _CONTENT_TYPES: dict[str, str] = {
     "merge": "application/merge-patch+json",
@@ -102,14 +103,14 @@ class Client:
         self.metrics.rest_requests.labels(code, method, host).inc()
         self.metrics.rest_latency.labels(method, host).observe(time.monotonic() - started)
 
-    async def _send(
+    async def _send(  # noqa: PLR0917
         self,
         method: str,
         path: str,
         query: Mapping[str, Any] | None,
         body: bytes | None,
         content_type: str | None,
-        timeout: float | None,
+        timeout: float | None,  # noqa: ASYNC109
     ) -> aiohttp.ClientResponse:
         """One attempt; returns an open response (the caller reads and releases it)."""
         headers = await self.config.auth_headers()
@@ -121,7 +122,9 @@ class Client:
         if self.config.proxy:
             kwargs["proxy"] = self.config.proxy
         if timeout is not None:
-            kwargs["timeout"] = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=timeout)
+            kwargs["timeout"] = aiohttp.ClientTimeout(
+                total=None, sock_connect=10, sock_read=timeout
+            )
         return await self.session.request(method, self._url(path, query), **kwargs)
 
     @staticmethod
@@ -130,14 +133,15 @@ class Client:
         if not value:
             return None
         try:
-            return max(0.0, float(value))
+            seconds = float(value)
+            return max(0.0, seconds)
         except ValueError:
             return None
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
             return min(retry_after, 30.0)
-        return min(0.1 * 2**attempt, 5.0) * (1 + random.random() * 0.5)
+        return min(0.1 * 2.0**attempt, 5.0) * (1 + random.random() * 0.5)
 
     async def request(
         self,
@@ -147,13 +151,17 @@ class Client:
         query: Mapping[str, Any] | None = None,
         body: Any = None,
         content_type: str | None = None,
-        timeout: float | None = 60.0,
+        timeout: float | None = 60.0,  # noqa: ASYNC109
     ) -> Any:
         """Send a request, retrying 429/5xx (honouring Retry-After) and refused connections.
 
         Returns the decoded JSON body; raises an ``ApiError`` subclass on failure.
         """
-        payload = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
+        payload = (
+            None
+            if body is None
+            else (body if isinstance(body, bytes) else json.dumps(body).encode())
+        )
         if payload is not None and content_type is None:
             content_type = "application/json"
         attempt = 0
@@ -306,7 +314,7 @@ class Client:
         field_selector: str | None = None,
         page_size: int = 500,
         resource_version: str | None = None,
-    ) -> tuple[list[dict[str, Any]], str]:
+    ) -> tuple[_Items, str]:
         """Plain decoded items and the list's resourceVersion (what a reflector needs)."""
         path = await self._path(gvk, namespace, None)
         query: dict[str, Any] = {
@@ -315,7 +323,7 @@ class Client:
             "limit": page_size or None,
             "resourceVersion": resource_version,
         }
-        items: list[dict[str, Any]] = []
+        items: _Items = []
         while True:
             doc = await self.request("GET", path, query=query)
             items.extend(doc.get("items") or [])
@@ -330,9 +338,7 @@ class Client:
         gvk = gvk_of(data)
         namespace, _ = self._ident({"metadata": {"name": "-", **(data.get("metadata") or {})}})
         path = await self._path(gvk, namespace, None)
-        result = await self.request(
-            "POST", path, body=data, query={"fieldManager": field_manager}
-        )
+        result = await self.request("POST", path, body=data, query={"fieldManager": field_manager})
         return self._decode(result, gvk)
 
     async def update(self, obj: Obj | dict[str, Any], *, field_manager: str | None = None) -> Obj:
@@ -397,7 +403,10 @@ class Client:
             patch = patch.patch
             patch_type = "json"
         path = await self._path(gvk, namespace, name, subresource)
-        query = {"fieldManager": field_manager, "force": None if force is None else str(force).lower()}
+        query = {
+            "fieldManager": field_manager,
+            "force": None if force is None else str(force).lower(),
+        }
         result = await self.request(
             "PATCH", path, body=patch, content_type=_CONTENT_TYPES[patch_type], query=query
         )

@@ -80,7 +80,9 @@ class ClientConfig:
     proxy: str | None = None
     # the kubernetes-asyncio Configuration; its hooks refresh exec/in-cluster tokens
     _configuration: Any = field(default=None, repr=False)
-    qps_burst: tuple[float, int] | None = None  # client-side limiter; None = off (as controller-runtime)
+    qps_burst: tuple[float, int] | None = (
+        None  # client-side limiter; None = off (as controller-runtime)
+    )
 
     @property
     def host_label(self) -> str:
@@ -118,22 +120,31 @@ class ClientConfig:
         )
 
 
-async def load_config(kubeconfig: str | os.PathLike[str] | None = None, context: str | None = None) -> ClientConfig:
+def _kubeconfig_path(explicit: str | os.PathLike[str] | None) -> Path | None:
+    """The kubeconfig to read: explicit, else $KUBECONFIG, else ~/.kube/config if present."""
+    chosen = explicit or os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or None
+    if chosen is not None:
+        return Path(chosen).expanduser().resolve()
+    default = Path("~/.kube/config").expanduser()
+    return default if default.exists() else None
+
+
+async def load_config(
+    kubeconfig: str | os.PathLike[str] | None = None, context: str | None = None
+) -> ClientConfig:
     """Load ``kubeconfig`` (or $KUBECONFIG, ~/.kube/config), else the in-cluster service account."""
     configuration_cls, kube_config, incluster_config = _load_k8s_modules()
     conf = configuration_cls()
-    path = kubeconfig or os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or None
-    if path is None and Path("~/.kube/config").expanduser().exists():
-        path = str(Path("~/.kube/config").expanduser())
+    path = await asyncio.to_thread(_kubeconfig_path, kubeconfig)
     if path is None:
         await asyncio.to_thread(incluster_config.load_incluster_config, client_configuration=conf)
         return ClientConfig.from_configuration(conf)
     import yaml  # noqa: PLC0415
 
-    text = await asyncio.to_thread(Path(path).expanduser().read_text)
+    text = await asyncio.to_thread(path.read_text)
     loader = kube_config.KubeConfigLoader(
         config_dict=yaml.safe_load(text),
-        config_base_path=str(Path(path).expanduser().resolve().parent),
+        config_base_path=str(path.parent),
         active_context=context,
     )
     await loader.load_and_set(conf)

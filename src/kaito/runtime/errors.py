@@ -87,9 +87,7 @@ class WatchExpired(Gone):
     """A watch stream reported 410 / "too old resource version"."""
 
 
-def error_from_response(
-    status: int, body: bytes, retry_after: float | None = None
-) -> ApiError:
+def error_from_response(status: int, body: bytes, retry_after: float | None = None) -> ApiError:
     """Map an HTTP status plus its Status body to the most specific error class."""
     decoded: dict[str, Any] = {}
     try:

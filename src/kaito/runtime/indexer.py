@@ -54,7 +54,12 @@ class Entry:
         annotations = meta.get("annotations")
         self.annotations_hash = hash(_dumps(annotations)) if annotations else 0
         self.owners: tuple[tuple[str, str, str, bool], ...] = tuple(
-            (o.get("uid", ""), o.get("apiVersion", ""), o.get("kind", ""), bool(o.get("controller")))
+            (
+                o.get("uid", ""),
+                o.get("apiVersion", ""),
+                o.get("kind", ""),
+                bool(o.get("controller")),
+            )
             for o in meta.get("ownerReferences") or ()
         )
         self.custom: dict[str, tuple[str, ...]] | None = None
@@ -102,7 +107,9 @@ class Indexer:
         for entry in self._items.values():
             self._index_custom(entry, name, func, entry.decode())
 
-    def _index_custom(self, entry: Entry, name: str, func: IndexFunc, obj: Mapping[str, Any]) -> None:
+    def _index_custom(
+        self, entry: Entry, name: str, func: IndexFunc, obj: Mapping[str, Any]
+    ) -> None:
         values = tuple(func(obj))
         if entry.custom is None:
             entry.custom = {}

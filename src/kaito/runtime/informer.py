@@ -110,7 +110,9 @@ class Informer:
         self._listeners.append(listener)
         if self.has_synced:
             for entry in self.indexer:
-                self._deliver(listener, InformerEvent(ADDED, self.gvk, KObject(entry.decode()), None, True))
+                self._deliver(
+                    listener, InformerEvent(ADDED, self.gvk, KObject(entry.decode()), None, True)
+                )
 
     def add_index(self, name: str, func: IndexFunc) -> None:
         self.indexer.add_index(name, func)
@@ -142,7 +144,9 @@ class Informer:
             if gone is not None:
                 self._emit(InformerEvent(DELETED, self.gvk, KObject(gone.decode()), gone, True))
         if initial:
-            log.debug("%r synced: %d objects at resourceVersion %s", self, len(items), resource_version)
+            log.debug(
+                "%r synced: %d objects at resourceVersion %s", self, len(items), resource_version
+            )
         self._synced.set()
 
     def apply(self, event_type: str, obj: dict[str, Any]) -> None:

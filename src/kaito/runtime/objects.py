@@ -121,7 +121,7 @@ class Scheme:
             return KObject(data)
         return model.model_validate(data)
 
-    def decode_json(self, gvk: GVK, raw: bytes) -> Obj:
+    def decode_json(self, gvk: GVK, raw: str | bytes) -> Obj:
         """Decode a stored JSON document; every call yields an independent object."""
         model = self._models.get(gvk)
         if model is None:

@@ -6,7 +6,7 @@
   store; the store emits deletes for objects that vanished meanwhile.
 - Any other failure → reconnect after a jittered exponential backoff (0.8 s … 30 s, reset
   after two healthy minutes), resuming from the last resourceVersion seen.
-- Watches rotate after a random 5–10 min server timeout, as client-go's do.
+- Watches rotate after a random 5-10 min server timeout, as client-go's do.
 """
 
 from __future__ import annotations
@@ -49,9 +49,7 @@ class Sink(Protocol):
 class Backoff:
     """Jittered exponential delays that reset after a healthy stretch."""
 
-    def __init__(
-        self, initial: float = 0.8, cap: float = 30.0, reset_after: float = 120.0
-    ) -> None:
+    def __init__(self, initial: float = 0.8, cap: float = 30.0, reset_after: float = 120.0) -> None:
         self.initial, self.cap, self.reset_after = initial, cap, reset_after
         self._current = 0.0
         self._last = 0.0
@@ -118,10 +116,15 @@ class Reflector:
                 raise
             except (WatchExpired, Gone) as exc:
                 self.expired += 1
-                log.info("%r: resourceVersion %s expired (%s); relisting", self, self.resource_version, exc)
+                log.info(
+                    "%r: resourceVersion %s expired (%s); relisting",
+                    self,
+                    self.resource_version,
+                    exc,
+                )
                 need_list = True
                 continue
-            except (ApiError, aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as exc:
+            except (TimeoutError, ApiError, aiohttp.ClientError, OSError, ValueError) as exc:
                 delay = self.backoff.next()
                 log.warning("%r: %s: %s; retrying in %.1fs", self, type(exc).__name__, exc, delay)
                 await asyncio.sleep(delay)

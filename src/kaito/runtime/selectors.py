@@ -89,7 +89,7 @@ def parse_selector(text: str | Mapping[str, str] | Selector | None) -> Selector:
             raise SelectorError(f"label selector {text!r} ends too early")
         tok = tokens[i]
         i += 1
-        return tok
+        return str(tok)
 
     while i < len(tokens):
         tok = take()
