@@ -1,0 +1,16 @@
+"""The kaito.sh/v1alpha1 Workspace, the version the seed manifests use (same shape as v1beta1)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from kaito.api.workspace import WorkspaceBase
+
+API_VERSION = "kaito.sh/v1alpha1"
+
+
+class Workspace(WorkspaceBase):
+    """A model served (inference) or fine-tuned (tuning) on GPU nodes Kaito provides."""
+
+    api_version: Literal["kaito.sh/v1alpha1"] = "kaito.sh/v1alpha1"
+    """kaito.sh/v1alpha1."""

@@ -1,0 +1,121 @@
+"""Run the Workspace admission webhook on its own (the operator embeds the same server).
+
+    python -m kaito.webhook serve --port 9443 --cert-dir DIR [--kubeconfig K] [--register]
+    python -m kaito.webhook config --port 9443 --cert-dir DIR   # print the configurations
+
+``--register`` applies Validating/MutatingWebhookConfigurations pointing at
+https://127.0.0.1:<port>, with the CA from DIR as caBundle, and removes them on exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from kaito.webhook import certs
+from kaito.webhook.config import (
+    local_url,
+    mutating_webhook_configuration,
+    validating_webhook_configuration,
+)
+from kaito.webhook.server import WebhookServer, kube_node_lister
+from kaito.webhook.validation import Policy
+
+
+def _configurations(args: argparse.Namespace, ca_pem: bytes, port: int) -> list[dict[str, Any]]:
+    base = local_url(port, path="", host=args.host)
+    namespaces = args.namespace or None
+    configs = [validating_webhook_configuration(ca_pem, url_base=base, namespaces=namespaces)]
+    if not args.no_defaulting:
+        configs.append(mutating_webhook_configuration(ca_pem, url_base=base, namespaces=namespaces))
+    return configs
+
+
+async def _apply(api_client: Any, configs: list[dict[str, Any]], delete: bool = False) -> None:
+    from kubernetes_asyncio import client  # noqa: PLC0415
+    from kubernetes_asyncio.client.exceptions import ApiException  # noqa: PLC0415
+
+    api: Any = client.AdmissionregistrationV1Api(api_client)
+    for config in configs:
+        name = config["metadata"]["name"]
+        validating = config["kind"] == "ValidatingWebhookConfiguration"
+        if delete:
+            with contextlib.suppress(ApiException):
+                if validating:
+                    await api.delete_validating_webhook_configuration(name)
+                else:
+                    await api.delete_mutating_webhook_configuration(name)
+            continue
+        try:
+            if validating:
+                await api.create_validating_webhook_configuration(config)
+            else:
+                await api.create_mutating_webhook_configuration(config)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+            patch = {"webhooks": config["webhooks"]}
+            if validating:
+                await api.patch_validating_webhook_configuration(name, patch)
+            else:
+                await api.patch_mutating_webhook_configuration(name, patch)
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    bundle = certs.load_or_create(args.cert_dir, ip_addresses=[args.host])
+    api_client: Any = None
+    if args.kubeconfig:
+        from kubernetes_asyncio import config as kube_config  # noqa: PLC0415
+
+        api_client = await kube_config.new_client_from_config(config_file=str(args.kubeconfig))
+    server = WebhookServer(
+        node_lister=kube_node_lister(api_client) if api_client is not None else None,
+        policy=Policy(allow_private_urls=args.allow_private_urls),
+    )
+    port = await server.start(args.host, args.port, certs.server_context(args.cert_dir))
+    configs = _configurations(args, bundle.ca_pem, port)
+    if args.register and api_client is not None:
+        await _apply(api_client, configs)
+    print(json.dumps({"ready": True, "port": port}), flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    if args.register and api_client is not None:
+        await _apply(api_client, configs, delete=True)
+    await server.stop()
+    if api_client is not None:
+        await api_client.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m kaito.webhook")
+    parser.add_argument("command", choices=["serve", "config"])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=9443)
+    parser.add_argument("--cert-dir", type=Path, required=True)
+    parser.add_argument("--kubeconfig", type=Path)
+    parser.add_argument("--register", action="store_true")
+    parser.add_argument("--namespace", action="append", help="limit admission to a namespace")
+    parser.add_argument("--no-defaulting", action="store_true")
+    parser.add_argument("--allow-private-urls", action="store_true")
+    args = parser.parse_args(argv)
+    if args.command == "config":
+        bundle = certs.load_or_create(args.cert_dir, ip_addresses=[args.host])
+        for config in _configurations(args, bundle.ca_pem, args.port):
+            print("---")
+            print(json.dumps(config, indent=2))
+        return 0
+    return asyncio.run(_serve(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,187 @@
+"""The admission webhook HTTP server (aiohttp over TLS), part of the operator process.
+
+It turns AdmissionReview requests into calls to :mod:`kaito.webhook.validation` and answers
+with allowed/denied plus field causes.  Junk (non-JSON, wrong types, huge bodies) gets a 4xx
+or a denial, never a crash; the server keeps serving.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import ssl
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
+from aiohttp import web
+
+from kaito.webhook.config import MUTATE_PATH, VALIDATE_PATH
+from kaito.webhook.validation import (
+    FieldError,
+    Policy,
+    byo_selector,
+    default_patch,
+    label_query,
+    parse,
+    validate_create,
+    validate_update,
+)
+
+log = logging.getLogger(__name__)
+
+NodeLister = Callable[[str], Awaitable[Sequence[Mapping[str, Any]]]]
+"""Lists nodes matching an API label selector string (e.g. "apps=phi-3")."""
+
+MAX_BODY = 16 * 1024 * 1024
+"""AdmissionReviews carry object and oldObject; 16 MiB covers the API server's own limits."""
+
+
+def _status(errors: list[FieldError]) -> dict[str, Any]:
+    message = "; ".join(str(e) for e in errors)
+    return {
+        "code": 422,
+        "reason": "Invalid",
+        "message": message,
+        "details": {
+            "causes": [
+                {"type": "FieldValueInvalid", "field": e.field, "message": e.message}
+                for e in errors
+            ]
+        },
+    }
+
+
+def _response(uid: str, errors: list[FieldError]) -> dict[str, Any]:
+    if not errors:
+        return {"uid": uid, "allowed": True}
+    return {"uid": uid, "allowed": False, "status": _status(errors)}
+
+
+class WebhookServer:
+    """Serves /validate-workspace, /mutate-workspace and /healthz."""
+
+    def __init__(
+        self,
+        node_lister: NodeLister | None = None,
+        policy: Policy | None = None,
+    ) -> None:
+        self.node_lister = node_lister
+        self.policy = policy or Policy()
+        self._runner: web.AppRunner | None = None
+        self.port: int | None = None
+
+    def app(self) -> web.Application:
+        application = web.Application(client_max_size=MAX_BODY)
+        application.router.add_post(VALIDATE_PATH, self._validate_http)
+        application.router.add_post(MUTATE_PATH, self._mutate_http)
+        application.router.add_get("/healthz", self._healthz)
+        return application
+
+    async def start(
+        self, host: str = "127.0.0.1", port: int = 9443, ssl_context: ssl.SSLContext | None = None
+    ) -> int:
+        """Listen (port 0 picks a free one) and return the bound port."""
+        self._runner = web.AppRunner(self.app(), access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port, ssl_context=ssl_context)
+        await site.start()
+        server = site._server  # aiohttp exposes the bound sockets only here
+        sockets = getattr(server, "sockets", None) or []
+        self.port = int(sockets[0].getsockname()[1]) if sockets else port
+        return self.port
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _healthz(self, _: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def _read_review(self, request: web.Request) -> dict[str, Any] | web.Response:
+        body = await request.read()
+        try:
+            review = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            return web.json_response({"error": "body is not JSON"}, status=400)
+        if (
+            not isinstance(review, dict)
+            or not isinstance(review.get("request"), dict)
+            or not isinstance(review["request"].get("uid"), str)
+        ):
+            return web.json_response(
+                {"error": "expected an admission.k8s.io/v1 AdmissionReview with request.uid"},
+                status=400,
+            )
+        return review
+
+    def _reply(self, review: dict[str, Any], response: dict[str, Any]) -> web.Response:
+        return web.json_response(
+            {
+                "apiVersion": review.get("apiVersion") or "admission.k8s.io/v1",
+                "kind": "AdmissionReview",
+                "response": response,
+            }
+        )
+
+    async def _validate_http(self, request: web.Request) -> web.Response:
+        review = await self._read_review(request)
+        if isinstance(review, web.Response):
+            return review
+        req = review["request"]
+        try:
+            errors = await self.review(req)
+        except Exception:
+            log.exception("validating %s failed", req.get("name"))
+            errors = [FieldError("(root)", "internal error in the Kaito webhook; see its logs")]
+        return self._reply(review, _response(req["uid"], errors))
+
+    async def review(self, req: Mapping[str, Any]) -> list[FieldError]:
+        """Field errors for one AdmissionRequest (empty: allowed)."""
+        obj = req.get("object")
+        if not isinstance(obj, Mapping):
+            return [FieldError("(root)", "the request carries no object")]
+        if req.get("operation") == "UPDATE":
+            old = req.get("oldObject")
+            return validate_update(obj, old if isinstance(old, Mapping) else None, self.policy)
+        nodes = await self._byo_nodes(obj)
+        return validate_create(obj, nodes, self.policy)
+
+    async def _byo_nodes(self, obj: Mapping[str, Any]) -> Sequence[Mapping[str, Any]] | None:
+        if self.node_lister is None:
+            return None
+        ws, _ = parse(obj)
+        selector = byo_selector(ws) if ws is not None else None
+        if selector is None:
+            return None
+        return await self.node_lister(label_query(selector))
+
+    async def _mutate_http(self, request: web.Request) -> web.Response:
+        review = await self._read_review(request)
+        if isinstance(review, web.Response):
+            return review
+        req = review["request"]
+        response: dict[str, Any] = {"uid": req["uid"], "allowed": True}
+        obj = req.get("object")
+        if req.get("operation") == "CREATE" and isinstance(obj, Mapping):
+            patch = default_patch(obj, str(obj.get("apiVersion", "")))
+            if patch:
+                response["patchType"] = "JSONPatch"
+                response["patch"] = base64.b64encode(json.dumps(patch).encode()).decode()
+        return self._reply(review, response)
+
+
+def kube_node_lister(api_client: Any) -> NodeLister:
+    """A NodeLister over a kubernetes_asyncio ApiClient (raw JSON, no model conversion)."""
+    from kubernetes_asyncio import client  # noqa: PLC0415 - the webhook core needs no client
+
+    core = client.CoreV1Api(api_client)
+
+    async def list_nodes(label_selector: str) -> Sequence[Mapping[str, Any]]:
+        response: Any = await core.list_node(label_selector=label_selector, _preload_content=False)
+        data = json.loads(await response.read())
+        items: list[Mapping[str, Any]] = data.get("items") or []
+        return items
+
+    return list_nodes
