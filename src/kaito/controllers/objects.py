@@ -13,30 +13,23 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-WORKSPACE_LABEL = "kaito.sh/workspace"
-WORKSPACE_NAMESPACE_LABEL = "kaito.sh/workspacenamespace"
-REVISION_ANNOTATION = "workspace.kaito.io/revision"
-HASH_ANNOTATION = "workspace.kaito.io/hash"
-NODEPOOL_LABEL = "karpenter.sh/nodepool"
-NODEPOOL_NAME = "kaito"
-GPU_RESOURCE = "nvidia.com/gpu"
-INSTANCE_TYPE_LABEL = "node.kubernetes.io/instance-type"
+from kaito.api import constants as C
+
+WORKSPACE_LABEL = C.LABEL_WORKSPACE_NAME
+WORKSPACE_NAMESPACE_LABEL = C.LABEL_WORKSPACE_NAMESPACE
+REVISION_ANNOTATION = C.ANNOTATION_WORKSPACE_REVISION
+HASH_ANNOTATION = C.ANNOTATION_WORKSPACE_HASH
+NODEPOOL_LABEL = C.LABEL_KARPENTER_NODEPOOL
+NODEPOOL_NAME = C.KAITO_NODEPOOL
+GPU_RESOURCE = C.RESOURCE_NVIDIA_GPU
+INSTANCE_TYPE_LABEL = C.LABEL_INSTANCE_TYPE
+RESERVED_SELECTOR_KEYS = C.RESERVED_SELECTOR_KEYS
 SERVING_PORT = 5000
 ADAPTER_ROOT = "/mnt/adapter"
 CONFIG_DIR = "/mnt/config"
 CONFIG_KEY = "inference_config.yaml"
 WEIGHTS_DIR = "/workspace/weights"
 PULL_SECRET_ROOT = "/root/.docker/config.d"
-RESERVED_SELECTOR_KEYS = frozenset(
-    {
-        WORKSPACE_LABEL,
-        WORKSPACE_NAMESPACE_LABEL,
-        "kaito.sh/ragengine",
-        "kaito.sh/ragenginenamespace",
-        "karpenter.kaito.sh/workspace-name",
-        "karpenter.kaito.sh/workspace-namespace",
-    }
-)
 GPU_TOLERATIONS: tuple[dict[str, str], ...] = (
     {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"},
     {"key": "sku", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"},

@@ -1,0 +1,140 @@
+"""Why something is not ready yet, in words a user can act on.
+
+Upstream's most common complaint is a Workspace stuck at "not ready" with no hint; these
+pure functions turn pod, node and NodeClaim state into a reason and a specific message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from kaito.api.constants import Reason
+
+MESSAGE_LIMIT = 512
+CLAIM_LIFECYCLE = ("Launched", "Registered", "Initialized", "Ready")
+_IMAGE_PULL = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName"})
+_START_ERRORS = frozenset(
+    {"CreateContainerConfigError", "CreateContainerError", "RunContainerError"}
+)
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    reason: str
+    message: str
+
+
+def _trim(text: str) -> str:
+    return text if len(text) <= MESSAGE_LIMIT else text[: MESSAGE_LIMIT - 1] + "…"
+
+
+def condition_of(obj: Mapping[str, Any], type_: str) -> Mapping[str, Any] | None:
+    for cond in (obj.get("status") or {}).get("conditions") or ():
+        if cond.get("type") == type_:
+            return dict(cond)
+    return None
+
+
+def is_true(obj: Mapping[str, Any], type_: str) -> bool:
+    cond = condition_of(obj, type_)
+    return cond is not None and cond.get("status") == "True"
+
+
+def pod_problem(pod: Mapping[str, Any]) -> Diagnosis | None:
+    """The most telling problem of one pod, or None when it looks healthy or merely young."""
+    name = (pod.get("metadata") or {}).get("name", "?")
+    status = pod.get("status") or {}
+    if status.get("reason") == "Evicted":
+        return Diagnosis(
+            Reason.POD_EVICTED, _trim(f"pod {name} was evicted: {status.get('message', '')}")
+        )
+    scheduled = condition_of(pod, "PodScheduled")
+    if (
+        scheduled
+        and scheduled.get("status") == "False"
+        and scheduled.get("reason") == "Unschedulable"
+    ):
+        return Diagnosis(
+            Reason.UNSCHEDULABLE,
+            _trim(f"pod {name} cannot be scheduled: {scheduled.get('message', '')}"),
+        )
+    statuses = [
+        *(status.get("initContainerStatuses") or ()),
+        *(status.get("containerStatuses") or ()),
+    ]
+    for cs in statuses:
+        container = cs.get("name", "?")
+        waiting = (cs.get("state") or {}).get("waiting") or {}
+        reason = waiting.get("reason", "")
+        detail = waiting.get("message", "")
+        if reason in _IMAGE_PULL:
+            return Diagnosis(
+                Reason.IMAGE_PULL_ERROR,
+                _trim(
+                    f"pod {name} container {container} cannot pull its image ({reason}): {detail}"
+                ),
+            )
+        last = (cs.get("lastState") or {}).get("terminated") or {}
+        if last.get("reason") == "OOMKilled":
+            return Diagnosis(
+                Reason.CONTAINER_OOM_KILLED,
+                _trim(
+                    f"pod {name} container {container} ran out of memory (OOMKilled); "
+                    "choose a larger instance type or lower max-model-len"
+                ),
+            )
+        if reason == "CrashLoopBackOff":
+            exit_code = last.get("exitCode")
+            return Diagnosis(
+                Reason.CONTAINER_CRASH_LOOP_BACK_OFF,
+                _trim(
+                    f"pod {name} container {container} keeps crashing (exit code {exit_code}); "
+                    f"see `kubectl logs {name} -c {container} --previous`"
+                ),
+            )
+        if reason in _START_ERRORS:
+            return Diagnosis(
+                Reason.CONTAINER_START_ERROR,
+                _trim(f"pod {name} container {container} cannot start ({reason}): {detail}"),
+            )
+    return None
+
+
+def pods_problem(pods: Iterable[Mapping[str, Any]]) -> Diagnosis | None:
+    for pod in pods:
+        found = pod_problem(pod)
+        if found is not None:
+            return found
+    return None
+
+
+def claim_problem(claim: Mapping[str, Any]) -> Diagnosis:
+    """Why a NodeClaim is not Ready: its first lifecycle condition that is not True."""
+    name = (claim.get("metadata") or {}).get("name", "?")
+    for type_ in CLAIM_LIFECYCLE:
+        cond = condition_of(claim, type_)
+        if cond is None:
+            continue
+        if cond.get("status") != "True":
+            reason = cond.get("reason") or f"{type_}False"
+            return Diagnosis(reason, _trim(f"NodeClaim {name}: {cond.get('message') or reason}"))
+    return Diagnosis(Reason.NODE_CLAIM_NOT_READY, f"NodeClaim {name} is being provisioned")
+
+
+def node_problem(node: Mapping[str, Any] | None, name: str, gpus: int) -> Diagnosis | None:
+    """None when the node is Ready with at least `gpus` allocatable GPUs."""
+    if node is None:
+        return Diagnosis(Reason.NODE_NOT_READY, f"node {name} has not joined the cluster yet")
+    if not is_true(node, "Ready"):
+        return Diagnosis(Reason.NODE_NOT_READY, f"node {name} is not Ready")
+    allocatable = (node.get("status") or {}).get("allocatable") or {}
+    have = int(str(allocatable.get("nvidia.com/gpu", "0")) or 0)
+    if have < gpus:
+        return Diagnosis(
+            Reason.NODE_PLUGINS_NOT_READY,
+            f"node {name} offers {have} nvidia.com/gpu, {gpus} needed: "
+            "is the NVIDIA device plugin running?",
+        )
+    return None

@@ -1,0 +1,593 @@
+"""The workspace controller: nodes → workload → services → status, level-based.
+
+Every decision is recomputed from the shared cache on each reconcile; API writes happen
+only when the cached state differs from the desired one (a content hash on each applied
+object makes "unchanged" a dictionary lookup), so an idle operator issues no requests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import yaml
+
+from kaito.api import WorkspaceBase, parse_workspace, set_condition
+from kaito.api import constants as C
+from kaito.api.constants import ConditionType, Reason, WorkspaceState
+from kaito.controllers import diagnosis
+from kaito.controllers import objects as o
+from kaito.presets import FitError, SpecError
+from kaito.presets.plan import Plan, plan_workspace
+from kaito.runtime.cache import Cache
+from kaito.runtime.client import Client
+from kaito.runtime.errors import AlreadyExists, Conflict, NotFound
+from kaito.runtime.events import EventRecorder
+from kaito.runtime.gvk import GVK, NODE, POD, SERVICE, STATEFULSET
+from kaito.runtime.objects import to_dict
+from kaito.runtime.request import Request, Result
+
+log = logging.getLogger("kaito.controllers.workspace")
+
+WORKSPACE = GVK(C.GROUP, C.V1BETA1, C.WORKSPACE_KIND)
+CONTROLLER_REVISION = GVK("apps", "v1", "ControllerRevision")
+CONFIGMAP = GVK("", "v1", "ConfigMap")
+NODECLAIM = GVK(C.KARPENTER_GROUP, C.NODECLAIM_VERSION, "NodeClaim")
+MACHINE = GVK(C.KARPENTER_GROUP, C.MACHINE_VERSION, "Machine")
+FIELD_MANAGER = "kaito-workspace"
+APPLIED_HASH = "kaito.sh/applied-hash"
+WAIT_FOR_NODES_S = 2.0
+
+
+@dataclass(frozen=True)
+class WorkspaceSettings:
+    """Operator-wide choices the workspace controller follows."""
+
+    node_provisioner: Literal["kwok", "azure", "byo"] = "kwok"
+    claim_gvk: GVK = NODECLAIM
+    serving_image: str = "kaito-py/serving:0.1.0"
+    node_image_family: str = "ubuntu"
+
+
+@dataclass
+class _Facts:
+    """What the reconcile found out, folded into status at the end."""
+
+    conditions: dict[str, tuple[str, str, str]] = field(default_factory=dict)
+    worker_nodes: list[str] = field(default_factory=list)
+    target: int | None = None
+
+    def set(self, type_: str, ok: bool | None, reason: str, message: str) -> None:
+        status = "Unknown" if ok is None else ("True" if ok else "False")
+        self.conditions[type_] = (status, reason, message)
+
+
+def spec_hash(ws: WorkspaceBase) -> str:
+    spec = ws.model_dump(
+        mode="json", by_alias=True, exclude_none=True, include={"resource", "inference", "tuning"}
+    )
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+
+
+def content_hash(obj: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class WorkspaceReconciler:
+    """Reconciles one Workspace; see the module docstring."""
+
+    def __init__(
+        self, client: Client, cache: Cache, recorder: EventRecorder, settings: WorkspaceSettings
+    ) -> None:
+        self.client = client
+        self.cache = cache
+        self.recorder = recorder
+        self.settings = settings
+        self._plans: dict[tuple[str, str], Plan | SpecError] = {}
+
+    # ---------------------------------------------------------------- entry point
+    async def __call__(self, request: Request) -> Result | None:
+        cached = self.cache.get(WORKSPACE, request.namespace, request.name)
+        if cached is None:
+            return None
+        ws = cached if isinstance(cached, WorkspaceBase) else parse_workspace(to_dict(cached))
+        if ws.metadata.deletion_timestamp is not None:
+            return await self._finalize(ws)
+        digest = spec_hash(ws)
+        await self._ensure_metadata(ws, digest)
+        facts = _Facts()
+        plan = await self._plan(ws, digest)
+        result: Result | None = None
+        if isinstance(plan, SpecError):
+            facts.set(ConditionType.RESOURCE_READY, False, "InvalidSpec", str(plan))
+            facts.set(ConditionType.WORKSPACE_SUCCEEDED, False, Reason.WORKSPACE_FAILED, str(plan))
+        else:
+            result = await self._reconcile(ws, plan, digest, facts)
+        await self._write_status(ws, facts)
+        return result
+
+    async def _reconcile(
+        self, ws: WorkspaceBase, plan: Plan, digest: str, facts: _Facts
+    ) -> Result | None:
+        if plan.mode == "tuning":
+            facts.set(
+                ConditionType.WORKSPACE_SUCCEEDED,
+                False,
+                Reason.WORKSPACE_PENDING,
+                "tuning Workspaces are not handled by this operator version yet",
+            )
+            return None
+        owner = self._owner(ws)
+        nodes_ready, byo, wait = await self._reconcile_nodes(ws, plan, owner, facts)
+        if not nodes_ready:
+            facts.set(
+                ConditionType.INFERENCE_READY,
+                None,
+                Reason.INFERENCE_STATUS_PENDING,
+                "waiting for nodes",
+            )
+            facts.set(
+                ConditionType.WORKSPACE_SUCCEEDED,
+                False,
+                Reason.WORKSPACE_PENDING,
+                "waiting for nodes",
+            )
+            return Result(requeue_after=WAIT_FOR_NODES_S) if wait else None
+        await self._reconcile_services(owner)
+        await self._reconcile_workload(ws, plan, owner, byo=byo, facts=facts)
+        return None
+
+    # ---------------------------------------------------------------- metadata
+    def _owner(self, ws: WorkspaceBase) -> o.Owner:
+        return o.Owner(
+            name=ws.name,
+            namespace=ws.namespace,
+            uid=ws.metadata.uid or "",
+            api_version=ws.api_version,
+        )
+
+    async def _ensure_metadata(self, ws: WorkspaceBase, digest: str) -> None:
+        """Finalizer, ControllerRevision and the hash/revision annotations: one patch at most."""
+        annotations = ws.metadata.annotations or {}
+        finalizers = list(ws.metadata.finalizers or [])
+        revision = annotations.get(C.ANNOTATION_WORKSPACE_REVISION)
+        if annotations.get(C.ANNOTATION_WORKSPACE_HASH) != digest or revision is None:
+            revision = str(await self._ensure_revision(ws, digest))
+        patch: dict[str, Any] = {}
+        if C.FINALIZER_WORKSPACE not in finalizers:
+            patch["finalizers"] = [*finalizers, C.FINALIZER_WORKSPACE]
+        wanted = {C.ANNOTATION_WORKSPACE_HASH: digest, C.ANNOTATION_WORKSPACE_REVISION: revision}
+        if any(annotations.get(k) != v for k, v in wanted.items()):
+            patch["annotations"] = wanted
+        if patch:
+            patch["resourceVersion"] = ws.metadata.resource_version
+            await self.client.patch(WORKSPACE, ws.namespace, ws.name, {"metadata": patch})
+
+    async def _ensure_revision(self, ws: WorkspaceBase, digest: str) -> int:
+        """A ControllerRevision per distinct spec, as upstream keeps (history of 10)."""
+        revisions = sorted(
+            (
+                to_dict(r)
+                for r in self.cache.list(
+                    CONTROLLER_REVISION,
+                    namespace=ws.namespace,
+                    labels={C.LABEL_REVISION_WORKSPACE_NAME: ws.name},
+                )
+            ),
+            key=lambda r: int(r.get("revision", 0)),
+        )
+        for rev in revisions:
+            if (rev["metadata"].get("annotations") or {}).get(
+                C.ANNOTATION_WORKSPACE_HASH
+            ) == digest:
+                return int(rev.get("revision", 0))
+        number = int(revisions[-1].get("revision", 0)) + 1 if revisions else 1
+        owner = self._owner(ws)
+        data = ws.model_dump(
+            mode="json",
+            by_alias=True,
+            exclude_none=True,
+            include={"resource", "inference", "tuning"},
+        )
+        body = {
+            "apiVersion": "apps/v1",
+            "kind": "ControllerRevision",
+            "metadata": {
+                "name": f"{ws.name}-{digest[:5]}",
+                "namespace": ws.namespace,
+                "labels": {C.LABEL_REVISION_WORKSPACE_NAME: ws.name},
+                "annotations": {C.ANNOTATION_WORKSPACE_HASH: digest},
+                "ownerReferences": [owner.reference()],
+            },
+            "data": data,
+            "revision": number,
+        }
+        with contextlib.suppress(AlreadyExists):
+            await self.client.create(body)
+        for old in revisions[: max(0, len(revisions) + 1 - C.MAX_REVISION_HISTORY)]:
+            await self.client.delete(
+                CONTROLLER_REVISION, ws.namespace, old["metadata"]["name"], ignore_not_found=True
+            )
+        return number
+
+    # ---------------------------------------------------------------- planning
+    async def _plan(self, ws: WorkspaceBase, digest: str) -> Plan | SpecError:
+        key = (ws.metadata.uid or ws.name, digest)
+        found = self._plans.get(key)
+        if found is not None:
+            return found
+        doc = ws.model_dump(mode="json", by_alias=True, exclude_none=True)
+        config: dict[str, Any] | None = None
+        if ws.inference is not None and ws.inference.config:
+            try:
+                config = await self._inference_config(ws.namespace, ws.inference.config)
+            except SpecError as exc:
+                return exc  # not memoised: the ConfigMap may appear later
+        try:
+            plan: Plan | SpecError = plan_workspace(doc, inference_config=config)
+        except (SpecError, FitError) as exc:
+            plan = (
+                exc if isinstance(exc, SpecError) else SpecError("resource.instanceType", str(exc))
+            )
+            self.recorder.event(ws, "Warning", "InvalidSpec", str(plan))
+        self._plans = {k: v for k, v in self._plans.items() if k[0] != key[0]}
+        self._plans[key] = plan
+        return plan
+
+    async def _inference_config(self, namespace: str, name: str) -> dict[str, Any]:
+        try:
+            cm = to_dict(await self.client.get(CONFIGMAP, namespace, name))
+        except NotFound:
+            raise SpecError(
+                "inference.config", f"ConfigMap {name!r} not found in {namespace}"
+            ) from None
+        text = (cm.get("data") or {}).get(o.CONFIG_KEY)
+        if text is None:
+            raise SpecError("inference.config", f"ConfigMap {name!r} has no key {o.CONFIG_KEY}")
+        try:
+            parsed = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise SpecError(
+                "inference.config", f"{o.CONFIG_KEY} is not valid YAML: {exc}"
+            ) from None
+        if not isinstance(parsed, dict):
+            raise SpecError("inference.config", f"{o.CONFIG_KEY} must be a mapping")
+        return parsed
+
+    # ---------------------------------------------------------------- nodes
+    def _byo_nodes(self, ws: WorkspaceBase, gpus: int) -> list[dict[str, Any]]:
+        """Ready nodes the user labelled for this Workspace, not made by any provisioner."""
+        wanted = o.sanitized_selector(ws.resource.label_selector.match_labels)
+        if not wanted:
+            return []
+        found = []
+        for obj in self.cache.list(NODE, labels=wanted):
+            node = to_dict(obj)
+            labels = node["metadata"].get("labels") or {}
+            if C.LABEL_WORKSPACE_NAME in labels or C.LABEL_KARPENTER_NODEPOOL in labels:
+                continue
+            if ws.resource.instance_type and labels.get(C.LABEL_INSTANCE_TYPE) not in (
+                None,
+                ws.resource.instance_type,
+            ):
+                continue
+            if diagnosis.node_problem(node, node["metadata"]["name"], gpus) is None:
+                found.append(node)
+        return found
+
+    async def _reconcile_nodes(
+        self, ws: WorkspaceBase, plan: Plan, owner: o.Owner, facts: _Facts
+    ) -> tuple[bool, bool, bool]:
+        """(ready, byo, requeue): make sure enough Ready GPU nodes exist for the plan."""
+        assert plan.estimate is not None
+        target = plan.estimate.node_count
+        gpus = plan.estimate.gpus_per_node
+        facts.target = target
+        byo = self._byo_nodes(ws, gpus)
+        if len(byo) >= target or self.settings.node_provisioner == "byo":
+            chosen = byo[:target]
+            facts.worker_nodes = sorted(n["metadata"]["name"] for n in chosen)
+            if len(chosen) < target:
+                msg = (
+                    f"{len(chosen)}/{target} Ready nodes match resource.labelSelector with "
+                    f"{gpus} GPU(s) each; label more nodes or let the operator provision them"
+                )
+                facts.set(ConditionType.RESOURCE_READY, False, Reason.NODE_NOT_READY, msg)
+                return False, True, False
+            facts.set(
+                ConditionType.NODES_READY,
+                True,
+                Reason.NODES_READY,
+                f"{target} bring-your-own node(s) ready",
+            )
+            facts.set(
+                ConditionType.RESOURCE_READY,
+                True,
+                Reason.RESOURCE_STATUS_SUCCESS,
+                "bring-your-own nodes are ready",
+            )
+            return True, True, False
+
+        claim_gvk = self.settings.claim_gvk
+        existing = {
+            to_dict(c)["metadata"]["name"]: to_dict(c)
+            for c in self.cache.list(claim_gvk, labels=o.ownership_labels(owner))
+        }
+        assert plan.sku is not None
+        problems: list[diagnosis.Diagnosis] = []
+        ready_nodes: list[str] = []
+        for index in range(target):
+            name = o.nodeclaim_name(owner, index)
+            claim = existing.get(name)
+            if claim is None:
+                body = o.nodeclaim(
+                    owner,
+                    index,
+                    instance_type=plan.sku.name,
+                    match_labels=ws.resource.label_selector.match_labels,
+                    node_image_family=(ws.metadata.annotations or {}).get(
+                        C.ANNOTATION_NODE_IMAGE_FAMILY, self.settings.node_image_family
+                    ),
+                    api_version=claim_gvk.api_version,
+                )
+                try:
+                    await self.client.create(body)
+                    self.recorder.event(
+                        ws,
+                        "Normal",
+                        "NodeClaimCreated",
+                        f"created {claim_gvk.kind} {name} ({plan.sku.name})",
+                    )
+                except AlreadyExists:
+                    pass
+                problems.append(
+                    diagnosis.Diagnosis(
+                        Reason.NODE_CLAIM_NOT_READY,
+                        f"{claim_gvk.kind} {name} created, waiting for its node",
+                    )
+                )
+                continue
+            if not diagnosis.is_true(claim, "Ready"):
+                problems.append(diagnosis.claim_problem(claim))
+                continue
+            node_name = (claim.get("status") or {}).get("nodeName") or name
+            node = self.cache.get(NODE, None, node_name)
+            problem = diagnosis.node_problem(
+                None if node is None else to_dict(node), node_name, gpus
+            )
+            if problem is not None:
+                problems.append(problem)
+                continue
+            ready_nodes.append(node_name)
+        facts.worker_nodes = sorted(ready_nodes)
+        claims_ready = all(
+            diagnosis.is_true(existing.get(o.nodeclaim_name(owner, i), {}), "Ready")
+            for i in range(target)
+        )
+        facts.set(
+            ConditionType.NODE_CLAIM_READY,
+            claims_ready,
+            Reason.NODE_CLAIMS_READY if claims_ready else Reason.NODE_CLAIM_NOT_READY,
+            f"{sum(diagnosis.is_true(c, 'Ready') for c in existing.values())}/{target} "
+            f"{claim_gvk.kind}s ready",
+        )
+        if problems:
+            first = problems[0]
+            facts.set(
+                ConditionType.NODES_READY,
+                False,
+                Reason.NODE_NOT_READY,
+                f"{len(ready_nodes)}/{target} nodes ready",
+            )
+            facts.set(ConditionType.RESOURCE_READY, False, first.reason, first.message)
+            return False, False, False
+        facts.set(ConditionType.NODES_READY, True, Reason.NODES_READY, f"{target} node(s) ready")
+        facts.set(
+            ConditionType.RESOURCE_READY,
+            True,
+            Reason.RESOURCE_STATUS_SUCCESS,
+            f"{target} {plan.sku.name} node(s) ready",
+        )
+        return True, False, False
+
+    # ---------------------------------------------------------------- workload
+    async def _apply_if_changed(self, gvk: GVK, desired: dict[str, Any]) -> bool:
+        digest = content_hash(desired)
+        meta = desired["metadata"]
+        current = self.cache.get(gvk, meta.get("namespace"), meta["name"])
+        if (
+            current is not None
+            and to_dict(current)["metadata"].get("annotations", {}).get(APPLIED_HASH) == digest
+        ):
+            return False
+        meta.setdefault("annotations", {})[APPLIED_HASH] = digest
+        await self.client.apply(desired, field_manager=FIELD_MANAGER, force=True)
+        return True
+
+    async def _reconcile_services(self, owner: o.Owner) -> None:
+        for svc in o.services(owner):
+            await self._apply_if_changed(SERVICE, svc)
+
+    async def _reconcile_workload(
+        self, ws: WorkspaceBase, plan: Plan, owner: o.Owner, *, byo: bool, facts: _Facts
+    ) -> None:
+        assert plan.estimate is not None and plan.launch is not None and plan.preset is not None
+        inference = ws.inference
+        assert inference is not None
+        adapters: list[o.ImageAdapter | o.VolumeAdapter] = []
+        for adapter in inference.adapters or ():
+            source = adapter.source
+            if source is None or not source.name:
+                continue
+            if source.image:
+                adapters.append(
+                    o.ImageAdapter(
+                        source.name, source.image, tuple(source.image_pull_secrets or ())
+                    )
+                )
+            elif source.volume_source:
+                adapters.append(o.VolumeAdapter(source.name, dict(source.volume_source)))
+        options = inference.preset.preset_options if inference.preset else None
+        revision = (ws.metadata.annotations or {}).get(C.ANNOTATION_WORKSPACE_REVISION, "1")
+        work = o.InferenceWorkload(
+            owner=owner,
+            replicas=plan.estimate.node_count,
+            image=self.settings.serving_image,
+            command=plan.launch.command,
+            args=plan.launch.args,
+            env=plan.launch.env,
+            gpus_per_node=plan.estimate.gpus_per_node,
+            revision=revision,
+            node_selector_labels=ws.resource.label_selector.match_labels or {},
+            provisioned=not byo,
+            adapters=adapters,
+            config_map=inference.config,
+            model_access_secret=options.model_access_secret if options else None,
+            weights_bytes=plan.preset.param_bytes,
+        )
+        desired = o.statefulset(work)
+        if await self._apply_if_changed(STATEFULSET, desired):
+            self.recorder.event(
+                ws, "Normal", "WorkloadApplied", f"StatefulSet {ws.name} at revision {revision}"
+            )
+        sts_obj = self.cache.get(STATEFULSET, ws.namespace, ws.name)
+        sts = to_dict(sts_obj) if sts_obj is not None else {}
+        status = sts.get("status") or {}
+        replicas = work.replicas
+        rolled = (
+            status.get("observedGeneration", 0) >= sts.get("metadata", {}).get("generation", 1)
+            and status.get("updatedReplicas", 0) >= replicas
+            and (
+                status.get("updateRevision") in (None, status.get("currentRevision"))
+                or status.get("updatedReplicas", 0) >= replicas
+            )
+        )
+        ready = bool(sts) and status.get("readyReplicas", 0) >= replicas and rolled
+        if ready:
+            facts.set(
+                ConditionType.INFERENCE_READY,
+                True,
+                Reason.INFERENCE_STATUS_SUCCESS,
+                f"{replicas}/{replicas} inference pod(s) ready",
+            )
+            facts.set(
+                ConditionType.WORKSPACE_SUCCEEDED,
+                True,
+                Reason.WORKSPACE_SUCCEEDED,
+                "workspace is ready to serve",
+            )
+            return
+        pods = [
+            to_dict(p)
+            for p in self.cache.list(
+                POD, namespace=ws.namespace, labels={C.LABEL_WORKSPACE_NAME: ws.name}
+            )
+        ]
+        problem = diagnosis.pods_problem(pods)
+        if problem is None:
+            problem = diagnosis.Diagnosis(
+                Reason.INFERENCE_STATUS_PENDING,
+                f"{status.get('readyReplicas', 0)}/{replicas} inference pod(s) ready",
+            )
+        facts.set(ConditionType.INFERENCE_READY, False, problem.reason, problem.message)
+        facts.set(
+            ConditionType.WORKSPACE_SUCCEEDED, False, Reason.WORKSPACE_PENDING, problem.message
+        )
+
+    # ---------------------------------------------------------------- status
+    async def _write_status(self, ws: WorkspaceBase, facts: _Facts) -> None:
+        current = ws.status
+        conditions = list(current.conditions or []) if current else []
+        for type_, (status, reason, message) in facts.conditions.items():
+            conditions = set_condition(
+                conditions,
+                type_,
+                status,  # type: ignore[arg-type]
+                reason,
+                message,
+                observed_generation=ws.metadata.generation,
+            )
+        by_type = {c.type: c.status for c in conditions}
+        if by_type.get(ConditionType.WORKSPACE_SUCCEEDED) == "True":
+            state = WorkspaceState.READY
+        elif current is not None and current.state in (
+            WorkspaceState.READY,
+            WorkspaceState.NOT_READY,
+        ):
+            state = WorkspaceState.NOT_READY
+        else:
+            state = WorkspaceState.PENDING
+        new = {
+            "conditions": [
+                c.model_dump(mode="json", by_alias=True, exclude_none=True) for c in conditions
+            ],
+            "state": str(state),
+            "workerNodes": facts.worker_nodes or None,
+            "targetNodeCount": facts.target
+            if facts.target is not None
+            else (current.target_node_count if current else None),
+        }
+        new = {k: v for k, v in new.items() if v is not None}
+        old = current.model_dump(mode="json", by_alias=True, exclude_none=True) if current else {}
+        old_cmp = {k: old.get(k) for k in new}
+        if old_cmp == new and set(old) <= set(new) | {"performance"}:
+            return
+        # on Conflict/NotFound a newer version is on its way through the cache; it writes then
+        with contextlib.suppress(Conflict, NotFound):
+            await self.client.patch_status(
+                WORKSPACE,
+                ws.namespace,
+                ws.name,
+                {"metadata": {"resourceVersion": ws.metadata.resource_version}, "status": new},
+            )
+
+    # ---------------------------------------------------------------- deletion
+    async def _finalize(self, ws: WorkspaceBase) -> Result | None:
+        finalizers = list(ws.metadata.finalizers or [])
+        if C.FINALIZER_WORKSPACE not in finalizers:
+            return None
+        owner = self._owner(ws)
+        claims = [
+            to_dict(c)
+            for c in self.cache.list(self.settings.claim_gvk, labels=o.ownership_labels(owner))
+        ]
+        for claim in claims:
+            if not claim["metadata"].get("deletionTimestamp"):
+                await self.client.delete(
+                    self.settings.claim_gvk, None, claim["metadata"]["name"], ignore_not_found=True
+                )
+        if claims:
+            return Result(requeue_after=1.0)  # NodeClaim events also wake us
+        index = finalizers.index(C.FINALIZER_WORKSPACE)
+        try:
+            await self.client.patch(
+                WORKSPACE,
+                ws.namespace,
+                ws.name,
+                [
+                    {
+                        "op": "test",
+                        "path": f"/metadata/finalizers/{index}",
+                        "value": C.FINALIZER_WORKSPACE,
+                    },
+                    {"op": "remove", "path": f"/metadata/finalizers/{index}"},
+                ],
+                patch_type="json",
+            )
+        except NotFound:
+            return None
+        self._plans = {k: v for k, v in self._plans.items() if k[0] != (ws.metadata.uid or ws.name)}
+        return None
+
+
+def requests_for_labels(labels: Mapping[str, str]) -> Iterable[Request]:
+    """Map an object carrying the ownership labels back to its Workspace."""
+    name = labels.get(C.LABEL_WORKSPACE_NAME)
+    namespace = labels.get(C.LABEL_WORKSPACE_NAMESPACE)
+    if name and namespace:
+        yield Request(namespace, name)
