@@ -321,11 +321,13 @@ class WorkspaceBase(KubeModel):
             _rule(
                 "has(self.inference) != has(self.tuning)",
                 "set exactly one of inference or tuning",
+                field_path=".inference",
             ),
             _rule(
                 "has(self.inference) == has(oldSelf.inference) && "
                 "has(self.tuning) == has(oldSelf.tuning)",
                 "a Workspace cannot switch between inference and tuning; create a new one",
+                field_path=".tuning",
             ),
         )
     )
