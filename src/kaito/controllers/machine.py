@@ -1,0 +1,302 @@
+"""The machine controller: a NodeClaim (or legacy Machine) becomes a node through a backend.
+
+It plays Karpenter's part for Kaito's claims: ask the provisioner backend for a node, watch
+it join, and report Launched → Registered → Initialized → Ready on the claim, with the
+backend's reason and message when something fails (quota, throttling, unknown SKU).
+On delete it removes the node first and only then releases the claim's finalizer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from kaito.api import constants as C
+from kaito.controllers import diagnosis
+from kaito.provisioner.base import NodeProvisioner, NodeRequest, NodeStatus, Phase, Taint
+from kaito.runtime.cache import Cache
+from kaito.runtime.client import Client
+from kaito.runtime.errors import ApiError, Conflict, NotFound
+from kaito.runtime.events import EventRecorder
+from kaito.runtime.gvk import GVK, NODE
+from kaito.runtime.objects import to_dict
+from kaito.runtime.request import Request, Result
+
+log = logging.getLogger("kaito.controllers.machine")
+
+TERMINATION_FINALIZER = "karpenter.sh/termination"
+NODECLAIM_LABEL = "kaito.sh/nodeclaim"
+LIFECYCLE = ("Launched", "Registered", "Initialized", "Ready")
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def node_request(claim: Mapping[str, Any]) -> NodeRequest:
+    """The backend-neutral request a claim stands for."""
+    meta = claim.get("metadata") or {}
+    spec = claim.get("spec") or {}
+    instance_type = ""
+    for req in spec.get("requirements") or ():
+        if req.get("key") == C.LABEL_INSTANCE_TYPE and req.get("values"):
+            instance_type = str(req["values"][0])
+    labels = dict(meta.get("labels") or {})
+    labels[NODECLAIM_LABEL] = meta.get("name", "")
+    taints = tuple(
+        Taint(str(t.get("key", "")), str(t.get("value", "")), str(t.get("effect", "NoSchedule")))
+        for t in spec.get("taints") or ()
+    )
+    storage = ((spec.get("resources") or {}).get("requests") or {}).get("storage")
+    storage_gib = None
+    if isinstance(storage, str) and storage.endswith("Gi") and storage[:-2].isdigit():
+        storage_gib = int(storage[:-2])
+    return NodeRequest(
+        name=str(meta.get("name", "")),
+        instance_type=instance_type,
+        labels=labels,
+        taints=taints,
+        storage_gib=storage_gib,
+        node_image_family=(meta.get("annotations") or {}).get(C.ANNOTATION_NODE_IMAGE_FAMILY),
+        owner={
+            "workspace": labels.get(C.LABEL_WORKSPACE_NAME, ""),
+            "namespace": labels.get(C.LABEL_WORKSPACE_NAMESPACE, ""),
+        },
+    )
+
+
+def claim_conditions(
+    existing: Iterable[Mapping[str, Any]],
+    backend: NodeStatus | None,
+    node: Mapping[str, Any] | None,
+    gpus: int,
+) -> list[dict[str, Any]]:
+    """Karpenter's lifecycle conditions from what the backend and the cluster say."""
+    old = {c.get("type"): dict(c) for c in existing}
+    wanted: dict[str, tuple[str, str, str]] = {}
+    if backend is None or backend.phase is Phase.PENDING:
+        wanted["Launched"] = ("Unknown", "Launching", "asked the node provisioner for a node")
+    elif backend.phase is Phase.FAILED:
+        wanted["Launched"] = ("False", backend.reason or "LaunchFailed", backend.message)
+    elif backend.phase is Phase.THROTTLED:
+        wanted["Launched"] = ("Unknown", backend.reason or "Throttled", backend.message)
+    else:
+        wanted["Launched"] = ("True", "Launched", "node launched")
+    launched = wanted["Launched"][0] == "True"
+    if not launched:
+        wanted["Registered"] = ("Unknown", "AwaitingLaunch", "waiting for the launch")
+    elif node is None:
+        wanted["Registered"] = ("Unknown", "AwaitingNode", "waiting for the node to join")
+    else:
+        wanted["Registered"] = ("True", "Registered", "node joined the cluster")
+    problem = (
+        diagnosis.node_problem(node, str((node.get("metadata") or {}).get("name")), gpus)
+        if node is not None
+        else None
+    )
+    if node is None:
+        wanted["Initialized"] = ("Unknown", "AwaitingRegistration", "waiting for the node")
+    elif problem is not None:
+        wanted["Initialized"] = ("False", problem.reason, problem.message)
+    else:
+        wanted["Initialized"] = ("True", "Initialized", "node is Ready with its GPUs")
+    if all(wanted[t][0] == "True" for t in ("Launched", "Registered", "Initialized")):
+        wanted["Ready"] = ("True", "Ready", "")
+    else:
+        first = next(t for t in ("Launched", "Registered", "Initialized") if wanted[t][0] != "True")
+        wanted["Ready"] = (
+            "False" if wanted[first][0] == "False" else "Unknown",
+            *wanted[first][1:],
+        )
+    result = []
+    for type_ in LIFECYCLE:
+        status, reason, message = wanted[type_]
+        prev = old.get(type_)
+        changed_at = (
+            prev.get("lastTransitionTime") if prev and prev.get("status") == status else _now()
+        )
+        result.append(
+            {
+                "type": type_,
+                "status": status,
+                "reason": reason,
+                "message": message,
+                "lastTransitionTime": changed_at,
+            }
+        )
+    return result
+
+
+class MachineReconciler:
+    """Reconciles NodeClaims (or Machines) of the kaito node pool into nodes."""
+
+    def __init__(
+        self,
+        client: Client,
+        cache: Cache,
+        *,
+        recorder: EventRecorder,
+        provisioner: NodeProvisioner,
+        claim_gvk: GVK,
+        gpus_of: Callable[[str], int],
+    ) -> None:
+        self.client = client
+        self.cache = cache
+        self.recorder = recorder
+        self.provisioner = provisioner
+        self.claim_gvk = claim_gvk
+        self.gpus_of = gpus_of  # instance type -> GPUs per node (0 when unknown)
+
+    async def __call__(self, request: Request) -> Result | None:
+        cached = self.cache.get(self.claim_gvk, None, request.name)
+        if cached is None:
+            return None
+        claim = to_dict(cached)
+        meta = claim["metadata"]
+        if (meta.get("labels") or {}).get(C.LABEL_KARPENTER_NODEPOOL) != C.KAITO_NODEPOOL:
+            return None  # someone else's claim (a real Karpenter may run beside us)
+        if meta.get("deletionTimestamp"):
+            return await self._terminate(claim)
+        finalizers = list(meta.get("finalizers") or [])
+        if TERMINATION_FINALIZER not in finalizers:
+            await self.client.patch(
+                self.claim_gvk,
+                None,
+                request.name,
+                {
+                    "metadata": {
+                        "finalizers": [*finalizers, TERMINATION_FINALIZER],
+                        "resourceVersion": meta.get("resourceVersion"),
+                    }
+                },
+            )
+            return None  # the update event brings us back
+        req = node_request(claim)
+        try:
+            backend = await self.provisioner.get(req)
+            if backend is None or backend.phase is Phase.FAILED:
+                backend = await self.provisioner.create(req)
+                if backend.phase is Phase.LAUNCHED:
+                    self.recorder.event(
+                        claim, "Normal", "Launched", f"node {backend.node_name} launched"
+                    )
+        except Exception as exc:
+            reason = getattr(exc, "reason", "ProvisioningFailed")
+            backend = NodeStatus(
+                Phase.FAILED,
+                reason=str(reason),
+                message=str(getattr(exc, "message", exc)),
+                retry_after_s=getattr(exc, "retry_after_s", None),
+            )
+        if backend.phase in (Phase.FAILED, Phase.THROTTLED):
+            self.recorder.event(claim, "Warning", backend.reason or "LaunchFailed", backend.message)
+        node_name = backend.node_name or req.name
+        node_obj = self.cache.get(NODE, None, node_name)
+        node = to_dict(node_obj) if node_obj is not None else None
+        gpus = int(self.gpus_of(req.instance_type) or 0)
+        status = dict(claim.get("status") or {})
+        new_status = dict(status)
+        new_status["conditions"] = claim_conditions(
+            status.get("conditions") or (), backend, node, gpus
+        )
+        if backend.provider_id:
+            new_status["providerID"] = backend.provider_id
+        if node is not None:
+            new_status["nodeName"] = node_name
+            node_status = node.get("status") or {}
+            for key in ("capacity", "allocatable"):
+                if node_status.get(key):
+                    new_status[key] = node_status[key]
+        if new_status != status:
+            with contextlib.suppress(Conflict, NotFound):
+                await self.client.patch_status(
+                    self.claim_gvk,
+                    None,
+                    request.name,
+                    {
+                        "metadata": {"resourceVersion": meta.get("resourceVersion")},
+                        "status": new_status,
+                    },
+                )
+        if backend.phase is Phase.THROTTLED:
+            return Result(requeue_after=backend.retry_after_s or 5.0)
+        if backend.phase is Phase.FAILED:
+            return Result(requeue_after=backend.retry_after_s or 30.0)
+        if backend.phase is Phase.PENDING:
+            return Result(requeue_after=2.0)
+        return None
+
+    async def _terminate(self, claim: dict[str, Any]) -> Result | None:
+        meta = claim["metadata"]
+        finalizers = list(meta.get("finalizers") or [])
+        if TERMINATION_FINALIZER not in finalizers:
+            return None
+        try:
+            gone = await self.provisioner.delete(meta["name"])
+        except Exception as exc:
+            self.recorder.event(claim, "Warning", "TerminationFailed", str(exc))
+            return Result(requeue_after=5.0)
+        if not gone:
+            return Result(requeue_after=1.0)
+        index = finalizers.index(TERMINATION_FINALIZER)
+        with contextlib.suppress(NotFound, ApiError):
+            await self.client.patch(
+                self.claim_gvk,
+                None,
+                meta["name"],
+                [
+                    {
+                        "op": "test",
+                        "path": f"/metadata/finalizers/{index}",
+                        "value": TERMINATION_FINALIZER,
+                    },
+                    {"op": "remove", "path": f"/metadata/finalizers/{index}"},
+                ],
+                patch_type="json",
+            )
+        return None
+
+
+async def garbage_collect(provisioner: NodeProvisioner, cache: Cache, claim_gvk: GVK) -> list[str]:
+    """Delete backend resources whose claim no longer exists; returns what was removed.
+
+    A backend only creates resources for claims the cache already holds, so a name the
+    backend knows but the synced cache lacks belongs to a claim that is gone.
+    """
+    removed = []
+    for name in await provisioner.list_requests():
+        if cache.get(claim_gvk, None, name) is None:
+            log.info("garbage-collecting node resources of vanished claim %s", name)
+            await provisioner.delete(name)
+            removed.append(name)
+    return removed
+
+
+async def run_garbage_collector(
+    provisioner: NodeProvisioner,
+    cache: Cache,
+    claim_gvk: GVK,
+    *,
+    interval_s: float = 60.0,
+    is_leader: Callable[[], bool] = lambda: True,
+) -> None:
+    """Periodic loop around :func:`garbage_collect` (leader only)."""
+    while True:
+        await asyncio.sleep(interval_s)
+        if not is_leader() or not cache.synced:
+            continue
+        try:
+            await garbage_collect(provisioner, cache, claim_gvk)
+        except Exception:  # a failed pass is retried next interval
+            log.exception("node garbage collection failed")
+
+
+def requests_for_node(node: Mapping[str, Any]) -> Iterable[Request]:
+    """Map a node back to the claim that made it."""
+    name = ((node.get("metadata") or {}).get("labels") or {}).get(NODECLAIM_LABEL)
+    if name:
+        yield Request("", name)

@@ -1,0 +1,270 @@
+"""``kaito-operator``: wires the runtime, the controllers and a node backend together.
+
+Runs out of cluster against any kubeconfig (``hack/cluster``) or in cluster with its
+ServiceAccount. Every flag also reads an environment variable (``KAITO_<FLAG>``), the way
+the Helm chart passes settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from kaito.api import Workspace
+from kaito.api import constants as C
+from kaito.controllers import machine
+from kaito.controllers.workspace import (
+    CONTROLLER_REVISION,
+    MACHINE,
+    NODECLAIM,
+    WORKSPACE,
+    WorkspaceReconciler,
+    WorkspaceSettings,
+    requests_for_labels,
+)
+from kaito.presets import get_sku
+from kaito.provisioner.base import NodeProvisioner
+from kaito.provisioner.kwok import KwokProvisioner
+from kaito.runtime.cache import Cache
+from kaito.runtime.client import Client
+from kaito.runtime.errors import AlreadyExists, NotFound
+from kaito.runtime.gvk import GVK, NODE, POD, SERVICE, STATEFULSET
+from kaito.runtime.handlers import EnqueueForOwner, EnqueueMapped
+from kaito.runtime.leaderelection import LeaderElection
+from kaito.runtime.manager import Manager
+from kaito.runtime.objects import KObject, to_dict
+from kaito.runtime.predicates import (
+    annotations_changed,
+    any_of,
+    generation_changed,
+    labels_changed,
+)
+from kaito.runtime.request import Request
+
+log = logging.getLogger("kaito.operator")
+
+PROVISIONERS = ("kwok", "azure", "byo")
+
+
+class ClientNodes:
+    """The KWOK backend's NodeAPI on top of our client and cache."""
+
+    def __init__(self, client: Client, cache: Cache) -> None:
+        self.client = client
+        self.cache = cache
+
+    async def create_node(self, node: dict[str, Any]) -> None:
+        with contextlib.suppress(AlreadyExists):
+            await self.client.create(node)
+
+    async def get_node(self, name: str) -> dict[str, Any] | None:
+        found = self.cache.get(NODE, None, name)
+        return None if found is None else to_dict(found)
+
+    async def delete_node(self, name: str) -> None:
+        with contextlib.suppress(NotFound):
+            await self.client.delete(NODE, None, name)
+
+    async def list_nodes(self, label_selector: str) -> list[dict[str, Any]]:
+        return [to_dict(n) for n in self.cache.list(NODE, labels=label_selector)]
+
+
+def sku_shape(instance_type: str) -> tuple[int, int, int] | None:
+    sku = get_sku(instance_type)
+    if sku is None:
+        return None
+    return sku.gpu_count, sku.vcpu, int(sku.memory_gib)
+
+
+def sku_gpus(instance_type: str) -> int:
+    sku = get_sku(instance_type)
+    return sku.gpu_count if sku is not None else 0
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    return os.environ.get(f"KAITO_{name.upper().replace('-', '_')}", default)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="kaito-operator",
+        description="Kaito operator: Workspaces → GPU nodes → vLLM inference and tuning.",
+    )
+    p.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG"), help="default: in-cluster")
+    p.add_argument("--bind-address", default=_env("bind-address", "127.0.0.1"))
+    p.add_argument("--metrics-port", type=int, default=int(_env("metrics-port", "8080") or 8080))
+    p.add_argument("--health-port", type=int, default=int(_env("health-port", "8081") or 8081))
+    p.add_argument(
+        "--leader-elect",
+        action=argparse.BooleanOptionalAction,
+        default=(_env("leader-elect", "false") or "false").lower() == "true",
+    )
+    p.add_argument(
+        "--leader-election-namespace", default=_env("leader-election-namespace", "kaito-system")
+    )
+    p.add_argument(
+        "--node-provisioner", choices=PROVISIONERS, default=_env("node-provisioner", "kwok")
+    )
+    p.add_argument(
+        "--legacy-machines",
+        action="store_true",
+        default=(_env("legacy-machines", "false") or "false").lower() == "true",
+        help="emit karpenter.sh/v1alpha5 Machines instead of v1 NodeClaims (old gpu-provisioner)",
+    )
+    p.add_argument("--serving-image", default=_env("serving-image", "kaito-py/serving:0.1.0"))
+    p.add_argument("--workers", type=int, default=int(_env("workers", "5") or 5))
+    p.add_argument("--gc-interval", type=float, default=60.0, help="node garbage collection (s)")
+    p.add_argument("--log-level", default=_env("log-level", "info"))
+    args = p.parse_args(argv)
+    if args.workers < 1:
+        p.error("--workers must be at least 1")
+    return args
+
+
+def build_provisioner(name: str, client: Client, cache: Cache) -> NodeProvisioner | None:
+    if name == "kwok":
+        return KwokProvisioner(ClientNodes(client, cache), sku_shape)
+    if name == "azure":
+        from kaito.provisioner import azure  # noqa: PLC0415  (optional cloud SDK import)
+
+        provisioner: NodeProvisioner = azure.AzureProvisioner.from_env()  # type: ignore[attr-defined]
+        return provisioner
+    return None
+
+
+def _map(fn: Callable[[KObject], Any]) -> EnqueueMapped:
+    return EnqueueMapped(lambda obj: list(fn(obj)))
+
+
+def build(mgr: Manager, args: argparse.Namespace) -> NodeProvisioner | None:
+    """Register the controllers and watches on `mgr`; returns the node backend, if any."""
+    mgr.scheme.register(WORKSPACE, Workspace)
+    claim_gvk = MACHINE if args.legacy_machines else NODECLAIM
+    settings = WorkspaceSettings(
+        node_provisioner=args.node_provisioner,
+        claim_gvk=claim_gvk,
+        serving_image=args.serving_image,
+    )
+    cache = mgr.cache
+    ws = WorkspaceReconciler(mgr.client, cache, mgr.event_recorder("kaito-workspace"), settings)
+
+    def workspaces_selecting(node: KObject) -> list[Request]:
+        labels = node.labels
+        out = list(requests_for_labels(labels))
+        for obj in cache.list(WORKSPACE):
+            data = to_dict(obj)
+            match = ((data.get("resource") or {}).get("labelSelector") or {}).get(
+                "matchLabels"
+            ) or {}
+            if match and all(labels.get(k) == v for k, v in match.items()):
+                meta = data["metadata"]
+                out.append(Request(meta.get("namespace", ""), meta["name"]))
+        return out
+
+    (
+        mgr.controller("workspace", ws, workers=args.workers)
+        .watches(
+            WORKSPACE,
+            predicates=[any_of(generation_changed, labels_changed, annotations_changed)],
+        )
+        .watches(STATEFULSET, EnqueueForOwner(WORKSPACE), label_selector=C.LABEL_WORKSPACE_NAME)
+        .watches(SERVICE, EnqueueForOwner(WORKSPACE), label_selector=C.LABEL_WORKSPACE_NAME)
+        .watches(
+            CONTROLLER_REVISION,
+            EnqueueForOwner(WORKSPACE),
+            label_selector=C.LABEL_REVISION_WORKSPACE_NAME,
+        )
+        .watches(POD, _map(lambda p: _pod_owner(p)), label_selector=C.LABEL_WORKSPACE_NAME)
+        .watches(
+            claim_gvk,
+            _map(lambda c: requests_for_labels(c.labels)),
+            label_selector=C.LABEL_WORKSPACE_NAME,
+        )
+        .watches(NODE, _map(workspaces_selecting))
+    )
+
+    provisioner = build_provisioner(args.node_provisioner, mgr.client, cache)
+    if provisioner is not None:
+        mc = machine.MachineReconciler(
+            mgr.client,
+            cache,
+            recorder=mgr.event_recorder("kaito-machine"),
+            provisioner=provisioner,
+            claim_gvk=claim_gvk,
+            gpus_of=sku_gpus,
+        )
+        (
+            mgr.controller("machine", mc, workers=args.workers)
+            .watches(claim_gvk, label_selector=f"{C.LABEL_KARPENTER_NODEPOOL}={C.KAITO_NODEPOOL}")
+            .watches(NODE, _map(lambda n: machine.requests_for_node(n)))
+        )
+    return provisioner
+
+
+def _pod_owner(pod: KObject) -> list[Request]:
+    name = pod.labels.get(C.LABEL_WORKSPACE_NAME)
+    return [Request(pod.namespace, name)] if name else []
+
+
+async def run(args: argparse.Namespace) -> int:
+    election = (
+        LeaderElection(args.leader_election_namespace, "kaito-operator")
+        if args.leader_elect
+        else None
+    )
+    mgr = await Manager.create(
+        args.kubeconfig,
+        metrics_port=args.metrics_port,
+        health_port=args.health_port,
+        bind_address=args.bind_address,
+        leader_election=election,
+    )
+    provisioner = build(mgr, args)
+    gc_task: asyncio.Task[None] | None = None
+    if provisioner is not None:
+        claim_gvk: GVK = MACHINE if args.legacy_machines else NODECLAIM
+        gc_task = asyncio.create_task(
+            machine.run_garbage_collector(
+                provisioner,
+                mgr.cache,
+                claim_gvk,
+                interval_s=args.gc_interval,
+                is_leader=lambda: mgr.is_leader,
+            )
+        )
+    try:
+        await mgr.run()
+    finally:
+        if gc_task is not None:
+            gc_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await gc_task
+        if provisioner is not None:
+            await provisioner.close()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return asyncio.run(run(args))
+    except KeyboardInterrupt:
+        return 130
+    except (OSError, ValueError) as exc:
+        print(f"kaito-operator: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
