@@ -102,6 +102,9 @@ class AzureProvisioner:
             "retry_policy": BoundedRetryPolicy(
                 settings.max_retry_after_s,
                 retry_total=settings.max_retries,
+                retry_status=settings.max_retries,
+                retry_connect=settings.max_retries,
+                retry_read=settings.max_retries,
                 retry_backoff_factor=settings.retry_backoff_s,
                 retry_backoff_max=settings.retry_backoff_max_s,
             ),
@@ -292,6 +295,14 @@ class AzureProvisioner:
             remembered = self._failures.get(name)
             if remembered is not None:
                 return remembered
+            watcher = self._creates.get(name)
+            if watcher is not None and not watcher.done():  # it is about to learn why
+                return NodeStatus(
+                    Phase.PENDING,
+                    reason=CREATING,
+                    message=f"AKS agent pool {name} ended {pool.provisioning_state}; "
+                    "reading the operation's error",
+                )
             return NodeStatus(
                 Phase.FAILED,
                 reason=PROVISIONING_FAILED,
