@@ -336,3 +336,31 @@ async def test_no_credential_material_in_logs(
     assert "'Authorization': 'REDACTED'" in caplog.text  # the SDK saw the header and hid it
     assert any(r.name.startswith("azure.") for r in caplog.records)  # SDK logs were captured
     assert any(r.name.startswith("kaito.") for r in caplog.records)
+
+
+async def test_from_env_uses_default_azure_credential(
+    arm: FakeArmAdmin, azure_env: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The production path: settings and DefaultAzureCredential from the environment only."""
+    env = azure_env
+    for key, value in {
+        "AZURE_SUBSCRIPTION_ID": env.subscription_id,
+        "AZURE_RESOURCE_GROUP": env.resource_group,
+        "AZURE_CLUSTER_NAME": env.cluster_name,
+        "AZURE_LOCATION": "eastus",
+        "AZURE_ARM_ENDPOINT": env.url,
+        "AZURE_CA_BUNDLE": env.ca_file,
+        "AZURE_TENANT_ID": env.tenant_id,
+        "AZURE_CLIENT_ID": env.client_id,
+        "AZURE_CLIENT_SECRET": env.client_secret,
+        "AZURE_AUTHORITY_HOST": env.url,
+    }.items():
+        monkeypatch.setenv(key, value)
+    provisioner = AzureProvisioner.from_env()
+    try:
+        request = make_request()
+        assert (await provisioner.create(request)).phase == Phase.PENDING
+        assert await provisioner.list_requests() == []  # younger than the default 30 s
+        assert list((await arm.state())["pools"]) == [pool_name(request.name)]
+    finally:
+        await provisioner.close()

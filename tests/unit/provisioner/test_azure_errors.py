@@ -36,7 +36,7 @@ class FakeResponse:
 
 def error(status: int, code: str, message: str, **headers: str) -> HttpResponseError:
     body = {"error": {"code": code, "message": message}}
-    return HttpResponseError(response=FakeResponse(status, body, headers))  # type: ignore[arg-type]
+    return HttpResponseError(response=FakeResponse(status, body, headers))
 
 
 @pytest.mark.parametrize(
@@ -89,7 +89,7 @@ def test_nested_detail_codes_are_seen() -> None:
             "details": [{"code": "QuotaExceeded", "message": "exceeding approved quota"}],
         }
     }
-    exc = HttpResponseError(response=FakeResponse(400, body))  # type: ignore[arg-type]
+    exc = HttpResponseError(response=FakeResponse(400, body))
     result = classify(exc)
     assert result.reason == "QuotaExceeded"
     assert result.message == "exceeding approved quota"
@@ -97,7 +97,7 @@ def test_nested_detail_codes_are_seen() -> None:
 
 def test_failed_lro_comes_back_200() -> None:
     body = {"status": "Failed", "error": {"code": "ZonalAllocationFailed", "message": "no VMs"}}
-    exc = HttpResponseError(response=FakeResponse(200, body))  # type: ignore[arg-type]
+    exc = HttpResponseError(response=FakeResponse(200, body))
     result = classify(exc)
     assert (result.kind, result.reason, result.message) == (
         "terminal",
@@ -108,7 +108,7 @@ def test_failed_lro_comes_back_200() -> None:
 
 def test_not_found_subclass() -> None:
     exc = ResourceNotFoundError(
-        response=FakeResponse(404, {"error": {"code": "NotFound", "message": "no pool"}})  # type: ignore[arg-type]
+        response=FakeResponse(404, {"error": {"code": "NotFound", "message": "no pool"}})
     )
     assert classify(exc).kind == "not_found"
 
