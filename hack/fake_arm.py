@@ -611,9 +611,8 @@ class FakeArm:
             spec, _, effect = str(text).rpartition(":")
             key, _, value = spec.partition("=")
             taints.append({"key": key, "value": value, "effect": effect})
-        node: dict[str, Any] = cluster_mod.fake_node(
-            name, vm_size, gpus, cpu, memory, labels, taints
-        )
+        node: dict[str, Any] = cluster_mod.fake_node(name, vm_size, gpus, cpu, memory, labels)
+        node["spec"]["taints"] = taints
         node["spec"]["providerID"] = "azure://" + vm_id
         return node
 
