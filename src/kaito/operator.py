@@ -131,10 +131,11 @@ def build_provisioner(name: str, client: Client, cache: Cache) -> NodeProvisione
     if name == "kwok":
         return KwokProvisioner(ClientNodes(client, cache), sku_shape)
     if name == "azure":
-        from kaito.provisioner import azure  # noqa: PLC0415  (optional cloud SDK import)
+        from kaito.provisioner.azure import AzureProvisioner  # noqa: PLC0415  (cloud SDK import)
 
-        provisioner: NodeProvisioner = azure.AzureProvisioner.from_env()  # type: ignore[attr-defined]
-        return provisioner
+        # azure-core logs every request at INFO; keep the operator's log readable
+        logging.getLogger("azure").setLevel(logging.WARNING)
+        return AzureProvisioner.from_env()
     return None
 
 
@@ -180,7 +181,7 @@ def build(mgr: Manager, args: argparse.Namespace) -> NodeProvisioner | None:
             EnqueueForOwner(WORKSPACE),
             label_selector=C.LABEL_REVISION_WORKSPACE_NAME,
         )
-        .watches(POD, _map(lambda p: _pod_owner(p)), label_selector=C.LABEL_WORKSPACE_NAME)
+        .watches(POD, _map(_pod_owner), label_selector=C.LABEL_WORKSPACE_NAME)
         .watches(
             claim_gvk,
             _map(lambda c: requests_for_labels(c.labels)),
@@ -202,7 +203,7 @@ def build(mgr: Manager, args: argparse.Namespace) -> NodeProvisioner | None:
         (
             mgr.controller("machine", mc, workers=args.workers)
             .watches(claim_gvk, label_selector=f"{C.LABEL_KARPENTER_NODEPOOL}={C.KAITO_NODEPOOL}")
-            .watches(NODE, _map(lambda n: machine.requests_for_node(n)))
+            .watches(NODE, _map(machine.requests_for_node))
         )
     return provisioner
 
