@@ -273,7 +273,11 @@ def wait_healthy(state: ClusterState, comp: Component, timeout: float) -> None:
 
 
 def kwok_config(path: Path) -> None:
-    """KWOK needs its stages; take them from the kwok module in the Go module cache."""
+    """KWOK needs its stages; take them from the kwok module in the Go module cache.
+
+    Defaults of a KwokConfiguration read from a file are not applied, so the options
+    that matter (parallelism, the fake pod CIDR) are spelled out.
+    """
     proc = subprocess.run(
         ["go", "mod", "download", "-json", f"sigs.k8s.io/kwok@v{KWOK_VERSION}"],
         capture_output=True,
@@ -288,7 +292,9 @@ def kwok_config(path: Path) -> None:
         "apiVersion: config.kwok.x-k8s.io/v1alpha1\nkind: KwokConfiguration\n"
         "options:\n  nodeLeaseDurationSeconds: 40\n  nodeLeaseParallelism: 4\n"
         "  podPlayStageParallelism: 4\n  nodePlayStageParallelism: 4\n"
-        "  podsOnNodeSyncParallelism: 1\n"
+        "  podsOnNodeSyncParallelism: 1\n  cidr: 10.244.0.0/16\n"
+        "  nodeStatusUpdateFrequencyMilliseconds: 10000\n  heartbeatFactor: 5\n"
+        "  enablePodsOnNodeSyncListPager: true\n"
     ]
     docs += [(src / stage).read_text() for stage in KWOK_STAGES]
     path.write_text("\n---\n".join(docs))

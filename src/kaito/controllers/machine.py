@@ -20,7 +20,7 @@ from kaito.controllers import diagnosis
 from kaito.provisioner.base import NodeProvisioner, NodeRequest, NodeStatus, Phase, Taint
 from kaito.runtime.cache import Cache
 from kaito.runtime.client import Client
-from kaito.runtime.errors import ApiError, Conflict, NotFound
+from kaito.runtime.errors import ApiError, NotFound
 from kaito.runtime.events import EventRecorder
 from kaito.runtime.gvk import GVK, NODE
 from kaito.runtime.objects import to_dict
@@ -212,15 +212,9 @@ class MachineReconciler:
                 if node_status.get(key):
                     new_status[key] = node_status[key]
         if new_status != status:
-            with contextlib.suppress(Conflict, NotFound):
+            with contextlib.suppress(NotFound):  # status is ours alone: no precondition
                 await self.client.patch_status(
-                    self.claim_gvk,
-                    None,
-                    request.name,
-                    {
-                        "metadata": {"resourceVersion": meta.get("resourceVersion")},
-                        "status": new_status,
-                    },
+                    self.claim_gvk, None, request.name, {"status": new_status}
                 )
         if backend.phase is Phase.THROTTLED:
             return Result(requeue_after=backend.retry_after_s or 5.0)

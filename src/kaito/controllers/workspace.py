@@ -26,7 +26,7 @@ from kaito.presets import FitError, SpecError
 from kaito.presets.plan import Plan, plan_workspace
 from kaito.runtime.cache import Cache
 from kaito.runtime.client import Client
-from kaito.runtime.errors import AlreadyExists, Conflict, NotFound
+from kaito.runtime.errors import AlreadyExists, NotFound
 from kaito.runtime.events import EventRecorder
 from kaito.runtime.gvk import GVK, NODE, POD, SERVICE, STATEFULSET
 from kaito.runtime.objects import to_dict
@@ -537,13 +537,15 @@ class WorkspaceReconciler:
         old_cmp = {k: old.get(k) for k in new}
         if old_cmp == new and set(old) <= set(new) | {"performance"}:
             return
-        # on Conflict/NotFound a newer version is on its way through the cache; it writes then
-        with contextlib.suppress(Conflict, NotFound):
+        # Status belongs to this controller alone and is recomputed in full each time, so it
+        # is written without a resourceVersion precondition (no 409 after our own metadata
+        # patch); a reconcile from a stale cache is corrected by the event that follows.
+        with contextlib.suppress(NotFound):
             await self.client.patch_status(
                 WORKSPACE,
                 ws.namespace,
                 ws.name,
-                {"metadata": {"resourceVersion": ws.metadata.resource_version}, "status": new},
+                {"status": new},
             )
 
     # ---------------------------------------------------------------- deletion
