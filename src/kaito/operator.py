@@ -50,6 +50,9 @@ from kaito.runtime.request import Request
 log = logging.getLogger("kaito.operator")
 
 PROVISIONERS = ("kwok", "azure", "byo")
+# One selector for every NodeClaim watch: two informers of one kind with different
+# selectors would let a controller read a copy older than the event that woke it.
+CLAIM_SELECTOR = f"{C.LABEL_KARPENTER_NODEPOOL}={C.KAITO_NODEPOOL}"
 
 
 class ClientNodes:
@@ -185,7 +188,7 @@ def build(mgr: Manager, args: argparse.Namespace) -> NodeProvisioner | None:
         .watches(
             claim_gvk,
             _map(lambda c: requests_for_labels(c.labels)),
-            label_selector=C.LABEL_WORKSPACE_NAME,
+            label_selector=CLAIM_SELECTOR,
         )
         .watches(NODE, _map(workspaces_selecting))
     )
@@ -202,7 +205,7 @@ def build(mgr: Manager, args: argparse.Namespace) -> NodeProvisioner | None:
         )
         (
             mgr.controller("machine", mc, workers=args.workers)
-            .watches(claim_gvk, label_selector=f"{C.LABEL_KARPENTER_NODEPOOL}={C.KAITO_NODEPOOL}")
+            .watches(claim_gvk, label_selector=CLAIM_SELECTOR)
             .watches(NODE, _map(machine.requests_for_node))
         )
     return provisioner

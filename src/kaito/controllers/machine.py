@@ -179,6 +179,7 @@ class MachineReconciler:
         try:
             backend = await self.provisioner.get(req)
             if backend is None or backend.phase is Phase.FAILED:
+                log.debug("creating node for %s (backend state %s)", req.name, backend)
                 backend = await self.provisioner.create(req)
                 if backend.phase is Phase.LAUNCHED:
                     self.recorder.event(
@@ -234,6 +235,7 @@ class MachineReconciler:
         except Exception as exc:
             self.recorder.event(claim, "Warning", "TerminationFailed", str(exc))
             return Result(requeue_after=5.0)
+        log.debug("terminating %s: backend resources gone=%s", meta["name"], gone)
         if not gone:
             return Result(requeue_after=1.0)
         index = finalizers.index(TERMINATION_FINALIZER)

@@ -191,6 +191,7 @@ class Controller:
             self.metrics.active_workers.labels(self.name).set(self._active)
             log_context.reset(token)
         result = result or Result()
+        log.debug("reconciled %s: %s", request, result, extra=extra)
         again = result.priority if result.priority is not None else priority
         if result.requeue_after > 0:
             self.metrics.reconcile_total.labels(self.name, "requeue_after").inc()
