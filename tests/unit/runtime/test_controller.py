@@ -23,13 +23,31 @@ OWNER = GVK("kaito.sh", "v1beta1", "Workspace")
 CHILD = GVK("apps", "v1", "StatefulSet")
 
 
-def obj(name: str, gen: int = 1, rv: str = "1", labels: dict[str, str] | None = None,
-        owner: str | None = None) -> dict[str, Any]:  # fmt: skip
-    meta: dict[str, Any] = {"name": name, "namespace": "ns", "uid": f"u-{name}",
-                            "generation": gen, "resourceVersion": rv, "labels": labels or {}}  # fmt: skip
+def obj(
+    name: str,
+    gen: int = 1,
+    rv: str = "1",
+    labels: dict[str, str] | None = None,
+    owner: str | None = None,
+) -> dict[str, Any]:
+    meta: dict[str, Any] = {
+        "name": name,
+        "namespace": "ns",
+        "uid": f"u-{name}",
+        "generation": gen,
+        "resourceVersion": rv,
+        "labels": labels or {},
+    }
     if owner:
-        meta["ownerReferences"] = [{"apiVersion": "kaito.sh/v1alpha1", "kind": "Workspace",
-                                    "name": owner, "uid": f"u-{owner}", "controller": True}]  # fmt: skip
+        meta["ownerReferences"] = [
+            {
+                "apiVersion": "kaito.sh/v1alpha1",
+                "kind": "Workspace",
+                "name": owner,
+                "uid": f"u-{owner}",
+                "controller": True,
+            }
+        ]
     return {"apiVersion": "v1", "kind": "X", "metadata": meta}
 
 
@@ -83,14 +101,18 @@ async def test_results_and_errors_drive_requeues(caplog: pytest.LogCaptureFixtur
     assert total("success") == 3  # ok, boom (3rd), again (2nd)
     assert total("error") == 3  # boom twice, terminal once
     assert total("requeue_after") == 1
-    assert reg.get_sample_value("controller_runtime_reconcile_panics_total", {"controller": "test"}) == 2
-    assert reg.get_sample_value(
-        "controller_runtime_max_concurrent_reconciles", {"controller": "test"}
-    ) == 3
+    assert (
+        reg.get_sample_value("controller_runtime_reconcile_panics_total", {"controller": "test"})
+        == 2
+    )
+    assert (
+        reg.get_sample_value("controller_runtime_max_concurrent_reconciles", {"controller": "test"})
+        == 3
+    )
     failure = next(r for r in caplog.records if "kaboom" in r.getMessage())
-    assert getattr(failure, "key") == "ns/boom"
-    assert getattr(failure, "controller") == "test"
-    assert len(getattr(failure, "reconcile_id")) == 36
+    assert failure.key == "ns/boom"
+    assert failure.controller == "test"
+    assert len(failure.reconcile_id) == 36
 
 
 async def test_reconcile_timeout_is_contained_and_requeued() -> None:
@@ -113,9 +135,12 @@ async def test_reconcile_timeout_is_contained_and_requeued() -> None:
     await asyncio.sleep(0.3)
     await ctrl.stop()
     assert calls == 2
-    assert metrics.registry.get_sample_value(
-        "controller_runtime_reconcile_timeouts_total", {"controller": "test"}
-    ) == 1
+    assert (
+        metrics.registry.get_sample_value(
+            "controller_runtime_reconcile_timeouts_total", {"controller": "test"}
+        )
+        == 1
+    )
 
 
 async def test_owner_handler_and_predicates() -> None:

@@ -13,14 +13,29 @@ from kaito.runtime.objects import KObject, Scheme
 from kaito.runtime.selectors import parse_selector
 
 
-def pod(ns: str, name: str, labels: dict[str, str] | None = None, owner: str | None = None,
-        node: str = "") -> dict[str, Any]:  # fmt: skip
-    meta: dict[str, Any] = {"namespace": ns, "name": name, "uid": f"uid-{ns}-{name}",
-                            "resourceVersion": "1", "labels": labels or {}}  # fmt: skip
+def pod(
+    ns: str,
+    name: str,
+    labels: dict[str, str] | None = None,
+    owner: str | None = None,
+    node: str = "",
+) -> dict[str, Any]:
+    meta: dict[str, Any] = {
+        "namespace": ns,
+        "name": name,
+        "uid": f"uid-{ns}-{name}",
+        "resourceVersion": "1",
+        "labels": labels or {},
+    }
     if owner:
         meta["ownerReferences"] = [
-            {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": owner, "uid": f"uid-{owner}",
-             "controller": True}  # fmt: skip
+            {
+                "apiVersion": "apps/v1",
+                "kind": "StatefulSet",
+                "name": owner,
+                "uid": f"uid-{owner}",
+                "controller": True,
+            }
         ]
     return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": {"nodeName": node}}
 
@@ -56,7 +71,7 @@ def test_queries(indexer: Indexer) -> None:
 
 
 def test_updates_and_deletes_move_index_entries(indexer: Indexer) -> None:
-    old, new = indexer.upsert(pod("a", "p1", {"app": "db"}, node="n3"))
+    old, _ = indexer.upsert(pod("a", "p1", {"app": "db"}, node="n3"))
     assert old is not None and old.labels == {"app": "web", "tier": "fe"}
     assert keys(indexer.select(selector=parse_selector("app=web"))) == ["a/p2"]
     assert keys(indexer.select(index=("node", "n1"))) == ["b/p3"]

@@ -160,4 +160,6 @@ async def test_metrics_follow_the_queue() -> None:
     )
     assert count == 1
     q.add_after("c", 0.01)
-    assert reg.get_sample_value("workqueue_retries_total", {"name": "ctl", "controller": "ctl"}) == 1
+    assert (
+        reg.get_sample_value("workqueue_retries_total", {"name": "ctl", "controller": "ctl"}) == 1
+    )
