@@ -16,7 +16,7 @@ import pytest
 from kaito.runtime import LeaderElection, Manager, Request, Result
 from kaito.runtime.client import Client
 from kaito.runtime.config import ClientConfig
-from kaito.runtime.gvk import CONFIGMAP, LEASE
+from kaito.runtime.gvk import CONFIGMAP, EVENT, LEASE
 
 from ..conftest import REPO, Cluster
 from .conftest import eventually
@@ -193,3 +193,27 @@ def test_runtime_imports_no_other_kaito_module() -> None:
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False
     )
     assert out.stdout.strip() == "[]", out.stderr
+
+
+async def test_event_recorder_aggregates_repeats(
+    client_config: ClientConfig, client: Client, namespace: str
+) -> None:
+    mgr = Manager(client_config, metrics_port=None, health_port=None, handle_signals=False)
+    recorder = mgr.event_recorder("kaito-test")
+    obj = await client.create(
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "o", "namespace": namespace}}
+    )
+    for _ in range(3):
+        recorder.event(obj, "Normal", "Provisioned", "node is ready")
+    recorder.event(obj, "Warning", "Failed", "something else")
+    await recorder.flush()
+    events = {e["reason"]: e for e in await client.list(EVENT, namespace)}
+    assert set(events) == {"Provisioned", "Failed"}
+    assert events["Provisioned"]["count"] == 3
+    assert events["Provisioned"]["involvedObject"]["uid"] == obj.uid  # type: ignore[union-attr]
+    assert events["Provisioned"]["source"]["component"] == "kaito-test"
+    assert events["Failed"]["type"] == "Warning" and events["Failed"]["count"] == 1
+    with pytest.raises(ValueError, match="Normal or Warning"):
+        recorder.event(obj, "Info", "X", "y")
+    await recorder.close()
+    await mgr.client.close()
