@@ -316,6 +316,32 @@ class Client:
         resource_version: str | None = None,
     ) -> tuple[_Items, str]:
         """Plain decoded items and the list's resourceVersion (what a reflector needs)."""
+        items: _Items = []
+        rv = ""
+        async for page, page_rv in self.list_pages(
+            gvk,
+            namespace,
+            label_selector=label_selector,
+            field_selector=field_selector,
+            page_size=page_size,
+            resource_version=resource_version,
+        ):
+            items.extend(page)
+            rv = page_rv
+        return items, rv
+
+    async def list_pages(
+        self,
+        gvk: GVK,
+        namespace: str | None = None,
+        *,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        page_size: int = 500,
+        resource_version: str | None = None,
+    ) -> AsyncIterator[tuple[_Items, str]]:
+        """Yield each page of a list with the list's resourceVersion, so a caller can
+        process (and free) one page before the next arrives."""
         path = await self._path(gvk, namespace, None)
         query: dict[str, Any] = {
             "labelSelector": label_selector,
@@ -323,14 +349,15 @@ class Client:
             "limit": page_size or None,
             "resourceVersion": resource_version,
         }
-        items: _Items = []
         while True:
             doc = await self.request("GET", path, query=query)
-            items.extend(doc.get("items") or [])
             meta = doc.get("metadata") or {}
             token = meta.get("continue")
+            items = doc.get("items") or []
+            del doc
+            yield items, str(meta.get("resourceVersion", ""))
             if not token:
-                return items, str(meta.get("resourceVersion", ""))
+                return
             query = {**query, "continue": token, "resourceVersion": None}
 
     async def create(self, obj: Obj | dict[str, Any], *, field_manager: str | None = None) -> Obj:

@@ -72,6 +72,7 @@ class Informer:
         self.resync_period = resync_period
         self._listeners: list[Listener] = []
         self._synced = asyncio.Event()
+        self._relist_seen: set[str] = set()
         self._tasks: list[asyncio.Task[None]] = []
 
     def __repr__(self) -> str:
@@ -129,24 +130,36 @@ class Informer:
 
     # ------------------------------------------------------------------ sink (reflector)
     def replace(self, items: list[dict[str, Any]], resource_version: str) -> None:
-        """A full list: store it, emitting adds/updates, and deletes for what vanished."""
-        initial = not self.has_synced
-        seen: set[str] = set()
+        """A full list in one go (tests; the reflector streams pages instead)."""
+        self.begin_relist()
+        self.relist_page(items)
+        self.end_relist(resource_version)
+
+    def begin_relist(self) -> None:
+        self._relist_seen = set()
+
+    def relist_page(self, items: list[dict[str, Any]]) -> None:
+        """Store one page of a list, emitting adds, and updates for changed objects."""
+        seen = self._relist_seen
+        emit = bool(self._listeners)
         for item in items:
             old, new = self.indexer.upsert(item)
             seen.add(new.key)
+            if not emit:
+                continue
             if old is None:
                 self._emit(InformerEvent(ADDED, self.gvk, KObject(item), None, True))
             elif old.resource_version != new.resource_version:
                 self._emit(InformerEvent(MODIFIED, self.gvk, KObject(item), old, True))
-        for key in self.indexer.keys() - seen:
+
+    def end_relist(self, resource_version: str) -> None:
+        """The list is complete: whatever it did not contain was deleted meanwhile."""
+        for key in self.indexer.keys() - self._relist_seen:
             gone = self.indexer.remove(key)
             if gone is not None:
                 self._emit(InformerEvent(DELETED, self.gvk, KObject(gone.decode()), gone, True))
-        if initial:
-            log.debug(
-                "%r synced: %d objects at resourceVersion %s", self, len(items), resource_version
-            )
+        log.debug("%r listed %d objects at RV %s", self, len(self.indexer), resource_version)
+        self._relist_seen = set()
         self._synced.set()
 
     def apply(self, event_type: str, obj: dict[str, Any]) -> None:

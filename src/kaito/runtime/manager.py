@@ -141,6 +141,12 @@ class Manager:
             return web.Response(status=500, text="".join(f"[-]{n} failed\n" for n in failed))
         return web.Response(text="ok")
 
+    async def _healthz(self, _: web.Request) -> web.Response:
+        return await self._checks(self.healthz_checks)
+
+    async def _readyz(self, _: web.Request) -> web.Response:
+        return await self._checks(self.readyz_checks)
+
     async def _metrics(self, _: web.Request) -> web.Response:
         body = generate_latest(self.metrics.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
@@ -150,8 +156,8 @@ class Manager:
         if self.health_port is not None:
             routes.setdefault(self.health_port, []).extend(
                 [
-                    web.get("/healthz", lambda _: self._checks(self.healthz_checks)),
-                    web.get("/readyz", lambda _: self._checks(self.readyz_checks)),
+                    web.get("/healthz", self._healthz),
+                    web.get("/readyz", self._readyz),
                 ]
             )
         if self.metrics_port is not None:

@@ -41,7 +41,11 @@ def strip_managed_fields(obj: dict[str, Any]) -> dict[str, Any]:
 class Sink(Protocol):
     """Where a reflector delivers what it sees (the informer)."""
 
-    def replace(self, items: list[dict[str, Any]], resource_version: str) -> None: ...
+    def begin_relist(self) -> None: ...
+
+    def relist_page(self, items: list[dict[str, Any]]) -> None: ...
+
+    def end_relist(self, resource_version: str) -> None: ...
 
     def apply(self, event_type: str, obj: dict[str, Any]) -> None: ...
 
@@ -128,23 +132,36 @@ class Reflector:
                 delay = self.backoff.next()
                 log.warning("%r: %s: %s; retrying in %.1fs", self, type(exc).__name__, exc, delay)
                 await asyncio.sleep(delay)
+            except Exception:
+                # a bug (ours or a transform's) must not silently end the informer
+                delay = self.backoff.next()
+                log.exception("%r: unexpected error; relisting in %.1fs", self, delay)
+                need_list = True
+                await asyncio.sleep(delay)
 
     async def list_and_replace(self) -> None:
-        items, rv = await self.client.list_raw(
+        """Page by page into the sink (only one page is ever decoded in memory)."""
+        api_version, kind = self.gvk.api_version, self.gvk.kind
+        transform = self.transform
+        rv = ""
+        self.sink.begin_relist()
+        async for items, page_rv in self.client.list_pages(
             self.gvk,
             self.namespace,
             label_selector=self.label_selector,
             field_selector=self.field_selector,
             page_size=self.page_size,
-        )
+        ):
+            for item in items:
+                item["apiVersion"] = api_version  # list items come without them
+                item["kind"] = kind
+                if transform is not None:
+                    transform(item)
+            self.sink.relist_page(items)
+            rv = page_rv
+            del items
         self.lists += 1
-        if self.transform is not None:
-            items = [self.transform(i) for i in items]
-        api_version, kind = self.gvk.api_version, self.gvk.kind
-        for item in items:
-            item["apiVersion"] = api_version  # list items come without them
-            item["kind"] = kind
-        self.sink.replace(items, rv)
+        self.sink.end_relist(rv)
         self.resource_version = rv
 
     async def watch(self) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 
 _TOKEN = re.compile(r"\s*(!=|==|=|!|\(|\)|,|[^\s!=(),]+)")
 _SET_OPS = {"in", "notin"}
+_PUNCTUATION = {"(", ")", ",", "=", "==", "!=", "!"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,9 +95,14 @@ def parse_selector(text: str | Mapping[str, str] | Selector | None) -> Selector:
     while i < len(tokens):
         tok = take()
         if tok == "!":
-            reqs.append(Requirement(take(), "!exists"))
+            key = take()
+            if key in _PUNCTUATION:
+                raise SelectorError(f"expected a label key after '!' in {text!r}")
+            reqs.append(Requirement(key, "!exists"))
         else:
             key = tok
+            if key in _PUNCTUATION:
+                raise SelectorError(f"expected a label key, got {key!r} in {text!r}")
             nxt = tokens[i] if i < len(tokens) else ","
             if nxt == ",":
                 reqs.append(Requirement(key, "exists"))
