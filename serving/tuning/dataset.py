@@ -17,6 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.csv
+import pyarrow.json
+import pyarrow.parquet
+import torch
+
 from serving.tuning.report import StageError
 from serving.tuning.settings import DatasetSettings
 
@@ -55,11 +61,6 @@ def data_files(root: Path, settings: DatasetSettings) -> list[Path]:
 
 def read_rows(files: list[Path]) -> tuple[list[dict[str, Any]], list[str]]:
     """All rows of all files, and the column names they share."""
-    import pyarrow as pa
-    import pyarrow.csv
-    import pyarrow.json
-    import pyarrow.parquet
-
     rows: list[dict[str, Any]] = []
     columns: list[str] | None = None
     for path in files:
@@ -222,8 +223,6 @@ class Collator:
         self.multiple_of = multiple_of
 
     def __call__(self, batch: list[Example]) -> dict[str, Any]:
-        import torch
-
         width = max(len(e.input_ids) for e in batch)
         if self.multiple_of:
             width = -(-width // self.multiple_of) * self.multiple_of

@@ -110,12 +110,13 @@ async def download_to(
 
 
 async def download_all(
-    urls: list[str], dest: Path, *, retries: int, backoff: float, timeout: float
+    urls: list[str], dest: Path, *, retries: int, backoff: float, io_timeout: float
 ) -> list[Path]:
     for url in urls:
         check_url(url)
-    dest.mkdir(parents=True, exist_ok=True)
-    client_timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeout, sock_read=timeout)
+    client_timeout = aiohttp.ClientTimeout(
+        total=None, sock_connect=io_timeout, sock_read=io_timeout
+    )
     async with aiohttp.ClientSession(timeout=client_timeout) as session:
         jobs = [
             download_to(session, url, dest / name, retries=retries, backoff=backoff)
@@ -135,9 +136,10 @@ def main(argv: list[str] | None = None) -> None:
     urls = [u for item in args.urls for u in item.split(",") if u.strip()]
 
     def run() -> None:
+        args.dest.mkdir(parents=True, exist_ok=True)
         paths = asyncio.run(
             download_all(
-                urls, args.dest, retries=args.retries, backoff=args.backoff, timeout=args.timeout
+                urls, args.dest, retries=args.retries, backoff=args.backoff, io_timeout=args.timeout
             )
         )
         event(STAGE, "completed", files=[p.name for p in paths])

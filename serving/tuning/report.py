@@ -8,6 +8,7 @@ Exit code 2 means bad input (retrying cannot help); the Job's pod failure policy
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -33,10 +34,8 @@ def event(stage: str, name: str, **fields: Any) -> None:
 def fail(stage: str, message: str, code: int) -> NoReturn:
     event(stage, "error", message=message)
     print(f"{stage}: error: {message}", file=sys.stderr, flush=True)
-    try:
+    with contextlib.suppress(OSError):  # not in a pod, or the kubelet gave no termination log
         TERMINATION_LOG.write_text(f"{stage}: {message}\n")
-    except OSError:
-        pass  # not in a pod, or the kubelet gave no termination log
     raise SystemExit(code)
 
 

@@ -15,11 +15,24 @@ Usage: python -m serving.tuning.train --config /mnt/config/training_config.yaml 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import time
 from pathlib import Path
 from typing import Any
+
+import torch
+from peft import LoraConfig, TaskType, get_peft_model, prepare_model_for_kbit_training
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    BitsAndBytesConfig,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+)
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from serving.tuning import dataset, settings
 from serving.tuning.report import StageError, event, run_stage
@@ -29,8 +42,6 @@ DEFAULT_MODEL = "/workspace/weights"
 
 
 def _dtype(name: object) -> Any:
-    import torch
-
     if name in (None, "auto"):
         return "auto" if name == "auto" else None
     value = getattr(torch, str(name), None)
@@ -64,15 +75,11 @@ def quantization(cfg: settings.Settings, cuda: bool) -> Any:
             "QuantizationConfig is ignored and plain LoRA is trained on unquantized weights",
         )
         return None
-    try:
-        import bitsandbytes  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("bitsandbytes") is None:
         raise StageError(
             "QuantizationConfig asks for 4/8-bit loading but bitsandbytes is not installed "
             "in the image; use method lora or an image with bitsandbytes"
         ) from None
-    from transformers import BitsAndBytesConfig
-
     q = dict(cfg.quantization)
     if "bnb_4bit_compute_dtype" in q:
         q["bnb_4bit_compute_dtype"] = _dtype(q["bnb_4bit_compute_dtype"])
@@ -83,8 +90,6 @@ def quantization(cfg: settings.Settings, cuda: bool) -> Any:
 
 
 def lora_config(cfg: settings.Settings) -> Any:
-    from peft import LoraConfig, TaskType
-
     kwargs = {"task_type": TaskType.CAUSAL_LM, **cfg.lora}
     if "target_modules" not in kwargs:
         modules = settings.default_target_modules()
@@ -97,8 +102,6 @@ def lora_config(cfg: settings.Settings) -> Any:
 
 
 def training_arguments(cfg: settings.Settings, output: Path, has_eval: bool) -> Any:
-    from transformers import TrainingArguments
-
     kwargs: dict[str, Any] = {
         "report_to": "none",
         "logging_steps": 1,
@@ -117,8 +120,6 @@ def training_arguments(cfg: settings.Settings, output: Path, has_eval: bool) -> 
 
 
 def progress_callback() -> Any:
-    from transformers import TrainerCallback
-
     class JsonProgress(TrainerCallback):  # type: ignore[misc]
         """Each Trainer log record as a ``progress`` event (step, epoch, loss, ...)."""
 
@@ -141,11 +142,6 @@ def train(args: argparse.Namespace) -> None:
     output = settings.output_dir(cfg, args.output)
     if cfg.collator.get("mlm"):
         event(STAGE, "note", message="DataCollator.mlm ignored: causal LMs train on next tokens")
-
-    import torch
-    from peft import get_peft_model, prepare_model_for_kbit_training
-    from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     cuda = torch.cuda.is_available()
     started = time.monotonic()

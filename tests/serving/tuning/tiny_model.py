@@ -13,14 +13,24 @@ import random
 import shutil
 from pathlib import Path
 
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import (
+    AutoTokenizer,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedTokenizerFast,
+)
+
 CHAT_TEMPLATE = (
     "{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}{{ eos_token }}"
     "{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}"
 )
-WORDS = (
+_TEXT = (
     "kaito tunes a tiny model on parquet rows the adapter is pushed to a registry and "
     "served again hello world what is the answer blue green red one two three cluster node"
-).split()
+)
+WORDS = _TEXT.split(" ")
 
 
 def sentences(count: int, seed: int) -> list[str]:
@@ -29,9 +39,6 @@ def sentences(count: int, seed: int) -> list[str]:
 
 
 def _tokenizer(dest: Path) -> None:
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
     specials = ["<unk>", "<s>", "</s>", "<pad>", "<|user|>", "<|assistant|>", "<|system|>"]
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -56,9 +63,6 @@ def _tokenizer(dest: Path) -> None:
 
 
 def _model(dest: Path) -> None:
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
     tok = AutoTokenizer.from_pretrained(dest)
     config = LlamaConfig(
         vocab_size=1024,
