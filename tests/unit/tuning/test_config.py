@@ -125,7 +125,7 @@ def test_typo_gets_a_suggestion_and_known_foreign_keys_a_fix() -> None:
 
 
 def test_valid_values_of_every_kind_pass() -> None:
-    config = {
+    config: dict[str, dict[str, Any]] = {
         "ModelConfig": {"torch_dtype": "auto", "device_map": {"": 0}, "trust_remote_code": False},
         "QuantizationConfig": {"load_in_4bit": False, "llm_int8_skip_modules": ["lm_head"]},
         "LoraConfig": {
