@@ -181,7 +181,9 @@ _REDIRECTS = {
 }
 
 _BASE_TEMPLATE: dict[str, dict[str, Any]] = {
-    "ModelConfig": {"torch_dtype": "bfloat16", "local_files_only": True, "device_map": "auto"},
+    # Upstream also sets local_files_only: true, as its weights always come baked into an
+    # image; ours may be a hub id fetched at run time, which that flag would forbid.
+    "ModelConfig": {"torch_dtype": "bfloat16", "device_map": "auto"},
     "QuantizationConfig": {"load_in_4bit": False},
     "LoraConfig": {"r": 8, "lora_alpha": 8, "lora_dropout": 0.0},
     "TrainingArguments": {

@@ -31,7 +31,7 @@ def test_defaults_follow_upstream_templates_and_validate() -> None:
         assert config["LoraConfig"] == {"r": 8, "lora_alpha": 8, "lora_dropout": 0.0}
         assert config["TrainingArguments"]["output_dir"] == "/mnt/results"
         assert config["TrainingArguments"]["save_strategy"] == "no"
-        assert config["ModelConfig"]["local_files_only"] is True
+        assert config["ModelConfig"] == {"torch_dtype": "bfloat16", "device_map": "auto"}
         assert config["DatasetConfig"] == {"shuffle_dataset": True, "train_test_split": 1}
     assert t.validate_training_config(lora, "lora") == lora
     assert t.validate_training_config(qlora, "QLoRA") == qlora
