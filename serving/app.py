@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import Request  # at module level: FastAPI resolves route annotations from globals
 from prometheus_client import Counter, Gauge, Histogram
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
 from serving import adapters as adapter_prep
 from serving.chat import ChatBody, sampling_fields, validation_message
@@ -69,9 +69,9 @@ class KaitoState:
 
 
 class AdapterLoad(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
     name: str = Field(min_length=1)
-    path: str = Field(min_length=1)
+    path: str = Field(min_length=1, validation_alias=AliasChoices("path", "src"))
     strength: float = 1.0
 
 
@@ -204,6 +204,7 @@ def install_routes(app: FastAPI, state: KaitoState) -> None:
 
     app.state.kaito = state
     ADAPTERS.set(len(state.adapters))
+    routes_before = len(app.router.routes)
 
     def vllm_error(resp: ErrorResponse) -> JSONResponse:
         from fastapi.responses import JSONResponse
@@ -340,6 +341,12 @@ def install_routes(app: FastAPI, state: KaitoState) -> None:
             ADAPTERS.set(len(state.adapters))
             ADAPTER_OPS.labels("unload", "ok").inc()
         return {"name": name, "unloaded": True}
+
+    # vLLM's SageMaker bootstrap also serves /adapters (without strength); ours go first and
+    # accept its field names too ("src" for "path").
+    ours = app.router.routes[routes_before:]
+    del app.router.routes[routes_before:]
+    app.router.routes[0:0] = ours
 
 
 async def loading_app(scope: Scope, receive: Receive, send: Send) -> None:
