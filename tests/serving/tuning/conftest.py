@@ -8,16 +8,13 @@ with the reason, when it is missing.
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import shutil
 import socket
 import subprocess
+import sys
 import threading
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
@@ -26,9 +23,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.serving.tuning.stages import stage_env
+from hack.registry import LocalRegistry
+from tests.serving.tuning.stages import ROOT, stage_env
 
-HERE = Path(__file__).resolve().parent
 NEEDED = ("torch", "transformers", "peft", "pyarrow", "aiohttp", "yaml", "tokenizers")
 
 
@@ -38,7 +35,7 @@ def _cache_dir() -> Path:
 
 def _find_serving_python() -> tuple[Path | None, str]:
     explicit = os.environ.get("KAITO_SERVING_PYTHON")
-    candidates = [Path(explicit)] if explicit else []
+    candidates = [Path(explicit)] if explicit else [Path(sys.executable)]
     candidates += [
         d / "bin" / "python"
         for d in sorted(_cache_dir().glob("serving-venv-*"))
@@ -72,15 +69,17 @@ def serving_python() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_model(serving_python: Path) -> Path:
+    """The serving tests' tiny Llama (tests/serving/tiny_model.py), built once, as a directory."""
     out = subprocess.run(
-        [str(serving_python), str(HERE / "tiny_model.py")],
+        [str(serving_python), "-m", "tests.serving.tiny_model"],
+        cwd=ROOT,
         env=stage_env(),
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,
         check=True,
     )
-    return Path(out.stdout.strip().splitlines()[-1])
+    return Path(out.stdout.strip().splitlines()[-1]) / "model"
 
 
 WRITE_DATA = """
@@ -133,7 +132,7 @@ def free_port() -> int:
 
 
 @dataclass(frozen=True)
-class LocalRegistry:
+class Registry:
     host: str
     user: str
     password: str
@@ -142,52 +141,16 @@ class LocalRegistry:
 
 
 @pytest.fixture(scope="session")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRegistry]:
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    """hack/registry.py's docker-registry (htpasswd auth) on 127.0.0.1, stopped by PID."""
     for tool in ("docker-registry", "htpasswd", "skopeo"):
         if shutil.which(tool) is None:
-            pytest.skip(
-                f"{tool} is not installed (apt-get install docker-registry apache2-utils skopeo)"
-            )
-    root = tmp_path_factory.mktemp("registry")
-    user, password = "kaito", "tuning-secret"
-    htpasswd = subprocess.run(
-        ["htpasswd", "-Bbn", user, password], capture_output=True, text=True, check=True
-    ).stdout
-    (root / "htpasswd").write_text(htpasswd)
-    host = f"127.0.0.1:{free_port()}"
-    (root / "config.yml").write_text(
-        "version: 0.1\nlog:\n  level: warn\n"
-        f"storage:\n  filesystem:\n    rootdirectory: {root / 'storage'}\n"
-        f"http:\n  addr: {host}\n  secret: kaito-tests\n"
-        f"auth:\n  htpasswd:\n    realm: kaito\n    path: {root / 'htpasswd'}\n"
-    )
-    log = (root / "registry.log").open("w")
-    proc = subprocess.Popen(
-        ["docker-registry", "serve", str(root / "config.yml")], stdout=log, stderr=log
-    )
+            pytest.skip(f"{tool} is missing (apt-get install docker-registry apache2-utils skopeo)")
+    local = LocalRegistry.start(tmp_path_factory.mktemp("registry"))
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"http://{host}/v2/", timeout=1)
-            except urllib.error.HTTPError:
-                break  # 401: up and asking for credentials
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"docker-registry did not start: {(root / 'registry.log').read_text()}"
-                    ) from None
-                time.sleep(0.2)
-        good, bad = root / "good.json", root / "bad.json"
-        auth = base64.b64encode(f"{user}:{password}".encode()).decode()
-        good.write_text(json.dumps({"auths": {host: {"auth": auth}}}))
-        bad.write_text(json.dumps({"auths": {host: {"username": user, "password": "nope"}}}))
-        yield LocalRegistry(host, user, password, good, bad)
+        wrong = local.dir / "wrong-dockerconfig.json"
+        entry = {"username": local.user, "password": local.password + "-wrong"}
+        wrong.write_text(json.dumps({"auths": {local.host: entry}}))
+        yield Registry(local.host, local.user, local.password, local.docker_config, wrong)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+        local.stop()

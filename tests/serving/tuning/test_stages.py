@@ -1,14 +1,14 @@
 """The tuning Job's stages as processes: download -> train -> push -> pull -> load with peft.
 
 Real parts only: a local http server with parquet files, the tiny Llama model trained for a
-few steps on CPU, the Debian docker-registry with htpasswd auth, skopeo to pull the image back.
+few steps on CPU, the Debian docker-registry with htpasswd auth, and serving.fetch (the
+adapter init container) to pull the image back.
 """
 
 from __future__ import annotations
 
 import json
 import subprocess
-import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from kaito.presets.tuning import default_config, validate_training_config
-from tests.serving.tuning.conftest import DataServer, LocalRegistry, free_port
+from tests.serving.tuning.conftest import DataServer, Registry, free_port
 from tests.serving.tuning.stages import events, run_stage, stage_env
 
 pytestmark = pytest.mark.slow
@@ -62,7 +62,7 @@ def test_download_train_push_pull_and_load(
     serving_python: Path,
     tiny_model: Path,
     data_server: DataServer,
-    registry: LocalRegistry,
+    registry: Registry,
     tmp_path: Path,
 ) -> None:
     data, results = tmp_path / "data", tmp_path / "results"
@@ -118,35 +118,43 @@ def test_download_train_push_pull_and_load(
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert events(proc.stdout)[-1]["event"] == "completed"
 
-    pulled = tmp_path / "pulled"
-    subprocess.run(
+    # pulled back the way an inference Workspace's adapter init container does it
+    adapter = tmp_path / "adapter"
+    proc = run_stage(
+        serving_python,
+        "serving.fetch",
+        "--image",
+        image,
+        "--dest",
+        str(adapter),
+        "--docker-config",
+        str(registry.docker_config),
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        assert (adapter / name).read_bytes() == (results / name).read_bytes()
+    raw = subprocess.run(
         [
             "skopeo",
-            "copy",
-            "--quiet",
-            "--src-tls-verify=false",
-            "--src-creds",
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            "--creds",
             f"{registry.user}:{registry.password}",
             f"docker://{image}",
-            f"dir:{pulled}",
         ],
+        capture_output=True,
+        text=True,
         check=True,
-        timeout=120,
+        timeout=60,
     )
-    manifest = json.loads((pulled / "manifest.json").read_text())
+    manifest = json.loads(raw.stdout)
     assert manifest["annotations"] == {"sh.kaito.model.name": "tiny-llama"}
     (layer,) = manifest["layers"]
     assert layer["mediaType"] == "application/vnd.oci.image.layer.v1.tar+gzip"
-    adapter = tmp_path / "adapter"
-    with tarfile.open(pulled / layer["digest"].split(":")[1]) as tar:
-        names = sorted(m.name for m in tar.getmembers())
-        assert names == ["data", "data/adapter_config.json", "data/adapter_model.safetensors"]
-        tar.extractall(adapter, filter="data")
-    for name in ("adapter_config.json", "adapter_model.safetensors"):
-        assert (adapter / "data" / name).read_bytes() == (results / name).read_bytes()
 
     check = subprocess.run(
-        [str(serving_python), "-c", LOGIT_CHECK, str(tiny_model), str(adapter / "data")],
+        [str(serving_python), "-c", LOGIT_CHECK, str(tiny_model), str(adapter)],
         env=stage_env(),
         capture_output=True,
         text=True,
@@ -276,7 +284,7 @@ def _fake_adapter(root: Path) -> Path:
 
 
 def test_push_with_wrong_or_missing_credentials(
-    serving_python: Path, registry: LocalRegistry, tmp_path: Path
+    serving_python: Path, registry: Registry, tmp_path: Path
 ) -> None:
     source = _fake_adapter(tmp_path / "results")
     image = f"{registry.host}/adapters/denied:v1"
@@ -302,7 +310,7 @@ def test_push_with_wrong_or_missing_credentials(
 
 
 def test_push_waits_for_the_marker(
-    serving_python: Path, registry: LocalRegistry, tmp_path: Path
+    serving_python: Path, registry: Registry, tmp_path: Path
 ) -> None:
     source = _fake_adapter(tmp_path / "results")
     (source / "fine_tuning_completed.txt").unlink()
