@@ -41,9 +41,7 @@ def _find_serving_python() -> tuple[Path | None, str]:
         for d in sorted(_cache_dir().glob("serving-venv-*"))
         if (d / ".kaito-serving-env-complete").exists()
     ]
-    if not candidates:
-        return None, "no serving venv (run hack/serving-env, or set KAITO_SERVING_PYTHON)"
-    missing_report = ""
+    missing_report = "no serving venv found"
     for python in candidates:
         probe = (
             "import importlib.util as u, sys; "
@@ -56,7 +54,10 @@ def _find_serving_python() -> tuple[Path | None, str]:
         if out.returncode == 0 and not missing:
             return python, ""
         missing_report = f"{python} lacks {missing or out.stderr.strip()[-200:]}"
-    return None, f"serving venv unusable for tuning: {missing_report} (pip install pyarrow)"
+    return None, (
+        f"the tuning stages need torch, transformers, peft and pyarrow: {missing_report}; "
+        "run hack/serving-env (or set KAITO_SERVING_PYTHON to a python that has them)"
+    )
 
 
 @pytest.fixture(scope="session")
