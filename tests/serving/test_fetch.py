@@ -1,0 +1,136 @@
+"""serving.fetch against a real registry (Debian's docker-registry, htpasswd auth, skopeo push)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from serving.fetch import FetchError, ImageRef, load_credentials
+from tests.serving.conftest import needs_registry
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def fetch(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "serving.fetch", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.fixture
+def adapter_files(tmp_path: Path) -> Path:
+    src = tmp_path / "adapter"
+    src.mkdir()
+    (src / "adapter_config.json").write_text(json.dumps({"r": 8, "peft_type": "LORA"}))
+    (src / "adapter_model.safetensors").write_bytes(bytes(range(256)) * 64)
+    return src
+
+
+@pytest.mark.parametrize(
+    ("text", "want"),
+    [
+        ("127.0.0.1:5000/adapters/a:1", ImageRef("127.0.0.1:5000", "adapters/a", "1")),
+        ("myregistry.azurecr.io/x/y", ImageRef("myregistry.azurecr.io", "x/y", "latest")),
+        ("ubuntu", ImageRef("registry-1.docker.io", "library/ubuntu", "latest")),
+        (
+            "localhost:5000/a@sha256:" + "0" * 64,
+            ImageRef("localhost:5000", "a", "sha256:" + "0" * 64),
+        ),
+    ],
+)
+def test_image_ref_parse(text: str, want: ImageRef) -> None:
+    assert ImageRef.parse(text) == want
+
+
+def test_image_ref_rejects_garbage() -> None:
+    with pytest.raises(FetchError, match="not a valid name"):
+        ImageRef.parse("Bad_Repo/X")
+
+
+def test_credentials_from_projected_secret_dir(tmp_path: Path) -> None:
+    d = tmp_path / "config.d" / "a-inference-adapter"
+    d.mkdir(parents=True)
+    (d / "pull-secret.json").write_text(
+        json.dumps({"auths": {"https://reg.example.com": {"username": "u", "password": "p"}}})
+    )
+    assert load_credentials(tmp_path / "config.d", "reg.example.com") == ("u", "p")
+    assert load_credentials(tmp_path / "config.d", "other.example.com") is None
+
+
+@needs_registry
+def test_pull_puts_data_files_in_dest(registry: object, adapter_files: Path, tmp_path: Path) -> None:
+    from hack.registry import LocalRegistry
+
+    assert isinstance(registry, LocalRegistry)
+    ref = registry.push_dir(adapter_files, "adapters/fetch-ok:1")
+    dest = tmp_path / "mnt" / "adapter" / "fetch-ok"
+    r = fetch("--image", ref, "--dest", str(dest), "--docker-config", str(registry.docker_config))
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in dest.iterdir()) == [
+        "adapter_config.json",
+        "adapter_model.safetensors",
+    ]
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        assert (dest / name).read_bytes() == (adapter_files / name).read_bytes()
+    assert [p.name for p in dest.parent.iterdir()] == ["fetch-ok"], "no temp dirs left behind"
+
+
+@needs_registry
+def test_pull_with_secret_directory(registry: object, adapter_files: Path, tmp_path: Path) -> None:
+    from hack.registry import LocalRegistry
+
+    assert isinstance(registry, LocalRegistry)
+    ref = registry.push_dir(adapter_files, "adapters/fetch-dir:1")
+    secrets = tmp_path / "config.d" / "x-inference-adapter"
+    secrets.mkdir(parents=True)
+    (secrets / "pull.json").write_text(registry.docker_config.read_text())
+    dest = tmp_path / "dest"
+    r = fetch("--image", ref, "--dest", str(dest), "--docker-config", str(tmp_path / "config.d"))
+    assert r.returncode == 0, r.stderr
+    assert (dest / "adapter_config.json").is_file()
+
+
+@needs_registry
+def test_wrong_credentials_fail_clearly(
+    registry: object, adapter_files: Path, tmp_path: Path
+) -> None:
+    from hack.registry import LocalRegistry
+
+    assert isinstance(registry, LocalRegistry)
+    ref = registry.push_dir(adapter_files, "adapters/fetch-denied:1")
+    bad = tmp_path / "bad.json"
+    bad.write_text(
+        json.dumps({"auths": {registry.host: {"username": registry.user, "password": "wrong"}}})
+    )
+    dest = tmp_path / "dest"
+    r = fetch("--image", ref, "--dest", str(dest), "--docker-config", str(bad))
+    assert r.returncode == 1
+    assert "rejected the credentials" in r.stderr and "imagePullSecret" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert not dest.exists(), "a failed pull must leave nothing half-done"
+    r = fetch("--image", ref, "--dest", str(dest))
+    assert r.returncode == 1 and "needs credentials" in r.stderr and "--docker-config" in r.stderr
+
+
+@needs_registry
+def test_missing_tag_fails_clearly(registry: object, tmp_path: Path) -> None:
+    from hack.registry import LocalRegistry
+
+    assert isinstance(registry, LocalRegistry)
+    r = fetch(
+        "--image",
+        f"{registry.host}/adapters/none:9",
+        "--dest",
+        str(tmp_path / "d"),
+        "--docker-config",
+        str(registry.docker_config),
+    )
+    assert r.returncode == 1 and "'9' not found" in r.stderr
