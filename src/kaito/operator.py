@@ -20,7 +20,9 @@ from kaito.api import Workspace
 from kaito.api import constants as C
 from kaito.controllers import machine
 from kaito.controllers.workspace import (
+    CONFIGMAP,
     CONTROLLER_REVISION,
+    JOB,
     MACHINE,
     NODECLAIM,
     WORKSPACE,
@@ -178,6 +180,8 @@ def build(mgr: Manager, args: argparse.Namespace) -> NodeProvisioner | None:
             predicates=[any_of(generation_changed, labels_changed, annotations_changed)],
         )
         .watches(STATEFULSET, EnqueueForOwner(WORKSPACE), label_selector=C.LABEL_WORKSPACE_NAME)
+        .watches(JOB, EnqueueForOwner(WORKSPACE), label_selector=C.LABEL_WORKSPACE_NAME)
+        .watches(CONFIGMAP, EnqueueForOwner(WORKSPACE), label_selector=C.LABEL_WORKSPACE_NAME)
         .watches(SERVICE, EnqueueForOwner(WORKSPACE), label_selector=C.LABEL_WORKSPACE_NAME)
         .watches(
             CONTROLLER_REVISION,

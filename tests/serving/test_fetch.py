@@ -66,7 +66,9 @@ def test_credentials_from_projected_secret_dir(tmp_path: Path) -> None:
 
 
 @needs_registry
-def test_pull_puts_data_files_in_dest(registry: object, adapter_files: Path, tmp_path: Path) -> None:
+def test_pull_puts_data_files_in_dest(
+    registry: object, adapter_files: Path, tmp_path: Path
+) -> None:
     from hack.registry import LocalRegistry
 
     assert isinstance(registry, LocalRegistry)

@@ -17,12 +17,13 @@ from typing import Any, Literal
 
 import yaml
 
-from kaito.api import WorkspaceBase, parse_workspace, set_condition
+from kaito.api import TuningSpec, WorkspaceBase, parse_workspace, set_condition
 from kaito.api import constants as C
 from kaito.api.constants import ConditionType, Reason, WorkspaceState
-from kaito.controllers import diagnosis
+from kaito.controllers import diagnosis, tuning
 from kaito.controllers import objects as o
 from kaito.presets import FitError, SpecError
+from kaito.presets import tuning as tuning_config
 from kaito.presets.plan import Plan, plan_workspace
 from kaito.runtime.cache import Cache
 from kaito.runtime.client import Client
@@ -39,6 +40,7 @@ CONTROLLER_REVISION = GVK("apps", "v1", "ControllerRevision")
 CONFIGMAP = GVK("", "v1", "ConfigMap")
 NODECLAIM = GVK(C.KARPENTER_GROUP, C.NODECLAIM_VERSION, "NodeClaim")
 MACHINE = GVK(C.KARPENTER_GROUP, C.MACHINE_VERSION, "Machine")
+JOB = GVK("batch", "v1", "Job")
 FIELD_MANAGER = "kaito-workspace"
 APPLIED_HASH = "kaito.sh/applied-hash"
 WAIT_FOR_NODES_S = 2.0
@@ -61,6 +63,7 @@ class _Facts:
     conditions: dict[str, tuple[str, str, str]] = field(default_factory=dict)
     worker_nodes: list[str] = field(default_factory=list)
     target: int | None = None
+    state: str | None = None  # tuning sets Running/Succeeded/Failed itself
 
     def set(self, type_: str, ok: bool | None, reason: str, message: str) -> None:
         status = "Unknown" if ok is None else ("True" if ok else "False")
@@ -114,23 +117,20 @@ class WorkspaceReconciler:
     async def _reconcile(
         self, ws: WorkspaceBase, plan: Plan, digest: str, facts: _Facts
     ) -> Result | None:
-        if plan.mode == "tuning":
-            facts.set(
-                ConditionType.WORKSPACE_SUCCEEDED,
-                False,
-                Reason.WORKSPACE_PENDING,
-                "tuning Workspaces are not handled by this operator version yet",
-            )
-            return None
         owner = self._owner(ws)
-        nodes_ready, byo, wait = await self._reconcile_nodes(ws, plan, owner, facts)
+        assert plan.estimate is not None and plan.sku is not None
+        if plan.mode == "tuning":
+            # a tuning Job runs on one node with all of its GPUs
+            target, gpus = 1, plan.sku.gpu_count
+            pending_type = ConditionType.JOB_STARTED
+        else:
+            target, gpus = plan.estimate.node_count, plan.estimate.gpus_per_node
+            pending_type = ConditionType.INFERENCE_READY
+        nodes_ready, byo, wait = await self._reconcile_nodes(
+            ws, plan, owner, facts, target=target, gpus=gpus
+        )
         if not nodes_ready:
-            facts.set(
-                ConditionType.INFERENCE_READY,
-                None,
-                Reason.INFERENCE_STATUS_PENDING,
-                "waiting for nodes",
-            )
+            facts.set(pending_type, None, Reason.INFERENCE_STATUS_PENDING, "waiting for nodes")
             facts.set(
                 ConditionType.WORKSPACE_SUCCEEDED,
                 False,
@@ -138,6 +138,8 @@ class WorkspaceReconciler:
                 "waiting for nodes",
             )
             return Result(requeue_after=WAIT_FOR_NODES_S) if wait else None
+        if plan.mode == "tuning":
+            return await self._reconcile_tuning(ws, plan, owner, byo=byo, facts=facts)
         await self._reconcile_services(owner)
         await self._reconcile_workload(ws, plan, owner, byo=byo, facts=facts)
         return None
@@ -281,12 +283,16 @@ class WorkspaceReconciler:
         return found
 
     async def _reconcile_nodes(
-        self, ws: WorkspaceBase, plan: Plan, owner: o.Owner, facts: _Facts
+        self,
+        ws: WorkspaceBase,
+        plan: Plan,
+        owner: o.Owner,
+        facts: _Facts,
+        *,
+        target: int,
+        gpus: int,
     ) -> tuple[bool, bool, bool]:
-        """(ready, byo, requeue): make sure enough Ready GPU nodes exist for the plan."""
-        assert plan.estimate is not None
-        target = plan.estimate.node_count
-        gpus = plan.estimate.gpus_per_node
+        """(ready, byo, requeue): make sure `target` Ready nodes with `gpus` GPUs exist."""
         facts.target = target
         byo = self._byo_nodes(ws, gpus)
         if len(byo) >= target or self.settings.node_provisioner == "byo":
@@ -499,6 +505,164 @@ class WorkspaceReconciler:
             ConditionType.WORKSPACE_SUCCEEDED, False, Reason.WORKSPACE_PENDING, problem.message
         )
 
+    # ---------------------------------------------------------------- tuning
+    async def _reconcile_tuning(
+        self, ws: WorkspaceBase, plan: Plan, owner: o.Owner, *, byo: bool, facts: _Facts
+    ) -> Result | None:
+        """The tuning Job: (re)created per spec revision; its outcome is the Workspace's."""
+        spec = ws.tuning
+        assert spec is not None and plan.preset is not None and plan.sku is not None
+        try:
+            config_map, out_dir = await self._training_config(ws, owner, spec.method, spec.config)
+            job_input, job_output = tuning_io(spec)
+        except SpecError as exc:
+            facts.set(ConditionType.JOB_STARTED, False, "InvalidSpec", str(exc))
+            facts.set(ConditionType.WORKSPACE_SUCCEEDED, False, Reason.WORKSPACE_FAILED, str(exc))
+            return None
+        revision = (ws.metadata.annotations or {}).get(C.ANNOTATION_WORKSPACE_REVISION, "1")
+        options = spec.preset.preset_options
+        desired = tuning.job(
+            tuning.TuningJob(
+                owner=owner,
+                image=self.settings.serving_image,
+                revision=revision,
+                method=spec.method,
+                preset=plan.preset.name,
+                model=plan.preset.model_ref,
+                config_map=config_map,
+                input=job_input,
+                output=job_output,
+                gpus=plan.sku.gpu_count,
+                node_selector_labels=ws.resource.label_selector.match_labels or {},
+                provisioned=not byo,
+                output_dir=out_dir,
+                model_access_secret=options.model_access_secret if options else None,
+            )
+        )
+        current_obj = self.cache.get(JOB, ws.namespace, ws.name)
+        current = to_dict(current_obj) if current_obj is not None else None
+        if current is not None:
+            have = (current["metadata"].get("annotations") or {}).get(
+                C.ANNOTATION_WORKSPACE_REVISION
+            )
+            if have != revision and not current["metadata"].get("deletionTimestamp"):
+                # a Job's pod template is immutable: a new spec means a new Job
+                await self.client.delete(
+                    JOB,
+                    ws.namespace,
+                    ws.name,
+                    propagation_policy="Foreground",
+                    ignore_not_found=True,
+                )
+                self.recorder.event(ws, "Normal", "TuningJobReplaced", f"spec revision {revision}")
+            if have != revision:
+                facts.set(
+                    ConditionType.JOB_STARTED,
+                    None,
+                    Reason.TUNING_JOB_PENDING,
+                    "replacing the tuning Job",
+                )
+                facts.set(
+                    ConditionType.WORKSPACE_SUCCEEDED,
+                    False,
+                    Reason.WORKSPACE_PENDING,
+                    "replacing the tuning Job",
+                )
+                return Result(requeue_after=1.0)
+        else:
+            with contextlib.suppress(AlreadyExists):
+                await self.client.create(desired)
+                self.recorder.event(ws, "Normal", "TuningJobCreated", f"Job {ws.name} created")
+            current = desired
+        self._tuning_status(ws, current, facts)
+        return None
+
+    async def _training_config(
+        self, ws: WorkspaceBase, owner: o.Owner, method: str, name: str | None
+    ) -> tuple[str, str]:
+        """The ConfigMap the trainer reads (the user's, validated, or our default)."""
+        if name:
+            try:
+                cm = to_dict(await self.client.get(CONFIGMAP, ws.namespace, name))
+            except NotFound:
+                raise SpecError(
+                    "tuning.config", f"ConfigMap {name!r} not found in {ws.namespace}"
+                ) from None
+            text = (cm.get("data") or {}).get(tuning_config.CONFIG_KEY)
+            if text is None:
+                raise SpecError(
+                    "tuning.config", f"ConfigMap {name!r} has no key {tuning_config.CONFIG_KEY}"
+                )
+            parsed = tuning_config.parse_training_config(text, method)
+            return name, tuning_config.output_dir(parsed)
+        default = tuning.default_config_map(owner, method)
+        await self._apply_if_changed(CONFIGMAP, default)
+        return default["metadata"]["name"], tuning_config.DEFAULT_OUTPUT_DIR
+
+    def _tuning_status(self, ws: WorkspaceBase, job: dict[str, Any], facts: _Facts) -> None:
+        status = job.get("status") or {}
+        failed = diagnosis.condition_of(job, "Failed")
+        if diagnosis.is_true(job, "Complete") or diagnosis.is_true(job, "SuccessCriteriaMet"):
+            facts.set(ConditionType.JOB_STARTED, True, Reason.TUNING_JOB_STARTED, "tuning Job ran")
+            facts.set(
+                ConditionType.WORKSPACE_SUCCEEDED,
+                True,
+                Reason.WORKSPACE_SUCCEEDED,
+                "tuning Job succeeded; the adapter is published",
+            )
+            facts.state = WorkspaceState.SUCCEEDED
+            return
+        if failed is not None and failed.get("status") == "True":
+            why = (
+                self._tuning_failure(ws) or failed.get("message") or failed.get("reason", "failed")
+            )
+            facts.set(ConditionType.JOB_STARTED, False, Reason.TUNING_JOB_FAILED, why)
+            facts.set(ConditionType.WORKSPACE_SUCCEEDED, False, Reason.WORKSPACE_FAILED, why)
+            facts.state = WorkspaceState.FAILED
+            return
+        if status.get("active") or status.get("ready") or status.get("succeeded"):
+            facts.set(
+                ConditionType.JOB_STARTED, True, Reason.TUNING_JOB_STARTED, "tuning Job is running"
+            )
+            facts.state = WorkspaceState.RUNNING
+        else:
+            pods = [
+                to_dict(p)
+                for p in self.cache.list(
+                    POD, namespace=ws.namespace, labels={C.LABEL_WORKSPACE_NAME: ws.name}
+                )
+            ]
+            problem = diagnosis.pods_problem(pods)
+            reason, message = (
+                (problem.reason, problem.message)
+                if problem
+                else (Reason.TUNING_JOB_PENDING, "tuning Job is pending")
+            )
+            facts.set(ConditionType.JOB_STARTED, False, reason, message)
+        facts.set(
+            ConditionType.WORKSPACE_SUCCEEDED,
+            False,
+            Reason.WORKSPACE_PENDING,
+            "tuning is in progress",
+        )
+
+    def _tuning_failure(self, ws: WorkspaceBase) -> str | None:
+        """The one-line reason a failed stage wrote to its termination log."""
+        for obj in self.cache.list(
+            POD, namespace=ws.namespace, labels={C.LABEL_WORKSPACE_NAME: ws.name}
+        ):
+            pod = to_dict(obj)
+            status = pod.get("status") or {}
+            for cs in [
+                *(status.get("initContainerStatuses") or ()),
+                *(status.get("containerStatuses") or ()),
+            ]:
+                term = (cs.get("state") or {}).get("terminated") or {}
+                if term.get("exitCode") not in (None, 0):
+                    text = (term.get("message") or term.get("reason") or "").strip()
+                    return f"{cs.get('name')} failed (exit code {term['exitCode']}): {text}"
+        return None
+
     # ---------------------------------------------------------------- status
     async def _write_status(self, ws: WorkspaceBase, facts: _Facts) -> None:
         current = ws.status
@@ -513,7 +677,9 @@ class WorkspaceReconciler:
                 observed_generation=ws.metadata.generation,
             )
         by_type = {c.type: c.status for c in conditions}
-        if by_type.get(ConditionType.WORKSPACE_SUCCEEDED) == "True":
+        if facts.state is not None:
+            state: str = facts.state
+        elif by_type.get(ConditionType.WORKSPACE_SUCCEEDED) == "True":
             state = WorkspaceState.READY
         elif current is not None and current.state in (
             WorkspaceState.READY,
@@ -593,3 +759,32 @@ def requests_for_labels(labels: Mapping[str, str]) -> Iterable[Request]:
     namespace = labels.get(C.LABEL_WORKSPACE_NAMESPACE)
     if name and namespace:
         yield Request(namespace, name)
+
+
+def tuning_io(
+    spec: TuningSpec,
+) -> tuple[
+    tuning.UrlInput | tuning.ImageInput | tuning.VolumeInput,
+    tuning.ImageOutput | tuning.VolumeOutput,
+]:
+    """The Job's input and output stages from ``tuning.input`` / ``tuning.output``."""
+    src, dst = spec.input, spec.output
+    job_input: tuning.UrlInput | tuning.ImageInput | tuning.VolumeInput
+    if src.urls:
+        job_input = tuning.UrlInput(tuple(src.urls))
+    elif src.image:
+        job_input = tuning.ImageInput(src.image, tuple(src.image_pull_secrets or ()))
+    elif src.volume_source:
+        job_input = tuning.VolumeInput(dict(src.volume_source))
+    else:
+        raise SpecError("tuning.input", "set one of urls, image or volumeSource")
+    job_output: tuning.ImageOutput | tuning.VolumeOutput
+    if dst.image:
+        if not dst.image_push_secret:
+            raise SpecError("tuning.output.imagePushSecret", "required with tuning.output.image")
+        job_output = tuning.ImageOutput(dst.image, dst.image_push_secret)
+    elif dst.volume_source:
+        job_output = tuning.VolumeOutput(dict(dst.volume_source))
+    else:
+        raise SpecError("tuning.output", "set one of image (+ imagePushSecret) or volumeSource")
+    return job_input, job_output

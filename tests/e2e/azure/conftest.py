@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 from azure.identity.aio import ClientSecretCredential
-from hack.fake_arm import FakeArmAdmin
 
+from hack.fake_arm import FakeArmAdmin
 from kaito.provisioner.azure import AzureProvisioner, AzureSettings
 
 TENANT_ID = "72f988bf-0000-0000-0000-000000000001"

@@ -16,8 +16,8 @@ from azure.mgmt.containerservice.models import (
     AgentPool,
     AgentPoolManagedClusterAgentPoolProfileProperties,
 )
-from hack.fake_arm import FakeArmAdmin
 
+from hack.fake_arm import FakeArmAdmin
 from kaito.provisioner.azure import AzureProvisioner, pool_name
 from kaito.provisioner.base import (
     NodeProvisioner,

@@ -281,3 +281,52 @@ def test_idle_operator_issues_no_requests(cluster: Cluster, ns: str, operator: O
     time.sleep(3)
     assert operator.metric("rest_client_requests_total") == before
     assert operator.metric("controller_runtime_reconcile_errors_total") == 0
+
+
+def test_seed_tuning_workspace_runs_a_job_and_succeeds(cluster: Cluster, ns: str) -> None:
+    cluster.apply(example("workspace-tuning-phi-3.yaml"), ns)
+    ws = wait_ready(cluster, ns, "workspace-tuning-phi-3", timeout=90)
+    assert ws["status"]["state"] == "Succeeded"
+    assert condition(ws, "JobStarted")["status"] == "True"  # type: ignore[index]
+    job = cluster.get("job", "workspace-tuning-phi-3", ns)
+    assert job is not None
+    pod = job["spec"]["template"]["spec"]
+    inits = [c["name"] for c in pod["initContainers"]]
+    assert inits[0] == "data-downloader" and inits[-1] == "trainer"
+    downloader = pod["initContainers"][0]
+    assert any("dataset.parquet" in a or "parquet" in a for a in downloader["args"])
+    assert [c["name"] for c in pod["containers"]] == ["pusher"]
+    pusher = pod["containers"][0]
+    assert "registry.example.com/adapter-tuning-phi-3:0.0.1" in pusher["args"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    push_secret = volumes["push-docker-config"]
+    assert "registry-push-secret" in str(push_secret)
+    trainer = pod["initContainers"][-1]
+    assert trainer["resources"]["limits"] == {"nvidia.com/gpu": "1"}
+    config = cluster.get("configmap", "workspace-tuning-phi-3-qlora-params", ns)
+    assert config is not None and "load_in_4bit: true" in config["data"]["training_config.yaml"]
+
+
+def test_tuning_with_a_broken_config_map_is_explained(cluster: Cluster, ns: str) -> None:
+    cluster.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "bad-config"},
+            "data": {"training_config.yaml": "LoraConfig:\n  r: many\n"},
+        },
+        ns,
+    )
+    doc = example("workspace-tuning-phi-3.yaml")
+    doc["metadata"]["name"] = "bad-tuning"
+    doc["tuning"]["config"] = "bad-config"
+    cluster.apply(doc, ns)
+
+    def explained() -> dict[str, Any] | None:
+        cond = condition(workspace(cluster, ns, "bad-tuning"), "JobStarted")
+        return cond if cond and cond["status"] == "False" else None
+
+    cond = wait_until("JobStarted=False", explained)
+    assert cond["reason"] == "InvalidSpec"
+    assert "LoraConfig.r" in cond["message"]
+    assert cluster.get("job", "bad-tuning", ns) is None
