@@ -13,7 +13,7 @@ import contextlib
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from kaito.api import Workspace
@@ -123,7 +123,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="emit karpenter.sh/v1alpha5 Machines instead of v1 NodeClaims (old gpu-provisioner)",
     )
     p.add_argument("--serving-image", default=_env("serving-image", "kaito-py/serving:0.1.0"))
-    p.add_argument("--workers", type=int, default=int(_env("workers", "5") or 5))
+    p.add_argument("--workers", type=int, default=int(_env("workers", "20") or 20))
     p.add_argument("--gc-interval", type=float, default=60.0, help="node garbage collection (s)")
     p.add_argument("--log-level", default=_env("log-level", "info"))
     args = p.parse_args(argv)
@@ -154,6 +154,7 @@ def build(mgr: Manager, args: argparse.Namespace) -> NodeProvisioner | None:
     claim_gvk = MACHINE if args.legacy_machines else NODECLAIM
     settings = WorkspaceSettings(
         node_provisioner=args.node_provisioner,
+        claims_finalized_by_us=args.node_provisioner != "byo",
         claim_gvk=claim_gvk,
         serving_image=args.serving_image,
     )
@@ -161,21 +162,26 @@ def build(mgr: Manager, args: argparse.Namespace) -> NodeProvisioner | None:
     ws = WorkspaceReconciler(mgr.client, cache, mgr.event_recorder("kaito-workspace"), settings)
 
     def workspaces_selecting(node: KObject) -> list[Request]:
+        """A node wakes the Workspace that owns it, or those whose selector it matches (BYO)."""
         labels = node.labels
-        out = list(requests_for_labels(labels))
-        for obj in cache.list(WORKSPACE):
-            data = to_dict(obj)
-            match = ((data.get("resource") or {}).get("labelSelector") or {}).get(
-                "matchLabels"
-            ) or {}
-            if match and all(labels.get(k) == v for k, v in match.items()):
-                meta = data["metadata"]
-                out.append(Request(meta.get("namespace", ""), meta["name"]))
-        return out
+        owned = list(requests_for_labels(labels))
+        if owned or C.LABEL_KARPENTER_NODEPOOL in labels:
+            return owned
+        out: dict[Request, None] = {}
+        for key, value in labels.items():
+            for entry in cache.entries(WORKSPACE, index=(SELECTOR_INDEX, f"{key}={value}")):
+                obj = cache.get(WORKSPACE, entry.namespace, entry.name)
+                if obj is None:
+                    continue
+                match = to_dict(obj)["resource"]["labelSelector"].get("matchLabels") or {}
+                if all(labels.get(k) == v for k, v in match.items()):
+                    out[Request(entry.namespace, entry.name)] = None
+        return list(out)
 
+    workspace_ctrl = mgr.controller("workspace", ws, workers=args.workers)
+    cache.add_index(WORKSPACE, SELECTOR_INDEX, selector_pairs)
     (
-        mgr.controller("workspace", ws, workers=args.workers)
-        .watches(
+        workspace_ctrl.watches(
             WORKSPACE,
             predicates=[any_of(generation_changed, labels_changed, annotations_changed)],
         )
@@ -213,6 +219,16 @@ def build(mgr: Manager, args: argparse.Namespace) -> NodeProvisioner | None:
             .watches(NODE, _map(machine.requests_for_node))
         )
     return provisioner
+
+
+SELECTOR_INDEX = "matchLabels"
+
+
+def selector_pairs(obj: Mapping[str, Any]) -> list[str]:
+    """Index a Workspace by each `key=value` of its resource.labelSelector.matchLabels."""
+    resource = obj.get("resource") or {}
+    match = (resource.get("labelSelector") or {}).get("matchLabels") or {}
+    return [f"{k}={v}" for k, v in match.items()]
 
 
 def _pod_owner(pod: KObject) -> list[Request]:

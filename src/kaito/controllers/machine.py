@@ -181,10 +181,6 @@ class MachineReconciler:
             if backend is None or backend.phase is Phase.FAILED:
                 log.debug("creating node for %s (backend state %s)", req.name, backend)
                 backend = await self.provisioner.create(req)
-                if backend.phase is Phase.LAUNCHED:
-                    self.recorder.event(
-                        claim, "Normal", "Launched", f"node {backend.node_name} launched"
-                    )
         except Exception as exc:
             reason = getattr(exc, "reason", "ProvisioningFailed")
             backend = NodeStatus(

@@ -43,6 +43,7 @@ MACHINE = GVK(C.KARPENTER_GROUP, C.MACHINE_VERSION, "Machine")
 JOB = GVK("batch", "v1", "Job")
 FIELD_MANAGER = "kaito-workspace"
 APPLIED_HASH = "kaito.sh/applied-hash"
+TERMINATION_FINALIZER = "karpenter.sh/termination"  # Karpenter's, honoured by our machine ctrl
 WAIT_FOR_NODES_S = 2.0
 
 
@@ -54,6 +55,7 @@ class WorkspaceSettings:
     claim_gvk: GVK = NODECLAIM
     serving_image: str = "kaito-py/serving:0.1.0"
     node_image_family: str = "ubuntu"
+    claims_finalized_by_us: bool = True  # our machine controller handles the claims
 
 
 @dataclass
@@ -263,22 +265,27 @@ class WorkspaceReconciler:
 
     # ---------------------------------------------------------------- nodes
     def _byo_nodes(self, ws: WorkspaceBase, gpus: int) -> list[dict[str, Any]]:
-        """Ready nodes the user labelled for this Workspace, not made by any provisioner."""
+        """Ready nodes the user labelled for this Workspace, not made by any provisioner.
+
+        Filters on the cache's compact entries first, so the many nodes provisioned for
+        other Workspaces (which carry the same user labels) are never decoded.
+        """
         wanted = o.sanitized_selector(ws.resource.label_selector.match_labels)
         if not wanted:
             return []
         found = []
-        for obj in self.cache.list(NODE, labels=wanted):
-            node = to_dict(obj)
-            labels = node["metadata"].get("labels") or {}
+        for entry in self.cache.entries(NODE, labels=wanted):
+            labels = entry.labels or {}
             if C.LABEL_WORKSPACE_NAME in labels or C.LABEL_KARPENTER_NODEPOOL in labels:
                 continue
-            if ws.resource.instance_type and labels.get(C.LABEL_INSTANCE_TYPE) not in (
-                None,
-                ws.resource.instance_type,
-            ):
+            instance = labels.get(C.LABEL_INSTANCE_TYPE)
+            if ws.resource.instance_type and instance not in (None, ws.resource.instance_type):
                 continue
-            if diagnosis.node_problem(node, node["metadata"]["name"], gpus) is None:
+            obj = self.cache.get(NODE, None, entry.name)
+            if obj is None:
+                continue
+            node = to_dict(obj)
+            if diagnosis.node_problem(node, entry.name, gpus) is None:
                 found.append(node)
         return found
 
@@ -341,6 +348,9 @@ class WorkspaceReconciler:
                     ),
                     api_version=claim_gvk.api_version,
                 )
+                if self.settings.claims_finalized_by_us:
+                    # saves the machine controller a patch per claim
+                    body["metadata"]["finalizers"] = [TERMINATION_FINALIZER]
                 try:
                     await self.client.create(body)
                     self.recorder.event(
