@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -31,6 +32,7 @@ log = logging.getLogger("kaito.controllers.machine")
 TERMINATION_FINALIZER = "karpenter.sh/termination"
 NODECLAIM_LABEL = "kaito.sh/nodeclaim"
 LIFECYCLE = ("Launched", "Registered", "Initialized", "Ready")
+RETRY_FAILED_LAUNCH_S = 15.0
 
 
 def _now() -> str:
@@ -150,6 +152,7 @@ class MachineReconciler:
         self.provisioner = provisioner
         self.claim_gvk = claim_gvk
         self.gpus_of = gpus_of  # instance type -> GPUs per node (0 when unknown)
+        self._failed_at: dict[str, float] = {}  # claim name -> monotonic time of a failed launch
 
     async def __call__(self, request: Request) -> Result | None:
         cached = self.cache.get(self.claim_gvk, None, request.name)
@@ -176,6 +179,14 @@ class MachineReconciler:
             )
             return None  # the update event brings us back
         req = node_request(claim)
+        # A failed launch is retried after a pause: otherwise our own status write would
+        # wake the claim and ask the cloud again at once, a burst per quota error.
+        failed_at = self._failed_at.get(req.name)
+        if (
+            failed_at is not None
+            and (left := failed_at + RETRY_FAILED_LAUNCH_S - time.monotonic()) > 0
+        ):
+            return Result(requeue_after=left)
         try:
             backend = await self.provisioner.get(req)
             if backend is None or backend.phase is Phase.FAILED:
@@ -189,6 +200,10 @@ class MachineReconciler:
                 message=str(getattr(exc, "message", exc)),
                 retry_after_s=getattr(exc, "retry_after_s", None),
             )
+        if backend.phase is Phase.FAILED:
+            self._failed_at[req.name] = time.monotonic()
+        else:
+            self._failed_at.pop(req.name, None)
         if backend.phase in (Phase.FAILED, Phase.THROTTLED):
             self.recorder.event(claim, "Warning", backend.reason or "LaunchFailed", backend.message)
         node_name = backend.node_name or req.name
@@ -216,7 +231,7 @@ class MachineReconciler:
         if backend.phase is Phase.THROTTLED:
             return Result(requeue_after=backend.retry_after_s or 5.0)
         if backend.phase is Phase.FAILED:
-            return Result(requeue_after=backend.retry_after_s or 30.0)
+            return Result(requeue_after=backend.retry_after_s or RETRY_FAILED_LAUNCH_S)
         if backend.phase is Phase.PENDING:
             return Result(requeue_after=2.0)
         return None

@@ -104,7 +104,7 @@ class WorkspaceReconciler:
         if ws.metadata.deletion_timestamp is not None:
             return await self._finalize(ws)
         digest = spec_hash(ws)
-        await self._ensure_metadata(ws, digest)
+        revision = await self._ensure_metadata(ws, digest)
         facts = _Facts()
         plan = await self._plan(ws, digest)
         result: Result | None = None
@@ -112,12 +112,12 @@ class WorkspaceReconciler:
             facts.set(ConditionType.RESOURCE_READY, False, "InvalidSpec", str(plan))
             facts.set(ConditionType.WORKSPACE_SUCCEEDED, False, Reason.WORKSPACE_FAILED, str(plan))
         else:
-            result = await self._reconcile(ws, plan, digest, facts)
+            result = await self._reconcile(ws, plan, revision, facts)
         await self._write_status(ws, facts)
         return result
 
     async def _reconcile(
-        self, ws: WorkspaceBase, plan: Plan, digest: str, facts: _Facts
+        self, ws: WorkspaceBase, plan: Plan, revision: str, facts: _Facts
     ) -> Result | None:
         owner = self._owner(ws)
         assert plan.estimate is not None and plan.sku is not None
@@ -141,9 +141,9 @@ class WorkspaceReconciler:
             )
             return Result(requeue_after=WAIT_FOR_NODES_S) if wait else None
         if plan.mode == "tuning":
-            return await self._reconcile_tuning(ws, plan, owner, byo=byo, facts=facts)
+            return await self._reconcile_tuning(ws, plan, owner, revision, byo=byo, facts=facts)
         await self._reconcile_services(owner)
-        await self._reconcile_workload(ws, plan, owner, byo=byo, facts=facts)
+        await self._reconcile_workload(ws, plan, owner, revision, byo=byo, facts=facts)
         return None
 
     # ---------------------------------------------------------------- metadata
@@ -155,8 +155,11 @@ class WorkspaceReconciler:
             api_version=ws.api_version,
         )
 
-    async def _ensure_metadata(self, ws: WorkspaceBase, digest: str) -> None:
-        """Finalizer, ControllerRevision and the hash/revision annotations: one patch at most."""
+    async def _ensure_metadata(self, ws: WorkspaceBase, digest: str) -> str:
+        """Finalizer, ControllerRevision and the hash/revision annotations: one patch at most.
+
+        Returns the spec's revision number; the cached Workspace may still carry the old one.
+        """
         annotations = ws.metadata.annotations or {}
         finalizers = list(ws.metadata.finalizers or [])
         revision = annotations.get(C.ANNOTATION_WORKSPACE_REVISION)
@@ -171,6 +174,7 @@ class WorkspaceReconciler:
         if patch:
             patch["resourceVersion"] = ws.metadata.resource_version
             await self.client.patch(WORKSPACE, ws.namespace, ws.name, {"metadata": patch})
+        return revision
 
     async def _ensure_revision(self, ws: WorkspaceBase, digest: str) -> int:
         """A ControllerRevision per distinct spec, as upstream keeps (history of 10)."""
@@ -430,7 +434,14 @@ class WorkspaceReconciler:
             await self._apply_if_changed(SERVICE, svc)
 
     async def _reconcile_workload(
-        self, ws: WorkspaceBase, plan: Plan, owner: o.Owner, *, byo: bool, facts: _Facts
+        self,
+        ws: WorkspaceBase,
+        plan: Plan,
+        owner: o.Owner,
+        revision: str,
+        *,
+        byo: bool,
+        facts: _Facts,
     ) -> None:
         assert plan.estimate is not None and plan.launch is not None and plan.preset is not None
         inference = ws.inference
@@ -449,7 +460,6 @@ class WorkspaceReconciler:
             elif source.volume_source:
                 adapters.append(o.VolumeAdapter(source.name, dict(source.volume_source)))
         options = inference.preset.preset_options if inference.preset else None
-        revision = (ws.metadata.annotations or {}).get(C.ANNOTATION_WORKSPACE_REVISION, "1")
         work = o.InferenceWorkload(
             owner=owner,
             replicas=plan.estimate.node_count,
@@ -517,7 +527,14 @@ class WorkspaceReconciler:
 
     # ---------------------------------------------------------------- tuning
     async def _reconcile_tuning(
-        self, ws: WorkspaceBase, plan: Plan, owner: o.Owner, *, byo: bool, facts: _Facts
+        self,
+        ws: WorkspaceBase,
+        plan: Plan,
+        owner: o.Owner,
+        revision: str,
+        *,
+        byo: bool,
+        facts: _Facts,
     ) -> Result | None:
         """The tuning Job: (re)created per spec revision; its outcome is the Workspace's."""
         spec = ws.tuning
@@ -529,7 +546,6 @@ class WorkspaceReconciler:
             facts.set(ConditionType.JOB_STARTED, False, "InvalidSpec", str(exc))
             facts.set(ConditionType.WORKSPACE_SUCCEEDED, False, Reason.WORKSPACE_FAILED, str(exc))
             return None
-        revision = (ws.metadata.annotations or {}).get(C.ANNOTATION_WORKSPACE_REVISION, "1")
         options = spec.preset.preset_options
         desired = tuning.job(
             tuning.TuningJob(

@@ -29,10 +29,17 @@ def free_port() -> int:
 class Operator:
     """One kaito-operator process; `start`, `kill` (SIGKILL) and `stop` (SIGTERM)."""
 
-    def __init__(self, cluster: Cluster, log_dir: Path, extra: list[str]) -> None:
+    def __init__(
+        self,
+        cluster: Cluster,
+        log_dir: Path,
+        extra: list[str],
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.cluster = cluster
         self.log_dir = log_dir
         self.extra = extra
+        self.env = env or {}
         self.proc: subprocess.Popen[bytes] | None = None
         self.metrics_port = 0
         self.health_port = 0
@@ -42,7 +49,7 @@ class Operator:
         self.metrics_port, self.health_port = free_port(), free_port()
         self.starts += 1
         log = (self.log_dir / f"operator-{self.starts}.log").open("wb")
-        env = dict(os.environ, PYTHONPATH=str(REPO / "src"), PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONPATH=str(REPO / "src"), PYTHONUNBUFFERED="1") | self.env
         self.proc = subprocess.Popen(
             [
                 sys.executable, "-m", "kaito",
@@ -79,6 +86,9 @@ class Operator:
                 self.proc.kill()
                 self.proc.wait(10)
 
+    def log_text(self) -> str:
+        return "\n".join(p.read_text(errors="replace") for p in sorted(self.log_dir.glob("*.log")))
+
     def metrics(self) -> str:
         url = f"http://127.0.0.1:{self.metrics_port}/metrics"
         with urllib.request.urlopen(url, timeout=5) as resp:
@@ -94,17 +104,24 @@ class Operator:
         return total
 
 
-@pytest.fixture(scope="session")
-def crds(cluster: Cluster) -> None:
+def install_crds(cluster: Cluster) -> None:
     cluster.kubectl("apply", "--server-side", "-f", str(REPO / "manifests" / "crd"))
     for crd in ("workspaces.kaito.sh", "nodeclaims.karpenter.sh", "machines.karpenter.sh"):
         cluster.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=30s")
 
 
+@pytest.fixture(scope="session")
+def crds(cluster: Cluster) -> None:
+    install_crds(cluster)
+
+
 def _operator(
-    cluster: Cluster, tmp_path_factory: pytest.TempPathFactory, extra: list[str]
+    cluster: Cluster,
+    tmp_path_factory: pytest.TempPathFactory,
+    extra: list[str],
+    env: dict[str, str] | None = None,
 ) -> Iterator[Operator]:
-    op = Operator(cluster, tmp_path_factory.mktemp("operator"), extra)
+    op = Operator(cluster, tmp_path_factory.mktemp("operator"), extra, env)
     op.start()
     yield op
     op.stop()
