@@ -19,6 +19,7 @@ from typing import Any
 from kaito.api import Workspace
 from kaito.api import constants as C
 from kaito.controllers import machine
+from kaito.controllers import metrics as kaito_metrics
 from kaito.controllers.workspace import (
     CONFIGMAP,
     CONTROLLER_REVISION,
@@ -203,6 +204,13 @@ def build(mgr: Manager, args: argparse.Namespace) -> NodeProvisioner | None:
         .watches(NODE, _map(workspaces_selecting))
     )
 
+    kaito_metrics.register(
+        mgr.metrics.registry,
+        cache,
+        workspace=WORKSPACE,
+        claim=claim_gvk,
+        is_leader=lambda: mgr.is_leader,
+    )
     provisioner = build_provisioner(args.node_provisioner, mgr.client, cache)
     if provisioner is not None:
         mc = machine.MachineReconciler(

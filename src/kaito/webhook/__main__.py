@@ -5,6 +5,14 @@
 
 ``--register`` applies Validating/MutatingWebhookConfigurations pointing at
 https://127.0.0.1:<port>, with the CA from DIR as caBundle, and removes them on exit.
+
+In cluster (the chart's webhook container) the certificate lives in a Secret instead and the
+configuration is the chart's own; ``--service``, ``--cert-secret`` and ``--configuration``
+(see :mod:`kaito.webhook.incluster`):
+
+    python -m kaito.webhook serve --host 0.0.0.0 --cert-dir /tmp/certs \
+        --service kaito-system/kaito-webhook --cert-secret kaito-system/kaito-webhook-cert \
+        --configuration kaito-workspace-validation
 """
 
 from __future__ import annotations
@@ -18,7 +26,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from kaito.webhook import certs
+from kaito.webhook import certs, incluster
 from kaito.webhook.config import (
     local_url,
     mutating_webhook_configuration,
@@ -67,13 +75,46 @@ async def _apply(api_client: Any, configs: list[dict[str, Any]], delete: bool = 
                 await api.patch_mutating_webhook_configuration(name, patch)
 
 
-async def _serve(args: argparse.Namespace) -> int:
-    bundle = certs.load_or_create(args.cert_dir, ip_addresses=[args.host])
-    api_client: Any = None
-    if args.kubeconfig:
-        from kubernetes_asyncio import config as kube_config  # noqa: PLC0415
+def _namespaced(value: str, flag: str) -> tuple[str, str]:
+    namespace, _, name = value.partition("/")
+    if not namespace or not name:
+        raise SystemExit(f"{flag} takes NAMESPACE/NAME, got {value!r}")
+    return namespace, name
 
-        api_client = await kube_config.new_client_from_config(config_file=str(args.kubeconfig))
+
+async def _api_client(args: argparse.Namespace) -> Any:
+    """From --kubeconfig, else the pod's ServiceAccount when the in-cluster flags ask for one."""
+    from kubernetes_asyncio import client  # noqa: PLC0415
+    from kubernetes_asyncio import config as kube_config  # noqa: PLC0415
+
+    if args.kubeconfig:
+        return await kube_config.new_client_from_config(config_file=str(args.kubeconfig))
+    if args.cert_secret or args.configuration:
+        configuration = client.Configuration()
+        load_incluster: Any = kube_config.load_incluster_config
+        load_incluster(client_configuration=configuration)
+        return client.ApiClient(configuration=configuration)
+    return None
+
+
+async def _bundle(args: argparse.Namespace, api_client: Any) -> certs.CertBundle:
+    if not args.cert_secret:
+        return certs.load_or_create(args.cert_dir, ip_addresses=[args.host])
+    if not args.service:
+        raise SystemExit("--cert-secret needs --service NAMESPACE/NAME (the certificate's names)")
+    namespace, name = _namespaced(args.cert_secret, "--cert-secret")
+    svc_namespace, svc_name = _namespaced(args.service, "--service")
+    dns_names = certs.service_dns_names(svc_name, svc_namespace)
+    bundle = await incluster.ensure_secret(api_client, namespace, name, dns_names)
+    certs.write(bundle, args.cert_dir)
+    return bundle
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    api_client = await _api_client(args)
+    bundle = await _bundle(args, api_client)
+    if args.configuration:
+        await incluster.inject_ca_bundle(api_client, args.configuration, bundle.ca_pem)
     server = WebhookServer(
         node_lister=kube_node_lister(api_client) if api_client is not None else None,
         policy=Policy(allow_private_urls=args.allow_private_urls),
@@ -107,6 +148,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--namespace", action="append", help="limit admission to a namespace")
     parser.add_argument("--no-defaulting", action="store_true")
     parser.add_argument("--allow-private-urls", action="store_true")
+    parser.add_argument("--service", help="NAMESPACE/NAME of the Service in front of the webhook")
+    parser.add_argument(
+        "--cert-secret", help="NAMESPACE/NAME of the Secret holding the certificate"
+    )
+    parser.add_argument("--configuration", help="ValidatingWebhookConfiguration to set caBundle in")
     args = parser.parse_args(argv)
     if args.command == "config":
         bundle = certs.load_or_create(args.cert_dir, ip_addresses=[args.host])
