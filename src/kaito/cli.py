@@ -177,6 +177,12 @@ def _plan_text(plan: Plan) -> str:
         lines.append(
             f"Preset:     {p.name} ({p.hf_id}, {_size(p.param_bytes)}, context {p.context_limit})"
         )
+        registry = os.environ.get("PRESET_REGISTRY_NAME", "kaito-py").rstrip("/")
+        if p.image_repository:
+            source = f"image {registry}/{p.image_repository}:{p.image_tag} (init container)"
+        else:
+            source = f"downloaded from the hub ({p.hf_id}@{p.revision}) when the pod starts"
+        lines.append(f"Weights:    {source}")
     if plan.sku is not None:
         lines.append(f"SKU:        {plan.sku.name} ({_gpu_text(plan.sku)})")
     if plan.estimate is not None:

@@ -124,6 +124,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="emit karpenter.sh/v1alpha5 Machines instead of v1 NodeClaims (old gpu-provisioner)",
     )
     p.add_argument("--serving-image", default=_env("serving-image", "kaito-py/serving:0.1.0"))
+    p.add_argument(
+        "--preset-registry",
+        default=os.environ.get("PRESET_REGISTRY_NAME") or _env("preset-registry", "kaito-py"),
+        help="registry holding preset model images (upstream's PRESET_REGISTRY_NAME)",
+    )
     p.add_argument("--workers", type=int, default=int(_env("workers", "20") or 20))
     p.add_argument("--gc-interval", type=float, default=60.0, help="node garbage collection (s)")
     p.add_argument("--log-level", default=_env("log-level", "info"))
@@ -158,6 +163,7 @@ def build(mgr: Manager, args: argparse.Namespace) -> NodeProvisioner | None:
         claims_finalized_by_us=args.node_provisioner != "byo",
         claim_gvk=claim_gvk,
         serving_image=args.serving_image,
+        preset_registry=args.preset_registry,
     )
     cache = mgr.cache
     ws = WorkspaceReconciler(mgr.client, cache, mgr.event_recorder("kaito-workspace"), settings)

@@ -87,10 +87,13 @@ def pod_problem(pod: Mapping[str, Any]) -> Diagnosis | None:
             )
         if reason == "CrashLoopBackOff":
             exit_code = last.get("exitCode")
+            said = (last.get("message") or "").strip()
+            why = f": {said}" if said else ""
             return Diagnosis(
                 Reason.CONTAINER_CRASH_LOOP_BACK_OFF,
                 _trim(
-                    f"pod {name} container {container} keeps crashing (exit code {exit_code}); "
+                    f"pod {name} container {container} keeps crashing "
+                    f"(exit code {exit_code}){why}; "
                     f"see `kubectl logs {name} -c {container} --previous`"
                 ),
             )

@@ -93,6 +93,8 @@ class InferenceWorkload:
     model_access_secret: str | None = None
     image_pull_secrets: Sequence[str] = ()
     weights_bytes: int = 0
+    weights_image: str | None = None  # model files shipped as an image, fetched at start
+    weights_pull_secrets: Sequence[str] = ()
 
 
 def sanitized_selector(match_labels: Mapping[str, str] | None) -> dict[str, str]:
@@ -221,6 +223,29 @@ def _affinity(work: InferenceWorkload) -> dict[str, Any] | None:
     }
 
 
+WEIGHTS_FETCHER = "model-weights-downloader"
+
+
+def weights_init_container(work: InferenceWorkload) -> dict[str, Any]:
+    """Copies the model image's files into /workspace/weights before vLLM starts."""
+    assert work.weights_image is not None
+    args = ["--image", work.weights_image, "--dest", WEIGHTS_DIR]
+    mounts: list[dict[str, Any]] = [{"name": "model-weights-volume", "mountPath": WEIGHTS_DIR}]
+    if work.weights_pull_secrets:
+        secret_dir = f"{PULL_SECRET_ROOT}/model-weights"
+        args += ["--docker-config", secret_dir]
+        mounts.append(
+            {"name": "docker-config-model-weights", "mountPath": secret_dir, "readOnly": True}
+        )
+    return {
+        "name": WEIGHTS_FETCHER,
+        "image": work.image,
+        "command": ["python3", "-m", "serving.fetch"],
+        "args": args,
+        "volumeMounts": mounts,
+    }
+
+
 def adapter_init_container(adapter: ImageAdapter, image: str) -> dict[str, Any]:
     """Copies an adapter image's files into /mnt/adapter/<name> before vLLM starts."""
     args = ["--image", adapter.image, "--dest", f"{ADAPTER_ROOT}/{adapter.name}"]
@@ -241,8 +266,12 @@ def adapter_init_container(adapter: ImageAdapter, image: str) -> dict[str, Any]:
 
 
 def _pull_secret_volume(adapter: ImageAdapter) -> dict[str, Any]:
+    return _projected_secrets(f"docker-config-{adapter.name}", adapter.pull_secrets)
+
+
+def _projected_secrets(volume: str, secrets: Sequence[str]) -> dict[str, Any]:
     return {
-        "name": f"docker-config-{adapter.name}",
+        "name": volume,
         "projected": {
             "sources": [
                 {
@@ -251,7 +280,7 @@ def _pull_secret_volume(adapter: ImageAdapter) -> dict[str, Any]:
                         "items": [{"key": ".dockerconfigjson", "path": f"{secret}.json"}],
                     }
                 }
-                for secret in adapter.pull_secrets
+                for secret in secrets
             ]
         },
     }
@@ -270,6 +299,12 @@ def statefulset(work: InferenceWorkload) -> dict[str, Any]:
         {"name": "model-weights-volume", "mountPath": WEIGHTS_DIR},
     ]
     init_containers: list[dict[str, Any]] = []
+    if work.weights_image:
+        init_containers.append(weights_init_container(work))
+        if work.weights_pull_secrets:
+            volumes.append(
+                _projected_secrets("docker-config-model-weights", work.weights_pull_secrets)
+            )
     image_adapters = [a for a in work.adapters if isinstance(a, ImageAdapter)]
     if image_adapters:
         volumes.append({"name": "adapter-volume", "emptyDir": {}})
@@ -332,7 +367,11 @@ def statefulset(work: InferenceWorkload) -> dict[str, Any]:
     if affinity:
         pod_spec["affinity"] = affinity
     pull_secrets = sorted(
-        {*work.image_pull_secrets, *(s for a in image_adapters for s in a.pull_secrets)}
+        {
+            *work.image_pull_secrets,
+            *work.weights_pull_secrets,
+            *(s for a in image_adapters for s in a.pull_secrets),
+        }
     )
     if pull_secrets:
         pod_spec["imagePullSecrets"] = [{"name": s} for s in pull_secrets]

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import yaml
 
-from kaito.api import TuningSpec, WorkspaceBase, parse_workspace, set_condition
+from kaito.api import PresetOptions, TuningSpec, WorkspaceBase, parse_workspace, set_condition
 from kaito.api import constants as C
 from kaito.api.constants import ConditionType, Reason, WorkspaceState
 from kaito.controllers import diagnosis, tuning
@@ -56,6 +56,7 @@ class WorkspaceSettings:
     serving_image: str = "kaito-py/serving:0.1.0"
     node_image_family: str = "ubuntu"
     claims_finalized_by_us: bool = True  # our machine controller handles the claims
+    preset_registry: str = "kaito-py"  # where preset model images live (PRESET_REGISTRY_NAME)
 
 
 @dataclass
@@ -460,12 +461,21 @@ class WorkspaceReconciler:
             elif source.volume_source:
                 adapters.append(o.VolumeAdapter(source.name, dict(source.volume_source)))
         options = inference.preset.preset_options if inference.preset else None
+        weights_image, weights_secrets = weights_source(
+            plan.preset.image_repository,
+            plan.preset.image_tag,
+            options,
+            self.settings.preset_registry,
+        )
+        args = list(plan.launch.args)
+        if weights_image and options is not None and options.image:
+            args = local_weights_args(args)
         work = o.InferenceWorkload(
             owner=owner,
             replicas=plan.estimate.node_count,
             image=self.settings.serving_image,
             command=plan.launch.command,
-            args=plan.launch.args,
+            args=args,
             env=plan.launch.env,
             gpus_per_node=plan.estimate.gpus_per_node,
             revision=revision,
@@ -475,9 +485,19 @@ class WorkspaceReconciler:
             config_map=inference.config,
             model_access_secret=options.model_access_secret if options else None,
             weights_bytes=plan.preset.param_bytes,
+            weights_image=weights_image,
+            weights_pull_secrets=weights_secrets,
         )
         desired = o.statefulset(work)
+        first = self.cache.get(STATEFULSET, ws.namespace, ws.name) is None
         if await self._apply_if_changed(STATEFULSET, desired):
+            if first:
+                where = (
+                    f"model image {weights_image}"
+                    if weights_image
+                    else f"the model hub ({plan.preset.hf_id}) when the pod starts"
+                )
+                self.recorder.event(ws, "Normal", "WeightsSource", f"weights come from {where}")
             self.recorder.event(
                 ws, "Normal", "WorkloadApplied", f"StatefulSet {ws.name} at revision {revision}"
             )
@@ -814,3 +834,40 @@ def tuning_io(
     else:
         raise SpecError("tuning.output", "set one of image (+ imagePushSecret) or volumeSource")
     return job_input, job_output
+
+
+def weights_source(
+    repository: str | None,
+    tag: str | None,
+    options: PresetOptions | None,
+    registry: str,
+) -> tuple[str | None, tuple[str, ...]]:
+    """The image the model files come from (None: vLLM downloads them from the hub).
+
+    ``presetOptions.image`` (a private preset) wins over the catalog's image, which lives in
+    the operator's preset registry.
+    """
+    secrets = tuple(options.image_pull_secrets or ()) if options else ()
+    if options is not None and options.image:
+        return options.image, secrets
+    if repository and tag:
+        return f"{registry.rstrip('/')}/{repository}:{tag}", secrets
+    return None, ()
+
+
+def local_weights_args(args: list[str]) -> list[str]:
+    """vLLM flags rewritten to load /workspace/weights instead of downloading from the hub."""
+    out: list[str] = []
+    skip = False
+    for i, arg in enumerate(args):
+        if skip:
+            skip = False
+            continue
+        if arg == "--download-dir":
+            skip = True
+            continue
+        if i > 0 and args[i - 1] == "--model":
+            out.append(o.WEIGHTS_DIR)
+            continue
+        out.append(arg)
+    return out

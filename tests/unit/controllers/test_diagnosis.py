@@ -126,3 +126,14 @@ def test_transition_time_is_kept_while_status_is_unchanged() -> None:
     old = [c | {"lastTransitionTime": "2020-01-01T00:00:00Z"} for c in first]
     again = claim_conditions(old, launched, None, 0)
     assert all(c["lastTransitionTime"] == "2020-01-01T00:00:00Z" for c in again)
+
+
+def test_crash_loop_carries_the_termination_message() -> None:
+    cs = waiting("CrashLoopBackOff") | {
+        "name": "model-weights-downloader",
+        "lastState": {"terminated": {"exitCode": 2, "message": "registry refused the credentials"}},
+    }
+    found = d.pod_problem(pod(initContainerStatuses=[cs]))
+    assert found is not None
+    assert "model-weights-downloader" in found.message
+    assert "registry refused the credentials" in found.message

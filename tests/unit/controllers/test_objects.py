@@ -119,3 +119,28 @@ def test_startup_probe_budget_grows_with_model_size() -> None:
     assert o.startup_failure_threshold(0) == 180  # clamped to 30 min
     assert o.startup_failure_threshold(200 * 2**30) == 450  # 15 min + 60 min
     assert o.startup_failure_threshold(10**13) == 1080  # clamped to 180 min
+
+
+def test_a_weights_image_is_fetched_before_vllm_starts() -> None:
+    pod = o.statefulset(
+        work(weights_image="reg.example/kaito-tiny:1", weights_pull_secrets=("regcred",))
+    )["spec"]["template"]["spec"]
+    first = pod["initContainers"][0]
+    assert first["name"] == "model-weights-downloader"
+    assert first["args"][:4] == [
+        "--image",
+        "reg.example/kaito-tiny:1",
+        "--dest",
+        "/workspace/weights",
+    ]
+    assert "--docker-config" in first["args"]
+    assert {"name": "model-weights-volume", "mountPath": "/workspace/weights"} in first[
+        "volumeMounts"
+    ]
+    volumes = {v["name"] for v in pod["volumes"]}
+    assert "docker-config-model-weights" in volumes
+
+
+def test_no_weights_image_means_no_fetcher() -> None:
+    pod = o.statefulset(work())["spec"]["template"]["spec"]
+    assert "initContainers" not in pod
