@@ -74,6 +74,7 @@ class Source:
             [*self.kubectl, "-n", self.namespace, "get", kind.lower(), name, "-o", "json"],
             capture_output=True,
             text=True,
+            check=False,
         )
         return json.loads(r.stdout) if r.returncode == 0 else None
 
@@ -112,11 +113,13 @@ def _configmap_data(doc: Doc) -> dict[str, bytes]:
 
 def _write_items(dest: Path, data: dict[str, bytes], items: list[Doc] | None) -> None:
     dest.mkdir(parents=True, exist_ok=True)
-    pairs = [(i["key"], i.get("path", i["key"])) for i in items] if items else [(k, k) for k in data]
+    pairs = (
+        [(i["key"], i.get("path", i["key"])) for i in items] if items else [(k, k) for k in data]
+    )
     for key, rel in pairs:
         if key not in data:
             raise RunPodError(f"key {key!r} not found for volume file {rel!r}")
-        target = dest / rel
+        target = dest / str(rel)
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data[key])
 
@@ -162,7 +165,7 @@ def rewrite(text: str, mapping: list[tuple[str, str]]) -> str:
     """Replace each mount path where it appears as a whole path component (longest first)."""
     for mount, host in mapping:
         pattern = r"(?<![\w./-])" + re.escape(mount.rstrip("/")) + r"(?=/|$|[^\w.-])"
-        text = re.sub(pattern, lambda _m, h=host: h, text)
+        text = re.sub(pattern, host.replace("\\", "\\\\"), text)
     return text
 
 
@@ -223,7 +226,16 @@ def _set_flag(argv: list[str], flag: str, value: str) -> list[str]:
 
 
 class PodRunner:
-    def __init__(self, spec: Doc, src: Source, work: Path, maps: dict[str, Path], python_bin: Path, pod_name: str) -> None:
+    def __init__(
+        self,
+        spec: Doc,
+        src: Source,
+        *,
+        work: Path,
+        maps: dict[str, Path],
+        python_bin: Path,
+        pod_name: str,
+    ) -> None:
         self.spec = spec
         self.src = src
         self.work = work
@@ -262,7 +274,9 @@ class PodRunner:
     def command(self, c: Doc, main: bool) -> tuple[list[str], dict[str, str]]:
         argv = [*c.get("command", []), *c.get("args", [])]
         if not argv:
-            raise RunPodError(f"container {c['name']!r} has no command: the image entrypoint is unknown here")
+            raise RunPodError(
+                f"container {c['name']!r} has no command: the image entrypoint is unknown here"
+            )
         spec_env = container_env(c, self.src, self.pod_name)
         mapping = self.mounts(c)
         argv = [rewrite(expand_vars(a, spec_env), mapping) for a in argv]
@@ -272,12 +286,18 @@ class PodRunner:
             if not _has_flag(argv, "--adapter-dir") and "/mnt/adapter" in mounts:
                 argv += ["--adapter-dir", mounts["/mnt/adapter"]]
             cfg = Path(mounts.get("/mnt/config", "/nonexistent")) / "inference_config.yaml"
-            if not _has_flag(argv, "--config") and not _has_flag(argv, "--kaito-config-file") and cfg.is_file():
+            if (
+                not _has_flag(argv, "--config")
+                and not _has_flag(argv, "--kaito-config-file")
+                and cfg.is_file()
+            ):
                 argv += ["--config", str(cfg)]
             argv = _set_flag(argv, "--port", str(self.port))
             argv = _set_flag(argv, "--host", "127.0.0.1")
         elif main:
-            argv = [a.replace(str(SERVING_PORT), str(self.port)) if "port" in a else a for a in argv]
+            argv = [
+                a.replace(str(SERVING_PORT), str(self.port)) if "port" in a else a for a in argv
+            ]
         env = dict(os.environ)
         env["PATH"] = f"{self.python_bin.parent}{os.pathsep}{env.get('PATH', '')}"
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
@@ -288,18 +308,20 @@ class PodRunner:
 
     @staticmethod
     def _is_serving(argv: list[str]) -> bool:
-        return any(a == "-m" and argv[i + 1 : i + 2] == ["serving"] for i, a in enumerate(argv)) or (
-            "-m serving " in " ".join(argv) + " "
-        )
+        return any(
+            a == "-m" and argv[i + 1 : i + 2] == ["serving"] for i, a in enumerate(argv)
+        ) or ("-m serving " in " ".join(argv) + " ")
 
     def run_init(self) -> None:
         for c in self.spec.get("initContainers", []):
             argv, env = self.command(c, main=False)
             log(f"init container {c['name']}: {' '.join(argv)}")
-            r = subprocess.run(argv, env=env, cwd=ROOT, capture_output=True, text=True)
+            r = subprocess.run(argv, env=env, cwd=ROOT, capture_output=True, text=True, check=False)
             sys.stderr.write(r.stdout + r.stderr)
             if r.returncode != 0:
-                raise RunPodError(f"init container {c['name']!r} failed with exit code {r.returncode}")
+                raise RunPodError(
+                    f"init container {c['name']!r} failed with exit code {r.returncode}"
+                )
 
     def run_main(self, name: str | None, wait_s: float) -> int:
         containers = self.spec.get("containers", [])
@@ -320,7 +342,9 @@ class PodRunner:
 
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
-        serves = any(p.get("containerPort") == SERVING_PORT for p in c.get("ports", [])) or self._is_serving(argv)
+        serves = any(
+            p.get("containerPort") == SERVING_PORT for p in c.get("ports", [])
+        ) or self._is_serving(argv)
         if serves:
             url = f"http://127.0.0.1:{self.port}"
             deadline = time.monotonic() + wait_s
@@ -351,8 +375,15 @@ class PodRunner:
 
 
 def default_python() -> Path:
-    r = subprocess.run([str(ROOT / "hack" / "serving-env"), "--print-only"], capture_output=True, text=True)
-    venv = Path(r.stdout.strip().splitlines()[-1]) if r.returncode == 0 and r.stdout.strip() else None
+    r = subprocess.run(
+        [str(ROOT / "hack" / "serving-env"), "--print-only"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    venv = (
+        Path(r.stdout.strip().splitlines()[-1]) if r.returncode == 0 and r.stdout.strip() else None
+    )
     if venv and (venv / "bin" / "python3").exists():
         return venv / "bin" / "python3"
     return Path(sys.executable)
@@ -360,14 +391,28 @@ def default_python() -> Path:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="hack/run-pod", description=__doc__.splitlines()[0])
-    p.add_argument("target", help="a YAML/JSON file, or KIND/NAME (or NAME of a StatefulSet) with --kubeconfig")
-    p.add_argument("--kubeconfig", help="read the workload (and its Secrets/ConfigMaps) from this cluster")
+    p.add_argument(
+        "target", help="a YAML/JSON file, or KIND/NAME (or NAME of a StatefulSet) with --kubeconfig"
+    )
+    p.add_argument(
+        "--kubeconfig", help="read the workload (and its Secrets/ConfigMaps) from this cluster"
+    )
     p.add_argument("-n", "--namespace", default="default")
     p.add_argument("--name", help="in a file with several workloads, the one to run")
     p.add_argument("--container", help="main container name (default: the first)")
-    p.add_argument("--map", action="append", default=[], metavar="MOUNTPATH=HOSTPATH", help="use a host directory for a mount path")
-    p.add_argument("--work-dir", type=Path, help="where volumes go (default: a temp dir, removed at exit)")
-    p.add_argument("--python", type=Path, help="interpreter for python3 (default: the serving venv's)")
+    p.add_argument(
+        "--map",
+        action="append",
+        default=[],
+        metavar="MOUNTPATH=HOSTPATH",
+        help="use a host directory for a mount path",
+    )
+    p.add_argument(
+        "--work-dir", type=Path, help="where volumes go (default: a temp dir, removed at exit)"
+    )
+    p.add_argument(
+        "--python", type=Path, help="interpreter for python3 (default: the serving venv's)"
+    )
     p.add_argument("--wait", type=float, default=600, help="seconds to wait for /health")
     a = p.parse_args(argv)
     maps = {}
@@ -380,13 +425,20 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if kubectl:
             ref = a.target if "/" in a.target else f"statefulset/{a.target}"
-            r = subprocess.run([*kubectl, "-n", a.namespace, "get", ref, "-o", "json"], capture_output=True, text=True)
+            r = subprocess.run(
+                [*kubectl, "-n", a.namespace, "get", ref, "-o", "json"],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
             if r.returncode != 0:
                 raise RunPodError(f"kubectl get {ref}: {r.stderr.strip()}")
             docs = [json.loads(r.stdout)]
         else:
             docs = load_docs(Path(a.target))
-        workloads = [d for d in docs if d.get("kind") in ("StatefulSet", "Deployment", "Pod", "Job")]
+        workloads = [
+            d for d in docs if d.get("kind") in ("StatefulSet", "Deployment", "Pod", "Job")
+        ]
         if a.name:
             workloads = [d for d in workloads if d["metadata"]["name"] == a.name]
         if not workloads:
@@ -396,7 +448,14 @@ def main(argv: list[str] | None = None) -> None:
         src = Source(docs, kubectl, ns)
         work = a.work_dir or Path(tempfile.mkdtemp(prefix="run-pod-"))
         name = workload["metadata"]["name"] + ("-0" if workload["kind"] == "StatefulSet" else "")
-        runner = PodRunner(pod_spec(workload), src, work, maps, a.python or default_python(), name)
+        runner = PodRunner(
+            pod_spec(workload),
+            src,
+            work=work,
+            maps=maps,
+            python_bin=a.python or default_python(),
+            pod_name=name,
+        )
         try:
             runner.prepare_volumes()
             runner.run_init()

@@ -31,9 +31,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def http(
-    method: str, url: str, body: Any = None, timeout: float = 60.0
-) -> tuple[int, Any]:
+def http(method: str, url: str, body: Any = None, timeout: float = 60.0) -> tuple[int, Any]:
     """A tiny blocking client for probes; returns (status, parsed JSON or text)."""
     data = None
     headers = {}
@@ -137,13 +135,17 @@ class Reference:
     def ids(self, text: str) -> list[int]:
         return list(self.tokenizer.encode(text, add_special_tokens=False))
 
-    def greedy(self, prompt: list[int], n: int, adapter: Path | None = None, strength: float = 1.0) -> list[int]:
+    def greedy(
+        self, prompt: list[int], n: int, adapter: Path | None = None, strength: float = 1.0
+    ) -> list[int]:
         key = (str(adapter), strength, tuple(prompt), n)
         if key not in self._cache:
             self._cache[key] = self._generate(prompt, n, adapter, strength)
         return self._cache[key]
 
-    def _generate(self, prompt: list[int], n: int, adapter: Path | None, strength: float) -> list[int]:
+    def _generate(
+        self, prompt: list[int], n: int, adapter: Path | None, strength: float
+    ) -> list[int]:
         import torch
         from transformers import AutoModelForCausalLM
 

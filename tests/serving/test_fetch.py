@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from serving.fetch import FetchError, ImageRef, load_credentials
+
 from tests.serving.conftest import needs_registry
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -22,6 +22,7 @@ def fetch(*args: str) -> subprocess.CompletedProcess[str]:
         capture_output=True,
         text=True,
         timeout=120,
+        check=False,
     )
 
 
@@ -66,7 +67,9 @@ def test_credentials_from_projected_secret_dir(tmp_path: Path) -> None:
 
 
 @needs_registry
-def test_pull_puts_data_files_in_dest(registry: object, adapter_files: Path, tmp_path: Path) -> None:
+def test_pull_puts_data_files_in_dest(
+    registry: object, adapter_files: Path, tmp_path: Path
+) -> None:
     from hack.registry import LocalRegistry
 
     assert isinstance(registry, LocalRegistry)

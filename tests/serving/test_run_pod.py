@@ -28,7 +28,11 @@ def statefulset(image: str, secret: str) -> dict[str, object]:
     return {
         "apiVersion": "apps/v1",
         "kind": "StatefulSet",
-        "metadata": {"name": "ws-tiny", "namespace": "default", "labels": {"kaito.sh/workspace": "ws-tiny"}},
+        "metadata": {
+            "name": "ws-tiny",
+            "namespace": "default",
+            "labels": {"kaito.sh/workspace": "ws-tiny"},
+        },
         "spec": {
             "replicas": 1,
             "serviceName": "ws-tiny-headless",
@@ -42,12 +46,21 @@ def statefulset(image: str, secret: str) -> dict[str, object]:
                             "name": "puller-adapter-a",
                             "image": "kaito-serving:test",
                             "command": ["python3", "-m", "serving.fetch"],
-                            "args": ["--image", image, "--dest", "/mnt/adapter/adapter-a",
-                                     "--docker-config", docker_mount],
+                            "args": [
+                                "--image",
+                                image,
+                                "--dest",
+                                "/mnt/adapter/adapter-a",
+                                "--docker-config",
+                                docker_mount,
+                            ],
                             "volumeMounts": [
                                 {"name": "adapter-volume", "mountPath": "/mnt/adapter"},
-                                {"name": "docker-config-adapter-a-inference-adapter",
-                                 "mountPath": docker_mount, "readOnly": True},
+                                {
+                                    "name": "docker-config-adapter-a-inference-adapter",
+                                    "mountPath": docker_mount,
+                                    "readOnly": True,
+                                },
                             ],
                         }
                     ],
@@ -57,16 +70,36 @@ def statefulset(image: str, secret: str) -> dict[str, object]:
                             "image": "kaito-serving:test",
                             "command": ["python3", "-m", "serving"],
                             "args": [
-                                "--model", "/workspace/weights", "--served-model-name", "tiny",
-                                "--dtype", "float32", "--max-model-len", "256", "--enforce-eager",
-                                "--port", "5000", "--enable-lora", "--max-lora-rank", "8",
-                                "--adapter-strength", "adapter-a=1.0",
+                                "--model",
+                                "/workspace/weights",
+                                "--served-model-name",
+                                "tiny",
+                                "--dtype",
+                                "float32",
+                                "--max-model-len",
+                                "256",
+                                "--enforce-eager",
+                                "--port",
+                                "5000",
+                                "--enable-lora",
+                                "--max-lora-rank",
+                                "8",
+                                "--adapter-strength",
+                                "adapter-a=1.0",
                             ],
                             "env": [
                                 {"name": "VLLM_CPU_KVCACHE_SPACE", "value": "1"},
                                 {"name": "adapter-a", "value": "1.0"},
-                                {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {
-                                    "name": "hf", "key": "HF_TOKEN", "optional": True}}},
+                                {
+                                    "name": "HF_TOKEN",
+                                    "valueFrom": {
+                                        "secretKeyRef": {
+                                            "name": "hf",
+                                            "key": "HF_TOKEN",
+                                            "optional": True,
+                                        }
+                                    },
+                                },
                             ],
                             "ports": [{"name": "http", "containerPort": 5000}],
                             "volumeMounts": [
@@ -80,9 +113,24 @@ def statefulset(image: str, secret: str) -> dict[str, object]:
                         {"name": "dshm", "emptyDir": {"medium": "Memory"}},
                         {"name": "model-weights-volume", "emptyDir": {}},
                         {"name": "adapter-volume", "emptyDir": {}},
-                        {"name": "docker-config-adapter-a-inference-adapter", "projected": {"sources": [
-                            {"secret": {"name": secret, "items": [
-                                {"key": ".dockerconfigjson", "path": f"{secret}.json"}]}}]}},
+                        {
+                            "name": "docker-config-adapter-a-inference-adapter",
+                            "projected": {
+                                "sources": [
+                                    {
+                                        "secret": {
+                                            "name": secret,
+                                            "items": [
+                                                {
+                                                    "key": ".dockerconfigjson",
+                                                    "path": f"{secret}.json",
+                                                }
+                                            ],
+                                        }
+                                    }
+                                ]
+                            },
+                        },
                     ],
                 },
             },
@@ -94,6 +142,7 @@ def test_run_pod_serves_chat_through_the_adapter(
     tiny: TinyModel, registry: object, reference: Reference, tmp_path: Path
 ) -> None:
     from hack.registry import LocalRegistry
+
     from tests.serving.conftest import adapter_image_dir
 
     assert isinstance(registry, LocalRegistry)
@@ -103,30 +152,53 @@ def test_run_pod_serves_chat_through_the_adapter(
         "kind": "Secret",
         "metadata": {"name": "pull-secret"},
         "type": "kubernetes.io/dockerconfigjson",
-        "data": {".dockerconfigjson": base64.b64encode(registry.docker_config.read_bytes()).decode()},
+        "data": {
+            ".dockerconfigjson": base64.b64encode(registry.docker_config.read_bytes()).decode()
+        },
     }
     spec = tmp_path / "ws.yaml"
     spec.write_text(yaml.safe_dump_all([secret, statefulset(image, "pull-secret")]))
     assert adapter_image_dir  # the registry helper lays files out under /data the same way
     env = {**os.environ, **SERVER_ENV}
     proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "hack" / "run_pod.py"), str(spec),
-         "--map", f"/workspace/weights={tiny.model}", "--python", sys.executable,
-         "--work-dir", str(tmp_path / "pod"), "--wait", "300"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=(tmp_path / "run-pod.log").open("wb"),
-        text=True, start_new_session=True,
+        [
+            sys.executable,
+            str(ROOT / "hack" / "run_pod.py"),
+            str(spec),
+            "--map",
+            f"/workspace/weights={tiny.model}",
+            "--python",
+            sys.executable,
+            "--work-dir",
+            str(tmp_path / "pod"),
+            "--wait",
+            "300",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=(tmp_path / "run-pod.log").open("wb"),
+        text=True,
+        start_new_session=True,
     )
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()  # run-pod prints only the URL on stdout, once healthy
         assert line.startswith("URL="), (tmp_path / "run-pod.log").read_text()[-4000:]
         url = line.strip().removeprefix("URL=")
-        assert (tmp_path / "pod" / "volumes" / "adapter-volume" / "adapter-a" / "adapter_config.json").is_file()
+        assert (
+            tmp_path / "pod" / "volumes" / "adapter-volume" / "adapter-a" / "adapter_config.json"
+        ).is_file()
         prompt = "hello world"
-        status, body = http("POST", url + "/chat", {
-            "prompt": prompt, "return_full_text": False,
-            "generate_kwargs": {"do_sample": False, "max_new_tokens": N, "min_new_tokens": N},
-        })
+        status, body = http(
+            "POST",
+            url + "/chat",
+            {
+                "prompt": prompt,
+                "return_full_text": False,
+                "generate_kwargs": {"do_sample": False, "max_new_tokens": N, "min_new_tokens": N},
+            },
+        )
         assert status == 200, body
         want = reference.greedy(reference.ids(prompt), N, tiny.adapter("adapter-a"))
         assert body["Result"] == reference.tokenizer.decode(want)

@@ -161,9 +161,11 @@ def test_output_equals_transformers_peft(
 
 
 def test_adapters_change_the_output(reference: Reference, tiny: TinyModel) -> None:
-    """Guards the oracle: if adapters did not change outputs, the tests above would prove nothing."""
+    """Guards the oracle: if adapters changed nothing, the tests above would prove nothing."""
     prompt = reference.ids(PROMPTS[0])
-    outs = {m: tuple(expected(reference, tiny, m, prompt)) for m in ("tiny", "adapter-a", "adapter-b")}
+    outs = {
+        m: tuple(expected(reference, tiny, m, prompt)) for m in ("tiny", "adapter-a", "adapter-b")
+    }
     assert len(set(outs.values())) == 3, outs
     assert reference.greedy(prompt, N, tiny.adapter("adapter-b"), 0.0) == list(outs["tiny"])
 
@@ -202,16 +204,27 @@ def test_runtime_load_then_unload(server: Server, reference: Reference, tiny: Ti
     status, body = http(
         "POST",
         base + "/v1/completions",
-        {"model": "rt", "prompt": prompt, "max_tokens": N, "min_tokens": N, "temperature": 0,
-         "return_token_ids": True},
+        {
+            "model": "rt",
+            "prompt": prompt,
+            "max_tokens": N,
+            "min_tokens": N,
+            "temperature": 0,
+            "return_token_ids": True,
+        },
     )
     assert status == 200, body
     assert body["choices"][0]["token_ids"] == expected(reference, tiny, "adapter-a", prompt)
     # The same name again is a conflict, not a silent replacement.
-    assert http("POST", base + "/adapters", {"name": "rt", "path": str(tiny.adapter("adapter-b"))})[0] == 409
+    assert (
+        http("POST", base + "/adapters", {"name": "rt", "path": str(tiny.adapter("adapter-b"))})[0]
+        == 409
+    )
     status, body = http("DELETE", base + "/adapters/rt")
     assert status == 200, body
-    status, body = http("POST", base + "/v1/completions", {"model": "rt", "prompt": "x", "max_tokens": 2})
+    status, body = http(
+        "POST", base + "/v1/completions", {"model": "rt", "prompt": "x", "max_tokens": 2}
+    )
     assert status == 404, body
     assert "rt" not in {m["id"] for m in http("GET", base + "/v1/models")[1]["data"]}
     assert http("DELETE", base + "/adapters/rt")[0] == 404
@@ -231,8 +244,14 @@ def test_runtime_load_with_strength_zero_is_base(
         status, body = http(
             "POST",
             server.url + "/v1/completions",
-            {"model": "zero", "prompt": prompt, "max_tokens": N, "min_tokens": N,
-             "temperature": 0, "return_token_ids": True},
+            {
+                "model": "zero",
+                "prompt": prompt,
+                "max_tokens": N,
+                "min_tokens": N,
+                "temperature": 0,
+                "return_token_ids": True,
+            },
         )
         assert status == 200, body
         assert body["choices"][0]["token_ids"] == reference.greedy(prompt, N)
@@ -287,21 +306,26 @@ def test_queue_depth_answers_429(server: Server) -> None:
         async with httpx.AsyncClient(limits=httpx.Limits(max_connections=100)) as client:
             body = {"model": "tiny", "prompt": "hello", "max_tokens": 32, "min_tokens": 32}
             rs = await asyncio.gather(
-                *(client.post(server.url + "/v1/completions", json=body, timeout=120) for _ in range(QUEUE_DEPTH * 3))
+                *(
+                    client.post(server.url + "/v1/completions", json=body, timeout=120)
+                    for _ in range(QUEUE_DEPTH * 3)
+                )
             )
             return [r.status_code for r in rs]
 
     codes = asyncio.run(run())
     assert set(codes) == {200, 429}, codes
     assert codes.count(200) >= QUEUE_DEPTH
-    status, body = http("POST", server.url + "/chat", {"prompt": "hello"})
+    status, _ = http("POST", server.url + "/chat", {"prompt": "hello"})
     assert status == 200, "the server must recover once the queue drains"
 
 
 def test_metrics_expose_vllm_and_kaito_series(server: Server) -> None:
     status, text = http("GET", server.url + "/metrics")
     assert status == 200
-    names = {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and line[0] != "#"}
+    names = {
+        line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and line[0] != "#"
+    }
     assert any(n.startswith("vllm:") for n in names)
     assert "vllm:generation_tokens_total" in names
     assert "kaito_serving_requests_rejected_total" in names

@@ -24,11 +24,53 @@ CHAT_TEMPLATE = (
     "{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}{{ eos_token }}"
     "{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}"
 )
-_WORDS = (
-    "the a model serves tokens fast cluster node gpu adapter lora kaito workspace inference "
-    "tuning pod runs answers hello world chat prompt weights batch queue latency request reply "
-    "quick brown fox jumps over lazy dog red green blue one two three four five six seven"
-).split()
+_WORDS = [
+    "the",
+    "a",
+    "model",
+    "serves",
+    "tokens",
+    "fast",
+    "cluster",
+    "node",
+    "gpu",
+    "adapter",
+    "lora",
+    "kaito",
+    "workspace",
+    "inference",
+    "tuning",
+    "pod",
+    "runs",
+    "answers",
+    "hello",
+    "world",
+    "chat",
+    "prompt",
+    "weights",
+    "batch",
+    "queue",
+    "latency",
+    "request",
+    "reply",
+    "quick",
+    "brown",
+    "fox",
+    "jumps",
+    "over",
+    "lazy",
+    "dog",
+    "red",
+    "green",
+    "blue",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+]
 
 
 @dataclass(frozen=True)
