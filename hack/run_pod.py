@@ -398,6 +398,7 @@ def main(argv: list[str] | None = None) -> None:
         "--kubeconfig", help="read the workload (and its Secrets/ConfigMaps) from this cluster"
     )
     p.add_argument("-n", "--namespace", default="default")
+    p.add_argument("--kubectl", default="kubectl", help="kubectl binary")
     p.add_argument("--name", help="in a file with several workloads, the one to run")
     p.add_argument("--container", help="main container name (default: the first)")
     p.add_argument(
@@ -421,7 +422,7 @@ def main(argv: list[str] | None = None) -> None:
         if not sep or not mount.startswith("/"):
             p.error(f"--map {m!r}: expected /mount/path=/host/path")
         maps[mount.rstrip("/")] = Path(host).resolve()
-    kubectl = ["kubectl", "--kubeconfig", a.kubeconfig] if a.kubeconfig else None
+    kubectl = [a.kubectl, "--kubeconfig", a.kubeconfig] if a.kubeconfig else None
     try:
         if kubectl:
             ref = a.target if "/" in a.target else f"statefulset/{a.target}"
