@@ -232,8 +232,13 @@ def install_routes(app: FastAPI, state: KaitoState) -> None:
             return error(400, validation_message(e))
         model = body.model or state.default_chat_model
         engine = request.app.state.engine_client
+        kw = body.generate_kwargs
+        # HF lengths count the prompt; only then is the prompt tokenized here (vLLM does it anyway).
+        needs_length = kw.max_new_tokens is None or (
+            kw.min_new_tokens is None and kw.min_length is not None
+        )
         try:
-            n_prompt = _prompt_tokens(engine.get_tokenizer(), body)
+            n_prompt = _prompt_tokens(engine.get_tokenizer(), body) if needs_length else 0
         except Exception as e:
             return error(400, f"cannot tokenize the input: {e}")
         fields = sampling_fields(body.generate_kwargs, n_prompt)
