@@ -110,7 +110,7 @@ class LocalRegistry:
         os.kill(self.pid, signal.SIGKILL)
 
     def push_dir(self, src: Path, repo_tag: str, prefix: str = "data") -> str:
-        """Push ``src``'s files as a one-layer image with them under ``/<prefix>``; returns the ref."""
+        """Push ``src``'s files as a one-layer image, under ``/<prefix>``; returns the ref."""
         layout = self.dir / "layouts" / hashlib.sha256(repo_tag.encode()).hexdigest()[:12]
         oci_layout(src, layout, prefix)
         ref = f"{self.host}/{repo_tag}"
@@ -144,7 +144,9 @@ def oci_layout(src: Path, layout: Path, prefix: str = "data") -> Path:
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w") as tar:
         for f in sorted(p for p in src.rglob("*") if p.is_file()):
-            tar.add(f, arcname=f"{prefix}/{f.relative_to(src)}" if prefix else str(f.relative_to(src)))
+            tar.add(
+                f, arcname=f"{prefix}/{f.relative_to(src)}" if prefix else str(f.relative_to(src))
+            )
     diff_id = "sha256:" + hashlib.sha256(raw.getvalue()).hexdigest()
     layer_digest, layer_size = _blob(layout, gzip.compress(raw.getvalue(), mtime=0))
     config = {

@@ -36,9 +36,7 @@ REJECTED = Counter(
     "kaito_serving_requests_rejected_total",
     "Requests answered 429 because the queue was over --max-queue-depth",
 )
-IN_FLIGHT = Gauge(
-    "kaito_serving_requests_in_flight", "Generation requests being served or queued"
-)
+IN_FLIGHT = Gauge("kaito_serving_requests_in_flight", "Generation requests being served or queued")
 CHAT_LATENCY = Histogram(
     "kaito_serving_chat_request_duration_seconds", "Latency of POST /chat", ["status"]
 )
@@ -144,7 +142,10 @@ class QueueGuard:
 
 
 async def _send_json(
-    send: Send, status: int, body: dict[str, Any], headers: list[tuple[bytes, bytes]] = ()  # type: ignore[assignment]
+    send: Send,
+    status: int,
+    body: dict[str, Any],
+    headers: list[tuple[bytes, bytes]] = (),  # type: ignore[assignment]
 ) -> None:
     payload = json.dumps(body).encode()
     await send(
@@ -211,7 +212,6 @@ def install_routes(app: FastAPI, state: KaitoState) -> None:
 
         return JSONResponse(resp.model_dump(), status_code=resp.error.code)
 
-    @app.post("/chat")
     async def chat(request: Request) -> Any:
         t0 = time.perf_counter()
         resp = await _chat(request)
@@ -232,8 +232,13 @@ def install_routes(app: FastAPI, state: KaitoState) -> None:
             return error(400, validation_message(e))
         model = body.model or state.default_chat_model
         engine = request.app.state.engine_client
+        kw = body.generate_kwargs
+        # HF lengths count the prompt; only then is the prompt tokenized here (vLLM does it anyway).
+        needs_length = kw.max_new_tokens is None or (
+            kw.min_new_tokens is None and kw.min_length is not None
+        )
         try:
-            n_prompt = _prompt_tokens(engine.get_tokenizer(), body)
+            n_prompt = _prompt_tokens(engine.get_tokenizer(), body) if needs_length else 0
         except Exception as e:
             return error(400, f"cannot tokenize the input: {e}")
         fields = sampling_fields(body.generate_kwargs, n_prompt)
@@ -263,7 +268,6 @@ def install_routes(app: FastAPI, state: KaitoState) -> None:
             result = out.choices[0].message.content or ""
         return JSONResponse({"Result": result})
 
-    @app.get("/adapters")
     async def list_adapters() -> Any:
         return {
             "data": [
@@ -278,7 +282,6 @@ def install_routes(app: FastAPI, state: KaitoState) -> None:
             ]
         }
 
-    @app.post("/adapters")
     async def load_adapter(request: Request) -> Any:
         data, bad = await _json_body(request)
         if bad is not None:
@@ -302,9 +305,7 @@ def install_routes(app: FastAPI, state: KaitoState) -> None:
             source = Path(body.path)
             if not (source / "adapter_config.json").is_file():
                 ADAPTER_OPS.labels("load", "not_found").inc()
-                return error(
-                    404, f"path: {source} has no adapter_config.json", "NotFoundError"
-                )
+                return error(404, f"path: {source} has no adapter_config.json", "NotFoundError")
             try:
                 served = await asyncio.to_thread(
                     adapter_prep.prepare, source, body.strength, state.prepared_root
@@ -326,7 +327,6 @@ def install_routes(app: FastAPI, state: KaitoState) -> None:
             ADAPTER_OPS.labels("load", "ok").inc()
         return {"name": body.name, "strength": body.strength, "path": str(served)}
 
-    @app.delete("/adapters/{name}")
     async def unload_adapter(name: str, request: Request) -> Any:
         async with state.lock:
             if name not in state.adapters:
@@ -342,6 +342,10 @@ def install_routes(app: FastAPI, state: KaitoState) -> None:
             ADAPTER_OPS.labels("unload", "ok").inc()
         return {"name": name, "unloaded": True}
 
+    app.add_api_route("/chat", chat, methods=["POST"])
+    app.add_api_route("/adapters", list_adapters, methods=["GET"])
+    app.add_api_route("/adapters", load_adapter, methods=["POST"])
+    app.add_api_route("/adapters/{name}", unload_adapter, methods=["DELETE"])
     # vLLM's SageMaker bootstrap also serves /adapters (without strength); ours go first and
     # accept its field names too ("src" for "path").
     ours = app.router.routes[routes_before:]

@@ -78,7 +78,9 @@ class ImageRef:
 
     @property
     def plain_http(self) -> bool:
-        host = self.registry.rsplit(":", 1)[0] if not self.registry.startswith("[") else self.registry
+        host = (
+            self.registry.rsplit(":", 1)[0] if not self.registry.startswith("[") else self.registry
+        )
         return host in {"localhost", "[::1]"} or host.startswith("127.")
 
 
@@ -270,22 +272,55 @@ def _extract_layer(blob: Path, media_type: str, root: Path) -> None:
         tar.extractall(root, members=members, filter="data")
 
 
+def _place_file(blob: Path, tree: Path, title: str) -> None:
+    target = (tree / title).resolve()
+    if not target.is_relative_to(tree.resolve()):
+        raise FetchError(f"layer title {title!r} escapes the destination")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    blob.rename(target)
+
+
+def _install(tree: Path, dest: Path, image: str) -> list[Path]:
+    """Move the pulled files (those under /data when present) into ``dest``."""
+    content = tree / "data" if (tree / "data").is_dir() else tree
+    items = sorted(content.iterdir())
+    if not items:
+        raise FetchError(f"{image}: the image holds no files (expected them under /data)")
+    dest.mkdir(parents=True, exist_ok=True)
+    written = []
+    for item in items:
+        target = dest / item.name
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        elif target.exists() or target.is_symlink():
+            target.unlink()
+        shutil.move(str(item), target)
+        written.append(target)
+    return written
+
+
+def _workdir(dest: Path) -> Path:
+    """A scratch dir next to ``dest`` (same filesystem, so the final moves are renames)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=".fetch-", dir=dest.parent))
+    (work / "rootfs").mkdir()
+    return work
+
+
 async def pull(
     image: str,
     dest: Path,
     docker_config: Path | None = None,
     plain_http: bool = False,
-    timeout: float = 600,
+    limit_s: float = 600,
 ) -> list[Path]:
     """Pull ``image`` into ``dest`` (its ``/data`` when present); returns the files written."""
     ref = ImageRef.parse(image)
     creds = load_credentials(docker_config, ref.registry)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=".fetch-", dir=dest.parent))
+    work = await asyncio.to_thread(_workdir, dest)
+    tree = work / "rootfs"
     try:
-        tree = work / "rootfs"
-        tree.mkdir()
-        client_timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=30)
+        client_timeout = aiohttp.ClientTimeout(total=limit_s, sock_connect=30)
         async with aiohttp.ClientSession(timeout=client_timeout) as session:
             client = RegistryClient(session, ref, creds, plain_http, str(docker_config))
             manifest = await _retry(lambda: client.manifest(ref.reference))
@@ -301,36 +336,19 @@ async def pull(
                 if _layer_is_tree(media, annotations):
                     await asyncio.to_thread(_extract_layer, blob, media, tree)
                 elif title:
-                    target = (tree / title).resolve()
-                    if not target.is_relative_to(tree.resolve()):
-                        raise FetchError(f"layer title {title!r} escapes the destination")
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    blob.rename(target)
+                    await asyncio.to_thread(_place_file, blob, tree, title)
                 else:
                     raise FetchError(f"layer {layer['digest']}: media type {media!r} has no file")
-        content = tree / "data" if (tree / "data").is_dir() else tree
-        dest.mkdir(parents=True, exist_ok=True)
-        written = []
-        for item in sorted(content.iterdir()):
-            target = dest / item.name
-            if target.is_dir() and not target.is_symlink():
-                shutil.rmtree(target)
-            elif target.exists() or target.is_symlink():
-                target.unlink()
-            shutil.move(str(item), target)
-            written.append(target)
-        if not written:
-            raise FetchError(f"{image}: the image holds no files (expected them under /data)")
-        return written
+        return await asyncio.to_thread(_install, tree, dest, image)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        await asyncio.to_thread(shutil.rmtree, work, True)
 
 
 async def _retry(op: Any) -> Any:
     for attempt in range(RETRIES):
         try:
             return await op()
-        except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as e:
+        except (aiohttp.ClientConnectionError, TimeoutError) as e:
             if attempt == RETRIES - 1:
                 raise FetchError(f"registry unreachable after {RETRIES} tries: {e!r}") from None
             await asyncio.sleep(2**attempt)
@@ -344,14 +362,18 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--docker-config",
         type=Path,
-        default=Path(os.environ["DOCKER_CONFIG_PATH"]) if os.environ.get("DOCKER_CONFIG_PATH") else None,
+        default=Path(os.environ["DOCKER_CONFIG_PATH"])
+        if os.environ.get("DOCKER_CONFIG_PATH")
+        else None,
         help="dockerconfigjson file, or a directory of them (projected pull secrets)",
     )
     p.add_argument("--plain-http", action="store_true", help="HTTP instead of HTTPS")
     p.add_argument("--timeout", type=float, default=600, help="seconds for the whole pull")
     args = p.parse_args(argv)
     try:
-        files = asyncio.run(pull(args.image, args.dest, args.docker_config, args.plain_http, args.timeout))
+        files = asyncio.run(
+            pull(args.image, args.dest, args.docker_config, args.plain_http, args.timeout)
+        )
     except FetchError as e:
         print(f"fetch: {e}", file=sys.stderr)
         raise SystemExit(1) from None

@@ -8,6 +8,7 @@ serve), with three additions: the port answers 503 while the engine loads, adapt
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -42,7 +43,8 @@ def parse_vllm_args(argv: Sequence[str]) -> Namespace:
 
     parser = make_arg_parser(FlexibleArgumentParser(prog="python -m serving"))
     parser.set_defaults(port=DEFAULT_PORT)
-    return parser.parse_args(list(argv))
+    args: Namespace = parser.parse_args(list(argv))
+    return args
 
 
 def configure_adapters(args: Namespace, opts: LauncherOptions, argv: Sequence[str]) -> KaitoState:
@@ -81,7 +83,9 @@ def configure_adapters(args: Namespace, opts: LauncherOptions, argv: Sequence[st
     rank = max(adapter_rank(Path(m.path)) for m in modules)
     if rank > args.max_lora_rank:
         fit = next((r for r in LORA_RANKS if r >= rank), rank)
-        log.info("raising --max-lora-rank from %s to %s to fit the adapters", args.max_lora_rank, fit)
+        log.info(
+            "raising --max-lora-rank from %s to %s to fit the adapters", args.max_lora_rank, fit
+        )
         args.max_lora_rank = fit
     if not any(a == "--max-loras" or a.startswith("--max-loras=") for a in argv):
         args.max_loras = max(args.max_loras, min(len(modules), MAX_AUTO_LORAS))
@@ -91,6 +95,7 @@ def configure_adapters(args: Namespace, opts: LauncherOptions, argv: Sequence[st
 
 
 async def serve(args: Namespace, opts: LauncherOptions, state: KaitoState) -> None:
+    import uvicorn
     from vllm.engine.arg_utils import AsyncEngineArgs
     from vllm.entrypoints.launchers.api_server.app_state import init_app_state
     from vllm.entrypoints.launchers.app import build_app
@@ -99,8 +104,6 @@ async def serve(args: Namespace, opts: LauncherOptions, state: KaitoState) -> No
     from vllm.entrypoints.launchers.utils.server_utils import get_uvicorn_log_config
     from vllm.usage.usage_lib import UsageContext
     from vllm.v1.engine.async_llm import AsyncLLM
-
-    import uvicorn
 
     listen_address, sock = setup_server(args, reuse_port=False)
     # Answer 503 on the bound port while the engine loads. uvicorn closes the sockets it serves,
@@ -196,7 +199,5 @@ def main(argv: Sequence[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, interrupt)  # until serve_http installs its own handlers
     import uvloop
 
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         uvloop.run(serve(args, opts, state))
-    except KeyboardInterrupt:
-        pass

@@ -26,7 +26,7 @@ IGNORED_CONFIG_KEYS = frozenset({"max_probe_steps", "kv_cache_cpu_memory_utiliza
 
 
 class OptionsError(ValueError):
-    """A launcher flag, config file or adapter directory is wrong; the message says how to fix it."""
+    """A launcher flag, config file or adapter directory is wrong; the message says the fix."""
 
 
 @dataclass
@@ -97,7 +97,9 @@ def load_config(path: Path) -> dict[str, Any]:
     except yaml.YAMLError as e:
         raise OptionsError(f"{path}: not valid YAML: {e}") from None
     if not isinstance(data, dict):
-        raise OptionsError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+        raise OptionsError(
+            f"{path}: expected a mapping at the top level, got {type(data).__name__}"
+        )
     vllm = data.get("vllm", {}) or {}
     if not isinstance(vllm, dict):
         raise OptionsError(f"{path}: 'vllm' must be a mapping of vLLM flags to values")
@@ -156,7 +158,9 @@ def adapter_rank(path: Path) -> int:
     return max(ranks)
 
 
-def strengths_from_env(names: Sequence[str], env: Mapping[str, str] = os.environ) -> dict[str, float]:
+def strengths_from_env(
+    names: Sequence[str], env: Mapping[str, str] = os.environ
+) -> dict[str, float]:
     """Upstream's controller sets one env var per adapter, ``<adapterName>=<strength>``."""
     out: dict[str, float] = {}
     for name in names:

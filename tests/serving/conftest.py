@@ -9,7 +9,6 @@ from __future__ import annotations
 import importlib.util
 import shutil
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -56,12 +55,3 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
         yield reg
     finally:
         reg.stop()
-
-
-def adapter_image_dir(src: Path, dest: Path) -> Path:
-    """Lay an adapter out as Kaito's adapter images do: the files under /data."""
-    data = dest / "data"
-    data.mkdir(parents=True, exist_ok=True)
-    for name in ("adapter_config.json", "adapter_model.safetensors"):
-        shutil.copy2(src / name, data / name)
-    return dest

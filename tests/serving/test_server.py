@@ -161,7 +161,7 @@ def test_output_equals_transformers_peft(
 
 
 def test_adapters_change_the_output(reference: Reference, tiny: TinyModel) -> None:
-    """Guards the oracle: if adapters did not change outputs, the tests above would prove nothing."""
+    """Guards the oracle: if adapters changed nothing, the tests above would prove nothing."""
     prompt = reference.ids(PROMPTS[0])
     outs = {
         m: tuple(expected(reference, tiny, m, prompt)) for m in ("tiny", "adapter-a", "adapter-b")
@@ -316,7 +316,7 @@ def test_queue_depth_answers_429(server: Server) -> None:
     codes = asyncio.run(run())
     assert set(codes) == {200, 429}, codes
     assert codes.count(200) >= QUEUE_DEPTH
-    status, body = http("POST", server.url + "/chat", {"prompt": "hello"})
+    status, _ = http("POST", server.url + "/chat", {"prompt": "hello"})
     assert status == 200, "the server must recover once the queue drains"
 
 
