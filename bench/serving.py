@@ -38,6 +38,7 @@ class Result:
     rss_mib: list[float] = field(default_factory=list)
     lat: dict[str, list[float]] = field(default_factory=dict)
     tps: dict[str, list[float]] = field(default_factory=dict)
+    api_cpu_ms: list[float] = field(default_factory=list)  # API-process CPU per request
 
 
 def argv_for(kind: str, model: Path, port: int) -> list[str]:
@@ -67,6 +68,13 @@ def tree_rss_mib(pid: int) -> float:
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
     return total / 2**20
+
+
+def api_cpu_s(pid: int) -> float:
+    import psutil
+
+    t = psutil.Process(pid).cpu_times()
+    return float(t.user + t.system)
 
 
 async def sequential(
@@ -125,7 +133,11 @@ async def measure(
             lat, tps = await sequential(client, server.url, path, body=body, n=n, tokens=tokens)
             res.lat.setdefault(path, []).extend(lat)
             res.tps.setdefault(path, []).append(tps)
+        # CPU time of the API process (where the launcher's code runs) per request: unlike
+        # latency, it barely moves when other work shares the machine.
+        cpu0 = api_cpu_s(server.proc.pid)
         tps = await concurrent(client, server.url, oai, n=n, conc=conc, tokens=tokens)
+        res.api_cpu_ms.append((api_cpu_s(server.proc.pid) - cpu0) / n * 1e3)
         res.tps.setdefault(f"c={conc}", []).append(tps)
 
 
@@ -212,6 +224,11 @@ def main() -> None:
         statistics.median(ours.tps[key]),
         statistics.median(bare.tps[key]),
         False,
+    )
+    row(
+        f"API-process CPU per request, {key} (ms)",
+        statistics.median(ours.api_cpu_ms),
+        statistics.median(bare.api_cpu_ms),
     )
     row(
         "/chat p50 latency (ms) vs bare chat/completions",
