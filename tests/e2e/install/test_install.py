@@ -77,6 +77,8 @@ ALLOWED = [
     ("patch", "services", "-n", "any"),
     ("list", "pods", "-A"),
     ("get", "configmaps", "-n", "any"),
+    ("watch", "configmaps", "-A"),  # the Workspace-owned default training configs
+    ("create", "configmaps", "-n", "any"),
     ("create", "events", "-n", "any"),
     ("create", "jobs.batch", "-n", "any"),
     ("update", "leases.coordination.k8s.io", "-n", "{ns}"),
@@ -88,6 +90,7 @@ DENIED = [
     ("get", "secrets/other", "-n", "{ns}"),
     ("get", "secrets", "-n", "kube-system"),
     ("delete", "namespaces"),
+    ("delete", "configmaps", "-n", "any"),
     ("create", "pods", "--subresource=exec", "-n", "any"),
     ("create", "pods", "-n", "any"),
     ("delete", "workspaces.kaito.sh", "-n", "any"),
