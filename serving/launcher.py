@@ -29,6 +29,7 @@ from serving.options import (
     split_args,
     strengths_from_env,
 )
+from serving.weights import check_model_source, report_termination
 
 log = logging.getLogger("serving")
 DEFAULT_PORT = 5000
@@ -187,10 +188,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         cli_env_setup()
         args = parse_vllm_args(vllm_argv)
         configure_logging_from_args(args)
+        check_model_source(args.model, getattr(args, "revision", None))
         state = configure_adapters(args, opts, vllm_argv)
         validate_parsed_serve_args(args)
     except OptionsError as e:
         print(f"serving: {e}", file=sys.stderr)
+        report_termination(str(e))
         raise SystemExit(2) from None
 
     def interrupt(*_: object) -> None:
