@@ -651,7 +651,7 @@ UPDATE_CASES: list[tuple[str, Callable[[], Obj], Callable[[Obj], Any], str, str]
 @pytest.mark.parametrize(
     ("case", "base", "change", "field", "text"), UPDATE_CASES, ids=[c[0] for c in UPDATE_CASES]
 )
-def test_invalid_update_is_rejected(  # noqa: PLR0917 - pytest parameters
+def test_invalid_update_is_rejected(
     api: Api,
     case: str,
     base: Callable[[], Obj],

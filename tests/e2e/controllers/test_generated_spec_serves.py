@@ -1,0 +1,237 @@
+"""The pod spec the operator generates really serves (the link KWOK cannot give).
+
+The tiny test preset's weights and a LoRA adapter are pushed as images to a real registry
+with htpasswd auth; the operator (looking up preset images in that registry) makes the
+Workspace Ready on KWOK; ``hack/run-pod`` then runs the generated StatefulSet's init
+containers (weights and adapter pulled with the pull secrets read from the cluster) and its
+vLLM container, and /chat answers through the adapter.  A wrong pull secret fails with a
+message naming the registry's refusal.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import signal
+import subprocess
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hack.registry import LocalRegistry
+
+from ..conftest import REPO, Cluster
+from .conftest import Operator, _operator, condition, wait_until
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+def serving_python() -> Path | None:
+    out = subprocess.run(
+        [str(REPO / "hack" / "serving-env"), "--print-only"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    venv = Path(out.stdout.strip()) if out.returncode == 0 and out.stdout.strip() else None
+    if venv is None or not (venv / ".kaito-serving-env-complete").exists():
+        return None
+    return venv / "bin" / "python3"
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRegistry]:
+    if serving_python() is None:
+        pytest.skip("serving venv absent: run hack/serving-env")
+    if not (shutil.which("docker-registry") and shutil.which("skopeo")):
+        pytest.skip("needs docker-registry and skopeo (apt-get install docker-registry skopeo)")
+    reg = LocalRegistry.start(tmp_path_factory.mktemp("registry"))
+    yield reg
+    reg.stop()
+
+
+@pytest.fixture(scope="module")
+def images(registry: LocalRegistry) -> dict[str, str]:
+    """Push the tiny model (weights) and one of its adapters, the seed's way: as images."""
+    py = serving_python()
+    assert py is not None
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    out = subprocess.run(
+        [str(py), "-m", "tests.serving.tiny_model"],
+        cwd=REPO, env=env, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    tiny = Path(out.stdout.strip().splitlines()[-1])
+    authfile = str(registry.docker_config)
+    weights = f"{registry.host}/kaito-tiny-llama-test:0.1.0"
+    adapter = f"{registry.host}/tiny-adapter:0.1.0"
+    for src, ref in ((tiny / "model", weights), (tiny / "adapters" / "adapter-a", adapter)):
+        subprocess.run(
+            [str(REPO / "hack" / "push-model"), str(src), ref, "--authfile", authfile],
+            check=True, capture_output=True, text=True,
+        )  # fmt: skip
+    return {"weights": weights, "adapter": adapter}
+
+
+@pytest.fixture(scope="module")
+def registry_operator(
+    cluster: Cluster,
+    crds: None,
+    registry: LocalRegistry,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Operator]:
+    yield from _operator(cluster, tmp_path_factory, [], {"PRESET_REGISTRY_NAME": registry.host})
+
+
+def pull_secret(cluster: Cluster, namespace: str, name: str, config: bytes) -> None:
+    cluster.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": name},
+            "type": "kubernetes.io/dockerconfigjson",
+            "data": {".dockerconfigjson": base64.b64encode(config).decode()},
+        },
+        namespace,
+    )
+
+
+def tiny_workspace(name: str, secret: str, adapter: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "kaito.sh/v1beta1",
+        "kind": "Workspace",
+        "metadata": {"name": name},
+        "resource": {
+            "instanceType": "Standard_D4s_v5",
+            "labelSelector": {"matchLabels": {"apps": name}},
+        },
+        "inference": {
+            "preset": {
+                "name": "tiny-llama-test",
+                "presetOptions": {"imagePullSecrets": [secret]},
+            },
+            "adapters": [
+                {
+                    "source": {
+                        "name": "tiny-adapter",
+                        "image": adapter,
+                        "imagePullSecrets": [secret],
+                    },
+                    "strength": "1.0",
+                }
+            ],
+        },
+    }
+
+
+def wait_ready(cluster: Cluster, namespace: str, name: str) -> None:
+    def ready() -> bool:
+        cond = condition(cluster.get("workspace", name, namespace), "WorkspaceSucceeded")
+        return bool(cond and cond["status"] == "True")
+
+    wait_until(f"Workspace {name} ready", ready, timeout=60)
+
+
+def run_pod(cluster: Cluster, namespace: str, name: str, log: Path) -> subprocess.Popen[str]:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "1"}
+    return subprocess.Popen(
+        [
+            str(REPO / "hack" / "run-pod"), f"statefulset/{name}", "-n", namespace,
+            "--kubeconfig", str(cluster.kubeconfig), "--kubectl", cluster.kubectl_path,
+            "--wait", "300",
+        ],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=log.open("wb"), text=True,
+        start_new_session=True,
+    )  # fmt: skip
+
+
+def stop(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def post(url: str, body: dict[str, Any]) -> tuple[int, Any]:
+    req = urllib.request.Request(
+        url, json.dumps(body).encode(), {"content-type": "application/json"}, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read() or b"null")
+
+
+def test_generated_statefulset_pulls_weights_and_adapter_and_serves(
+    cluster: Cluster,
+    namespace: str,
+    registry: LocalRegistry,
+    images: dict[str, str],
+    registry_operator: Operator,
+    tmp_path: Path,
+) -> None:
+    pull_secret(cluster, namespace, "tiny-registry", registry.docker_config.read_bytes())
+    cluster.apply(tiny_workspace("tiny", "tiny-registry", images["adapter"]), namespace)
+    wait_ready(cluster, namespace, "tiny")
+    sts = cluster.get("statefulset", "tiny", namespace)
+    assert sts is not None
+    inits = [c["name"] for c in sts["spec"]["template"]["spec"]["initContainers"]]
+    assert inits == ["model-weights-downloader", "adapter-tiny-adapter"]
+    fetch_args = sts["spec"]["template"]["spec"]["initContainers"][0]["args"]
+    assert images["weights"] in fetch_args
+
+    log = tmp_path / "run-pod.log"
+    proc = run_pod(cluster, namespace, "tiny", log)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("URL="), log.read_text()[-4000:]
+        url = line.strip().removeprefix("URL=")
+        with urllib.request.urlopen(url + "/v1/models", timeout=30) as resp:
+            models = {m["id"] for m in json.loads(resp.read())["data"]}
+        assert models == {"tiny-llama-test", "tiny-adapter"}
+        greedy = {"do_sample": False, "max_new_tokens": 8, "min_new_tokens": 8}
+        prompt = {"prompt": "hello world", "return_full_text": False, "generate_kwargs": greedy}
+        status, adapted = post(url + "/chat", {**prompt, "model": "tiny-adapter"})
+        assert status == 200, adapted
+        status, base = post(url + "/chat", {**prompt, "model": "tiny-llama-test"})
+        assert status == 200, base
+        assert adapted["Result"] != base["Result"], "the adapter changes the answer"
+    finally:
+        stop(proc)
+
+
+def test_a_wrong_pull_secret_fails_with_the_registrys_refusal(
+    cluster: Cluster,
+    namespace: str,
+    registry: LocalRegistry,
+    images: dict[str, str],
+    registry_operator: Operator,
+    tmp_path: Path,
+) -> None:
+    wrong = base64.b64encode(b"kaito:not-the-password").decode()
+    config = json.dumps({"auths": {registry.host: {"auth": wrong}}}).encode()
+    pull_secret(cluster, namespace, "wrong-secret", config)
+    cluster.apply(tiny_workspace("wrong", "wrong-secret", images["adapter"]), namespace)
+    wait_ready(cluster, namespace, "wrong")  # KWOK runs no containers: the spec is valid
+    log = tmp_path / "run-pod.log"
+    proc = run_pod(cluster, namespace, "wrong", log)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.read() == ""  # never healthy
+        assert proc.wait(timeout=120) != 0
+    finally:
+        stop(proc)
+    text = log.read_text()
+    assert "model-weights-downloader" in text
+    assert registry.host in text
+    assert "credential" in text.lower() or "401" in text or "unauthorized" in text.lower()
