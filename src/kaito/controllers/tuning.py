@@ -290,7 +290,14 @@ def job(spec: TuningJob) -> dict[str, Any]:
     ]
     if spec.weights_image:
         args = ["--image", spec.weights_image, "--dest", WEIGHTS_DIR]
-        mounts = [{"name": "model-weights-volume", "mountPath": WEIGHTS_DIR}]
+        mounts: list[dict[str, Any]] = [{"name": "model-weights-volume", "mountPath": WEIGHTS_DIR}]
+        if spec.image_pull_secrets:
+            secret_dir = f"{PULL_SECRET_ROOT}/model-weights"
+            args += ["--docker-config", secret_dir]
+            mounts.append(
+                {"name": "weights-docker-config", "mountPath": secret_dir, "readOnly": True}
+            )
+            volumes.append(_dockerconfig_volume("weights-docker-config", spec.image_pull_secrets))
         init_containers.append(
             _container(WEIGHTS_DOWNLOADER, spec.image, "serving.fetch", args, mounts)
         )

@@ -567,6 +567,12 @@ class WorkspaceReconciler:
             facts.set(ConditionType.WORKSPACE_SUCCEEDED, False, Reason.WORKSPACE_FAILED, str(exc))
             return None
         options = spec.preset.preset_options
+        weights_image, weights_secrets = weights_source(
+            plan.preset.image_repository,
+            plan.preset.image_tag,
+            options,
+            self.settings.preset_registry,
+        )
         desired = tuning.job(
             tuning.TuningJob(
                 owner=owner,
@@ -583,6 +589,8 @@ class WorkspaceReconciler:
                 provisioned=not byo,
                 output_dir=out_dir,
                 model_access_secret=options.model_access_secret if options else None,
+                weights_image=weights_image,
+                image_pull_secrets=weights_secrets,
             )
         )
         current_obj = self.cache.get(JOB, ws.namespace, ws.name)

@@ -231,7 +231,10 @@ def test_weights_image_secret_env_and_pull_secrets() -> None:
         "registry.example.com/kaito-phi-3:0.1",
         "--dest",
         "/workspace/weights",
+        "--docker-config",  # the pull secret is the weights fetcher's credential
+        "/root/.docker/config.d/model-weights",
     ]
+    assert any(v["name"] == "weights-docker-config" for v in p["volumes"])
     trainer = p["initContainers"][2]
     env = {e["name"]: e for e in trainer["env"]}
     assert env["HF_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "hf-token"
