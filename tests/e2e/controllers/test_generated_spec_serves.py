@@ -1,24 +1,29 @@
-"""The pod spec the operator generates really serves (the link KWOK cannot give).
+"""The pod specs the operator generates really run (the link KWOK cannot give).
 
 The tiny test preset's weights and a LoRA adapter are pushed as images to a real registry
 with htpasswd auth; the operator (looking up preset images in that registry) makes the
 Workspace Ready on KWOK; ``hack/run-pod`` then runs the generated StatefulSet's init
 containers (weights and adapter pulled with the pull secrets read from the cluster) and its
 vLLM container, and /chat answers through the adapter.  A wrong pull secret fails with a
-message naming the registry's refusal.
+message naming the registry's refusal.  The seed's tuning workflow runs the same way: the
+tuning Job's containers download a parquet file, fetch the weights, train (QLoRA falls back
+to LoRA on CPU), push the adapter image; an inference Workspace then serves that adapter.
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import os
 import shutil
 import signal
 import subprocess
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -235,3 +240,97 @@ def test_a_wrong_pull_secret_fails_with_the_registrys_refusal(
     assert "model-weights-downloader" in text
     assert registry.host in text
     assert "credential" in text.lower() or "401" in text or "unauthorized" in text.lower()
+
+
+WRITE_CHAT_PARQUET = """
+import sys, pyarrow as pa, pyarrow.parquet as pq
+rows = [{"messages": [{"role": "user", "content": f"what is {i}"},
+                      {"role": "assistant", "content": f"the answer is {i} blue green"}]}
+        for i in range(8)]
+pq.write_table(pa.Table.from_pylist(rows), sys.argv[1])
+"""
+
+
+@pytest.fixture
+def data_url(tmp_path: Path) -> Iterator[str]:
+    """A parquet file on a local http server (the seed's dataset URL, replaced)."""
+    py = serving_python()
+    assert py is not None
+    root = tmp_path / "http"
+    root.mkdir()
+    subprocess.run([str(py), "-c", WRITE_CHAT_PARQUET, str(root / "chat.parquet")], check=True)
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/chat.parquet"
+    server.shutdown()
+    server.server_close()
+
+
+def test_tuning_job_trains_and_pushes_an_adapter_that_then_serves(
+    cluster: Cluster,
+    namespace: str,
+    registry: LocalRegistry,
+    images: dict[str, str],
+    registry_operator: Operator,
+    data_url: str,
+    tmp_path: Path,
+) -> None:
+    pull_secret(cluster, namespace, "tiny-registry", registry.docker_config.read_bytes())
+    tuned = f"{registry.host}/tiny-tuned:0.1.0"
+    cluster.apply(
+        {
+            "apiVersion": "kaito.sh/v1beta1",
+            "kind": "Workspace",
+            "metadata": {"name": "tune"},
+            "resource": {
+                "instanceType": "Standard_D4s_v5",
+                "labelSelector": {"matchLabels": {"apps": "tune"}},
+            },
+            "tuning": {
+                "preset": {
+                    "name": "tiny-llama-test",
+                    "presetOptions": {"imagePullSecrets": ["tiny-registry"]},
+                },
+                "method": "qlora",
+                "input": {"urls": [data_url]},
+                "output": {"image": tuned, "imagePushSecret": "tiny-registry"},
+            },
+        },
+        namespace,
+    )
+    wait_ready(cluster, namespace, "tune")  # KWOK completes the Job's pod at once
+    # now the Job's containers for real: download → weights → train → push
+    log = tmp_path / "job.log"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    job = subprocess.run(
+        [
+            str(REPO / "hack" / "run-pod"), "job/tune", "-n", namespace,
+            "--kubeconfig", str(cluster.kubeconfig), "--kubectl", cluster.kubectl_path,
+        ],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=log.open("wb"), text=True,
+        timeout=600, check=False,
+    )  # fmt: skip
+    text = log.read_text()
+    assert job.returncode == 0, text[-4000:]
+    assert "plain LoRA" in text  # qlora on CPU falls back and says so
+
+    cluster.apply(tiny_workspace("served", "tiny-registry", tuned), namespace)
+    wait_ready(cluster, namespace, "served")
+    serve_log = tmp_path / "serve.log"
+    proc = run_pod(cluster, namespace, "served", serve_log)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("URL="), serve_log.read_text()[-4000:]
+        url = line.strip().removeprefix("URL=")
+        status, answer = post(url + "/chat", {"prompt": "what is 3", "model": "tiny-adapter"})
+        assert status == 200, answer
+        assert isinstance(answer["Result"], str) and answer["Result"]
+    finally:
+        stop(proc)
