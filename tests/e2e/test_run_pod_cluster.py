@@ -9,53 +9,27 @@ and the test is skipped when that venv, docker-registry or skopeo is absent.
 from __future__ import annotations
 
 import base64
-import json
 import os
 import shutil
 import signal
 import subprocess
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from hack.registry import LocalRegistry
+from tests.e2e.serving_support import post, serving_python
 from tests.serving.pod_spec import statefulset
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
-def _serving_python() -> Path | None:
-    r = subprocess.run(
-        [str(REPO / "hack" / "serving-env"), "--print-only"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    venv = Path(r.stdout.strip()) if r.returncode == 0 else None
-    if venv is None or not (venv / ".kaito-serving-env-complete").exists():
-        return None
-    return venv / "bin" / "python3"
-
-
-def _post(url: str, body: dict[str, Any]) -> tuple[int, Any]:
-    req = urllib.request.Request(
-        url, json.dumps(body).encode(), {"content-type": "application/json"}, method="POST"
-    )
-    try:
-        with urllib.request.urlopen(req, timeout=60) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read() or b"null")
-
-
 def test_run_pod_runs_the_statefulset_stored_in_the_cluster(
     cluster: Any, namespace: str, tmp_path: Path
 ) -> None:
-    py = _serving_python()
+    py = serving_python()
     if py is None:
         pytest.skip("serving venv absent: run hack/serving-env")
     if not (shutil.which("docker-registry") and shutil.which("skopeo")):
@@ -120,11 +94,11 @@ def test_run_pod_runs_the_statefulset_stored_in_the_cluster(
         url = line.strip().removeprefix("URL=")
         greedy = {"do_sample": False, "max_new_tokens": 10, "min_new_tokens": 10}
         prompt = {"prompt": "hello world", "return_full_text": False, "generate_kwargs": greedy}
-        status, default = _post(url + "/chat", prompt)
+        status, default = post(url + "/chat", prompt)
         assert status == 200, default
-        status, adapter = _post(url + "/chat", {**prompt, "model": "adapter-a"})
+        status, adapter = post(url + "/chat", {**prompt, "model": "adapter-a"})
         assert status == 200, adapter
-        status, base = _post(url + "/chat", {**prompt, "model": "tiny"})
+        status, base = post(url + "/chat", {**prompt, "model": "tiny"})
         assert status == 200, base
         assert default["Result"] == adapter["Result"] != base["Result"]
     finally:

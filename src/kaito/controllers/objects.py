@@ -207,10 +207,13 @@ def _health_probe(**extra: int) -> dict[str, Any]:
     return {"httpGet": {"path": "/health", "port": SERVING_PORT}, **extra}
 
 
-def _affinity(work: InferenceWorkload) -> dict[str, Any] | None:
-    wanted = dict(sanitized_selector(work.node_selector_labels))
-    if work.provisioned:
-        wanted |= ownership_labels(work.owner)
+def node_affinity(
+    owner: Owner, node_selector_labels: Mapping[str, str], *, provisioned: bool
+) -> dict[str, Any] | None:
+    """Required node affinity: the user's labels, plus ownership on provisioned nodes."""
+    wanted = dict(sanitized_selector(node_selector_labels))
+    if provisioned:
+        wanted |= ownership_labels(owner)
     if not wanted:
         return None
     expressions = [{"key": k, "operator": "In", "values": [v]} for k, v in sorted(wanted.items())]
@@ -363,7 +366,7 @@ def statefulset(work: InferenceWorkload) -> dict[str, Any]:
     }
     if init_containers:
         pod_spec["initContainers"] = init_containers
-    affinity = _affinity(work)
+    affinity = node_affinity(owner, work.node_selector_labels, provisioned=work.provisioned)
     if affinity:
         pod_spec["affinity"] = affinity
     pull_secrets = sorted(

@@ -32,8 +32,7 @@ from kaito.controllers.objects import (
     WEIGHTS_DIR,
     WORKSPACE_LABEL,
     Owner,
-    ownership_labels,
-    sanitized_selector,
+    node_affinity,
 )
 from kaito.presets.tuning import CONFIG_KEY, DEFAULT_OUTPUT_DIR, check_method, default_config_yaml
 
@@ -127,22 +126,6 @@ def default_config_map(owner: Owner, method: str) -> dict[str, Any]:
             "ownerReferences": [owner.reference()],
         },
         "data": {CONFIG_KEY: default_config_yaml(method)},
-    }
-
-
-def _affinity(job: TuningJob) -> dict[str, Any] | None:
-    wanted = dict(sanitized_selector(job.node_selector_labels))
-    if job.provisioned:
-        wanted |= ownership_labels(job.owner)
-    if not wanted:
-        return None
-    expressions = [{"key": k, "operator": "In", "values": [v]} for k, v in sorted(wanted.items())]
-    return {
-        "nodeAffinity": {
-            "requiredDuringSchedulingIgnoredDuringExecution": {
-                "nodeSelectorTerms": [{"matchExpressions": expressions}]
-            }
-        }
     }
 
 
@@ -321,7 +304,7 @@ def job(spec: TuningJob) -> dict[str, Any]:
         "volumes": volumes,
         "tolerations": [dict(t) for t in GPU_TOLERATIONS],
     }
-    affinity = _affinity(spec)
+    affinity = node_affinity(owner, spec.node_selector_labels, provisioned=spec.provisioned)
     if affinity:
         pod_spec["affinity"] = affinity
     if spec.image_pull_secrets:

@@ -32,22 +32,10 @@ import pytest
 from hack.registry import LocalRegistry
 
 from ..conftest import REPO, Cluster
+from ..serving_support import post, serving_python
 from .conftest import Operator, _operator, condition, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-
-
-def serving_python() -> Path | None:
-    out = subprocess.run(
-        [str(REPO / "hack" / "serving-env"), "--print-only"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    venv = Path(out.stdout.strip()) if out.returncode == 0 and out.stdout.strip() else None
-    if venv is None or not (venv / ".kaito-serving-env-complete").exists():
-        return None
-    return venv / "bin" / "python3"
 
 
 @pytest.fixture(scope="module")
@@ -163,17 +151,6 @@ def stop(proc: subprocess.Popen[str]) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-
-
-def post(url: str, body: dict[str, Any]) -> tuple[int, Any]:
-    req = urllib.request.Request(
-        url, json.dumps(body).encode(), {"content-type": "application/json"}, method="POST"
-    )
-    try:
-        with urllib.request.urlopen(req, timeout=60) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read() or b"null")
 
 
 def test_generated_statefulset_pulls_weights_and_adapter_and_serves(
