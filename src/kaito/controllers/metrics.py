@@ -21,6 +21,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from kaito.api import constants as C
+from kaito.controllers.diagnosis import condition_of, is_true
 from kaito.runtime.cache import Cache, InformerNotFound
 from kaito.runtime.gvk import GVK
 from kaito.runtime.informer import DELETED, MODIFIED, InformerEvent
@@ -37,29 +38,17 @@ LATENCY_BUCKETS = (
 NO_PRESET = ""
 
 
-def _condition(obj: Mapping[str, Any], type_: str) -> Mapping[str, Any] | None:
-    for cond in (obj.get("status") or {}).get("conditions") or ():
-        if cond.get("type") == type_:
-            return dict(cond)
-    return None
-
-
-def _is_true(obj: Mapping[str, Any], type_: str) -> bool:
-    cond = _condition(obj, type_)
-    return cond is not None and cond.get("status") == "True"
-
-
 def workspace_phase(ws: Mapping[str, Any]) -> str:
     """succeeded / error / pending / deleting, as upstream counts them.
 
     Upstream reads any ``WorkspaceSucceeded=False`` as an error; ours also writes False while a
     Workspace is merely waiting (reason ``workspacePending``), which stays "pending" here.
     """
-    if (ws.get("metadata") or {}).get("deletionTimestamp") or _is_true(
+    if (ws.get("metadata") or {}).get("deletionTimestamp") or is_true(
         ws, C.ConditionType.WORKSPACE_DELETING
     ):
         return "deleting"
-    cond = _condition(ws, C.ConditionType.WORKSPACE_SUCCEEDED)
+    cond = condition_of(ws, C.ConditionType.WORKSPACE_SUCCEEDED)
     if cond is None:
         return "pending"
     if cond.get("status") == "True":
@@ -191,7 +180,7 @@ class ReadinessLatency:
             return
         if event.type != MODIFIED or event.initial or event.old is None:
             return
-        fresh = [(t, h) for t, h in self._pairs if _is_true(new, t)]
+        fresh = [(t, h) for t, h in self._pairs if is_true(new, t)]
         if not fresh or not self.is_leader():
             return
         old = event.old.decode()
@@ -200,10 +189,10 @@ class ReadinessLatency:
             return
         preset = workspace_preset(new)
         for type_, histogram in fresh:
-            if _is_true(old, type_) or (uid, type_) in self._seen:
+            if is_true(old, type_) or (uid, type_) in self._seen:
                 continue
             self._seen.add((uid, type_))
-            cond = _condition(new, type_) or {}
+            cond = condition_of(new, type_) or {}
             at = _timestamp(cond.get("lastTransitionTime"))
             if at is not None:
                 histogram.labels(preset_name=preset).observe(

@@ -13,6 +13,7 @@ to LoRA on CPU), push the adapter image; an inference Workspace then serves that
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
 import json
 import os
@@ -32,6 +33,7 @@ import pytest
 from hack.registry import LocalRegistry
 
 from ..conftest import REPO, Cluster
+from ..prometheus_support import Prometheus
 from ..serving_support import post, serving_python
 from .conftest import Operator, _operator, condition, wait_until
 
@@ -188,8 +190,40 @@ def test_generated_statefulset_pulls_weights_and_adapter_and_serves(
         status, base = post(url + "/chat", {**prompt, "model": "tiny-llama-test"})
         assert status == 200, base
         assert adapted["Result"] != base["Result"], "the adapter changes the answer"
+        if shutil.which("prometheus"):
+            scraped_by_prometheus(registry_operator, url, tmp_path / "prometheus")
     finally:
         stop(proc)
+
+
+def scraped_by_prometheus(operator: Operator, serving_url: str, directory: Path) -> None:
+    """A real Prometheus scrapes the operator and the serving process with sane values."""
+    directory.mkdir()
+    prom = Prometheus(
+        directory,
+        {
+            "kaito-operator": f"127.0.0.1:{operator.metrics_port}",
+            "kaito-serving": serving_url.removeprefix("http://"),
+        },
+    )
+    try:
+
+        def both_up() -> bool:
+            with contextlib.suppress(OSError, AssertionError):
+                return len(prom.query("up == 1")) == 2
+            return False
+
+        wait_until("Prometheus scraped both targets", both_up, timeout=60)
+        ok = prom.query('sum(vllm:request_success_total{job="kaito-serving"})')
+        assert ok and float(ok[0]["value"][1]) >= 2  # the two /chat requests above
+        tokens = prom.query('sum(vllm:generation_tokens_total{job="kaito-serving"})')
+        assert tokens and float(tokens[0]["value"][1]) >= 16
+        ready = prom.query('kaito_workspace_count{job="kaito-operator",phase="succeeded"}')
+        assert ready and float(ready[0]["value"][1]) >= 1
+        reconciles = prom.query('sum(controller_runtime_reconcile_total{job="kaito-operator"})')
+        assert reconciles and float(reconciles[0]["value"][1]) > 0
+    finally:
+        prom.stop()
 
 
 def test_a_wrong_pull_secret_fails_with_the_registrys_refusal(

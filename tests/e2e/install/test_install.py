@@ -13,8 +13,6 @@ import re
 import shutil
 import subprocess
 import sys
-import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +21,8 @@ import pytest
 import yaml
 
 from ..conftest import REPO, Cluster
-from ..controllers.conftest import Operator, condition, free_port, get_json, wait_until
+from ..controllers.conftest import Operator, condition, get_json, wait_until
+from ..prometheus_support import Prometheus
 from .conftest import SERVICE_ACCOUNT, Release, service_account_kubeconfig
 
 pytestmark = pytest.mark.e2e
@@ -221,44 +220,6 @@ def test_operator_with_only_the_chart_rbac_makes_a_seed_workspace_ready(
 
 
 # ---------------------------------------------------------------- real Prometheus
-class Prometheus:
-    def __init__(self, directory: Path, targets: dict[str, str]) -> None:
-        self.port = free_port()
-        config = {
-            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-            "scrape_configs": [
-                {"job_name": job, "static_configs": [{"targets": [target]}]}
-                for job, target in targets.items()
-            ],
-        }
-        (directory / "prometheus.yml").write_text(yaml.safe_dump(config))
-        self.log = (directory / "prometheus.log").open("wb")
-        self.proc = subprocess.Popen(
-            [
-                "prometheus", f"--config.file={directory / 'prometheus.yml'}",
-                f"--storage.tsdb.path={directory / 'data'}",
-                f"--web.listen-address=127.0.0.1:{self.port}",
-            ],
-            stdout=self.log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-
-    def api(self, path: str, **params: str) -> Any:
-        url = f"http://127.0.0.1:{self.port}/api/v1/{path}?{urllib.parse.urlencode(params)}"
-        with urllib.request.urlopen(url, timeout=5) as resp:
-            body = json.loads(resp.read())
-        assert body["status"] == "success", body
-        return body["data"]
-
-    def query(self, expr: str) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = self.api("query", query=expr)["result"]
-        return result
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(20)
-        self.log.close()
-
-
 @pytest.fixture
 def prometheus(sa_operator: Operator, tmp_path: Path) -> Iterator[Prometheus]:
     if shutil.which("prometheus") is None:
