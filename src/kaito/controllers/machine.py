@@ -33,6 +33,7 @@ TERMINATION_FINALIZER = "karpenter.sh/termination"
 NODECLAIM_LABEL = "kaito.sh/nodeclaim"
 LIFECYCLE = ("Launched", "Registered", "Initialized", "Ready")
 RETRY_FAILED_LAUNCH_S = 15.0
+STATUS_SETTLE_S = 5.0
 
 
 def _now() -> str:
@@ -223,6 +224,9 @@ class MachineReconciler:
             for key in ("capacity", "allocatable"):
                 if node_status.get(key):
                     new_status[key] = node_status[key]
+        settle = self._settling(meta, backend, new_status)
+        if settle is not None:
+            return Result(requeue_after=settle)
         if new_status != status:
             with contextlib.suppress(NotFound):  # status is ours alone: no precondition
                 await self.client.patch_status(
@@ -235,6 +239,31 @@ class MachineReconciler:
         if backend.phase is Phase.PENDING:
             return Result(requeue_after=2.0)
         return None
+
+    @staticmethod
+    def _settling(
+        meta: Mapping[str, Any], backend: NodeStatus, new_status: Mapping[str, Any]
+    ) -> float | None:
+        """Seconds to hold back an in-between status of a young claim (None: write now).
+
+        A node that launches and joins within seconds (KWOK, a warm pool) would otherwise
+        take three status writes on its way to Ready; for STATUS_SETTLE_S after creation only
+        the Ready (or a failed) status is written.
+        """
+        if backend.phase not in (Phase.PENDING, Phase.LAUNCHED):
+            return None
+        if any(
+            c["type"] == "Ready" and c["status"] == "True" for c in new_status.get("conditions", ())
+        ):
+            return None
+        try:
+            created = dt.datetime.fromisoformat(
+                str(meta.get("creationTimestamp")).replace("Z", "+00:00")
+            )
+        except ValueError:
+            return None
+        age = (dt.datetime.now(dt.UTC) - created).total_seconds()
+        return STATUS_SETTLE_S - age if 0 <= age < STATUS_SETTLE_S else None
 
     async def _terminate(self, claim: dict[str, Any]) -> Result | None:
         meta = claim["metadata"]

@@ -17,7 +17,14 @@ from typing import Any, Literal
 
 import yaml
 
-from kaito.api import PresetOptions, TuningSpec, WorkspaceBase, parse_workspace, set_condition
+from kaito.api import (
+    PresetOptions,
+    TuningSpec,
+    WorkspaceBase,
+    parse_workspace,
+    set_condition,
+    utcnow,
+)
 from kaito.api import constants as C
 from kaito.api.constants import ConditionType, Reason, WorkspaceState
 from kaito.controllers import diagnosis, tuning
@@ -45,6 +52,26 @@ FIELD_MANAGER = "kaito-workspace"
 APPLIED_HASH = "kaito.sh/applied-hash"
 TERMINATION_FINALIZER = "karpenter.sh/termination"  # Karpenter's, honoured by our machine ctrl
 WAIT_FOR_NODES_S = 2.0
+STATUS_SETTLE_S = 3.0
+# reasons that mean "on its way", not "something is wrong"
+PROGRESS_REASONS = frozenset(
+    {
+        Reason.WORKSPACE_PENDING,
+        Reason.INFERENCE_STATUS_PENDING,
+        Reason.INFERENCE_STATUS_SUCCESS,
+        Reason.NODE_CLAIM_NOT_READY,
+        Reason.NODE_CLAIMS_READY,
+        Reason.NODE_NOT_READY,
+        Reason.NODES_READY,
+        Reason.RESOURCE_STATUS_SUCCESS,
+        Reason.TUNING_JOB_PENDING,
+        Reason.TUNING_JOB_STARTED,
+        "Launching",
+        "AwaitingLaunch",
+        "AwaitingNode",
+        "AwaitingRegistration",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -114,7 +141,9 @@ class WorkspaceReconciler:
             facts.set(ConditionType.WORKSPACE_SUCCEEDED, False, Reason.WORKSPACE_FAILED, str(plan))
         else:
             result = await self._reconcile(ws, plan, revision, facts)
-        await self._write_status(ws, facts)
+        wait = await self._write_status(ws, facts)
+        if wait is not None and (result is None or not 0 < result.requeue_after <= wait):
+            result = Result(requeue_after=wait)
         return result
 
     async def _reconcile(
@@ -497,10 +526,16 @@ class WorkspaceReconciler:
                     if weights_image
                     else f"the model hub ({plan.preset.hf_id}) when the pod starts"
                 )
-                self.recorder.event(ws, "Normal", "WeightsSource", f"weights come from {where}")
-            self.recorder.event(
-                ws, "Normal", "WorkloadApplied", f"StatefulSet {ws.name} at revision {revision}"
-            )
+                self.recorder.event(
+                    ws,
+                    "Normal",
+                    "WorkloadCreated",
+                    f"StatefulSet {ws.name} created; model weights come from {where}",
+                )
+            else:
+                self.recorder.event(
+                    ws, "Normal", "WorkloadUpdated", f"StatefulSet {ws.name} at revision {revision}"
+                )
         sts_obj = self.cache.get(STATEFULSET, ws.namespace, ws.name)
         sts = to_dict(sts_obj) if sts_obj is not None else {}
         status = sts.get("status") or {}
@@ -718,7 +753,14 @@ class WorkspaceReconciler:
         return None
 
     # ---------------------------------------------------------------- status
-    async def _write_status(self, ws: WorkspaceBase, facts: _Facts) -> None:
+    async def _write_status(self, ws: WorkspaceBase, facts: _Facts) -> float | None:
+        """Write the status when it changed; returns seconds to wait when it held a write back.
+
+        A Workspace that is moving fast (KWOK nodes, a cached model) would otherwise pass
+        through two or three "still pending" statuses within its first seconds; those are
+        held back for STATUS_SETTLE_S after creation, so the first status a user sees is
+        often the final one.  Failures are written at once.
+        """
         current = ws.status
         conditions = list(current.conditions or []) if current else []
         for type_, (status, reason, message) in facts.conditions.items():
@@ -756,7 +798,14 @@ class WorkspaceReconciler:
         old = current.model_dump(mode="json", by_alias=True, exclude_none=True) if current else {}
         old_cmp = {k: old.get(k) for k in new}
         if old_cmp == new and set(old) <= set(new) | {"performance"}:
-            return
+            return None
+        if state == WorkspaceState.PENDING and all(
+            reason in PROGRESS_REASONS for _, reason, _ in facts.conditions.values()
+        ):
+            created = ws.metadata.creation_timestamp
+            age = (utcnow() - created).total_seconds() if created else STATUS_SETTLE_S
+            if 0 <= age < STATUS_SETTLE_S:
+                return STATUS_SETTLE_S - age
         # Status belongs to this controller alone and is recomputed in full each time, so it
         # is written without a resourceVersion precondition (no 409 after our own metadata
         # patch); a reconcile from a stale cache is corrected by the event that follows.
@@ -767,6 +816,7 @@ class WorkspaceReconciler:
                 ws.name,
                 {"status": new},
             )
+        return None
 
     # ---------------------------------------------------------------- deletion
     async def _finalize(self, ws: WorkspaceBase) -> Result | None:

@@ -276,10 +276,26 @@ def test_idle_operator_issues_no_requests(cluster: Cluster, ns: str, operator: O
         "queues drained",
         lambda: operator.metric("workqueue_depth") == 0,
     )
-    time.sleep(1.5)  # let the last events settle
+    # earlier tests' clean-up (nodes going away) and delayed writes may still be in flight:
+    # wait for a quiet second, then the operator must stay silent while nothing changes
+    last = [operator.metric("rest_client_requests_total")]
+
+    def quiet() -> bool:
+        time.sleep(1)
+        now = operator.metric("rest_client_requests_total")
+        settled = now == last[0]
+        last[0] = now
+        return settled
+
+    wait_until("the operator to settle", quiet, timeout=30)
     before = operator.metric("rest_client_requests_total")
-    time.sleep(3)
-    assert operator.metric("rest_client_requests_total") == before
+    lines = [ln for ln in operator.metrics().splitlines() if ln.startswith("rest_client_requests")]
+    time.sleep(5)
+    after = [ln for ln in operator.metrics().splitlines() if ln.startswith("rest_client_requests")]
+    assert operator.metric("rest_client_requests_total") == before, (
+        sorted(set(after) - set(lines)),
+        operator.log_text()[-3000:],
+    )
     assert operator.metric("controller_runtime_reconcile_errors_total") == 0
 
 
