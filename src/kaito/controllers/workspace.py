@@ -12,14 +12,11 @@ import hashlib
 import json
 import logging
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 
 from kaito.api import (
-    PresetOptions,
-    TuningSpec,
     WorkspaceBase,
     parse_workspace,
     set_condition,
@@ -27,10 +24,26 @@ from kaito.api import (
 )
 from kaito.api import constants as C
 from kaito.api.constants import ConditionType, Reason, WorkspaceState
-from kaito.controllers import diagnosis, tuning
+from kaito.controllers import diagnosis
 from kaito.controllers import objects as o
+from kaito.controllers.common import (
+    APPLIED_HASH,
+    CONFIGMAP,
+    CONTROLLER_REVISION,
+    FIELD_MANAGER,
+    JOB,
+    MACHINE,
+    NODECLAIM,
+    TERMINATION_FINALIZER,
+    WORKSPACE,
+    Facts,
+    WorkspaceSettings,
+    content_hash,
+    local_weights_args,
+    weights_source,
+)
+from kaito.controllers.tuning_run import TuningRun
 from kaito.presets import FitError, SpecError
-from kaito.presets import tuning as tuning_config
 from kaito.presets.plan import Plan, plan_workspace
 from kaito.runtime.cache import Cache
 from kaito.runtime.client import Client
@@ -42,15 +55,6 @@ from kaito.runtime.request import Request, Result
 
 log = logging.getLogger("kaito.controllers.workspace")
 
-WORKSPACE = GVK(C.GROUP, C.V1BETA1, C.WORKSPACE_KIND)
-CONTROLLER_REVISION = GVK("apps", "v1", "ControllerRevision")
-CONFIGMAP = GVK("", "v1", "ConfigMap")
-NODECLAIM = GVK(C.KARPENTER_GROUP, C.NODECLAIM_VERSION, "NodeClaim")
-MACHINE = GVK(C.KARPENTER_GROUP, C.MACHINE_VERSION, "Machine")
-JOB = GVK("batch", "v1", "Job")
-FIELD_MANAGER = "kaito-workspace"
-APPLIED_HASH = "kaito.sh/applied-hash"
-TERMINATION_FINALIZER = "karpenter.sh/termination"  # Karpenter's, honoured by our machine ctrl
 WAIT_FOR_NODES_S = 2.0
 STATUS_SETTLE_S = 3.0
 # reasons that mean "on its way", not "something is wrong"
@@ -74,41 +78,11 @@ PROGRESS_REASONS = frozenset(
 )
 
 
-@dataclass(frozen=True)
-class WorkspaceSettings:
-    """Operator-wide choices the workspace controller follows."""
-
-    node_provisioner: Literal["kwok", "azure", "byo"] = "kwok"
-    claim_gvk: GVK = NODECLAIM
-    serving_image: str = "kaito-py/serving:0.1.0"
-    node_image_family: str = "ubuntu"
-    claims_finalized_by_us: bool = True  # our machine controller handles the claims
-    preset_registry: str = "kaito-py"  # where preset model images live (PRESET_REGISTRY_NAME)
-
-
-@dataclass
-class _Facts:
-    """What the reconcile found out, folded into status at the end."""
-
-    conditions: dict[str, tuple[str, str, str]] = field(default_factory=dict)
-    worker_nodes: list[str] = field(default_factory=list)
-    target: int | None = None
-    state: str | None = None  # tuning sets Running/Succeeded/Failed itself
-
-    def set(self, type_: str, ok: bool | None, reason: str, message: str) -> None:
-        status = "Unknown" if ok is None else ("True" if ok else "False")
-        self.conditions[type_] = (status, reason, message)
-
-
 def spec_hash(ws: WorkspaceBase) -> str:
     spec = ws.model_dump(
         mode="json", by_alias=True, exclude_none=True, include={"resource", "inference", "tuning"}
     )
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
-
-
-def content_hash(obj: Mapping[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
 
 
 class WorkspaceReconciler:
@@ -122,6 +96,7 @@ class WorkspaceReconciler:
         self.recorder = recorder
         self.settings = settings
         self._plans: dict[tuple[str, str], Plan | SpecError] = {}
+        self._tuning = TuningRun(client, cache, recorder, settings, self._apply_if_changed)
 
     # ---------------------------------------------------------------- entry point
     async def __call__(self, request: Request) -> Result | None:
@@ -133,7 +108,7 @@ class WorkspaceReconciler:
             return await self._finalize(ws)
         digest = spec_hash(ws)
         revision = await self._ensure_metadata(ws, digest)
-        facts = _Facts()
+        facts = Facts()
         plan = await self._plan(ws, digest)
         result: Result | None = None
         if isinstance(plan, SpecError):
@@ -147,7 +122,7 @@ class WorkspaceReconciler:
         return result
 
     async def _reconcile(
-        self, ws: WorkspaceBase, plan: Plan, revision: str, facts: _Facts
+        self, ws: WorkspaceBase, plan: Plan, revision: str, facts: Facts
     ) -> Result | None:
         owner = self._owner(ws)
         assert plan.estimate is not None and plan.sku is not None
@@ -171,7 +146,7 @@ class WorkspaceReconciler:
             )
             return Result(requeue_after=WAIT_FOR_NODES_S) if wait else None
         if plan.mode == "tuning":
-            return await self._reconcile_tuning(ws, plan, owner, revision, byo=byo, facts=facts)
+            return await self._tuning.reconcile(ws, plan, owner, revision, byo=byo, facts=facts)
         await self._reconcile_services(owner)
         await self._reconcile_workload(ws, plan, owner, revision, byo=byo, facts=facts)
         return None
@@ -328,7 +303,7 @@ class WorkspaceReconciler:
         ws: WorkspaceBase,
         plan: Plan,
         owner: o.Owner,
-        facts: _Facts,
+        facts: Facts,
         *,
         target: int,
         gpus: int,
@@ -471,7 +446,7 @@ class WorkspaceReconciler:
         revision: str,
         *,
         byo: bool,
-        facts: _Facts,
+        facts: Facts,
     ) -> None:
         assert plan.estimate is not None and plan.launch is not None and plan.preset is not None
         inference = ws.inference
@@ -580,180 +555,8 @@ class WorkspaceReconciler:
             ConditionType.WORKSPACE_SUCCEEDED, False, Reason.WORKSPACE_PENDING, problem.message
         )
 
-    # ---------------------------------------------------------------- tuning
-    async def _reconcile_tuning(
-        self,
-        ws: WorkspaceBase,
-        plan: Plan,
-        owner: o.Owner,
-        revision: str,
-        *,
-        byo: bool,
-        facts: _Facts,
-    ) -> Result | None:
-        """The tuning Job: (re)created per spec revision; its outcome is the Workspace's."""
-        spec = ws.tuning
-        assert spec is not None and plan.preset is not None and plan.sku is not None
-        try:
-            config_map, out_dir = await self._training_config(ws, owner, spec.method, spec.config)
-            job_input, job_output = tuning_io(spec)
-        except SpecError as exc:
-            facts.set(ConditionType.JOB_STARTED, False, "InvalidSpec", str(exc))
-            facts.set(ConditionType.WORKSPACE_SUCCEEDED, False, Reason.WORKSPACE_FAILED, str(exc))
-            return None
-        options = spec.preset.preset_options
-        weights_image, weights_secrets = weights_source(
-            plan.preset.image_repository,
-            plan.preset.image_tag,
-            options,
-            self.settings.preset_registry,
-        )
-        desired = tuning.job(
-            tuning.TuningJob(
-                owner=owner,
-                image=self.settings.serving_image,
-                revision=revision,
-                method=spec.method,
-                preset=plan.preset.name,
-                model=plan.preset.model_ref,
-                config_map=config_map,
-                input=job_input,
-                output=job_output,
-                gpus=plan.sku.gpu_count,
-                node_selector_labels=ws.resource.label_selector.match_labels or {},
-                provisioned=not byo,
-                output_dir=out_dir,
-                model_access_secret=options.model_access_secret if options else None,
-                weights_image=weights_image,
-                image_pull_secrets=weights_secrets,
-            )
-        )
-        current_obj = self.cache.get(JOB, ws.namespace, ws.name)
-        current = to_dict(current_obj) if current_obj is not None else None
-        if current is not None:
-            have = (current["metadata"].get("annotations") or {}).get(
-                C.ANNOTATION_WORKSPACE_REVISION
-            )
-            if have != revision and not current["metadata"].get("deletionTimestamp"):
-                # a Job's pod template is immutable: a new spec means a new Job
-                await self.client.delete(
-                    JOB,
-                    ws.namespace,
-                    ws.name,
-                    propagation_policy="Foreground",
-                    ignore_not_found=True,
-                )
-                self.recorder.event(ws, "Normal", "TuningJobReplaced", f"spec revision {revision}")
-            if have != revision:
-                facts.set(
-                    ConditionType.JOB_STARTED,
-                    None,
-                    Reason.TUNING_JOB_PENDING,
-                    "replacing the tuning Job",
-                )
-                facts.set(
-                    ConditionType.WORKSPACE_SUCCEEDED,
-                    False,
-                    Reason.WORKSPACE_PENDING,
-                    "replacing the tuning Job",
-                )
-                return Result(requeue_after=1.0)
-        else:
-            with contextlib.suppress(AlreadyExists):
-                await self.client.create(desired)
-                self.recorder.event(ws, "Normal", "TuningJobCreated", f"Job {ws.name} created")
-            current = desired
-        self._tuning_status(ws, current, facts)
-        return None
-
-    async def _training_config(
-        self, ws: WorkspaceBase, owner: o.Owner, method: str, name: str | None
-    ) -> tuple[str, str]:
-        """The ConfigMap the trainer reads (the user's, validated, or our default)."""
-        if name:
-            try:
-                cm = to_dict(await self.client.get(CONFIGMAP, ws.namespace, name))
-            except NotFound:
-                raise SpecError(
-                    "tuning.config", f"ConfigMap {name!r} not found in {ws.namespace}"
-                ) from None
-            text = (cm.get("data") or {}).get(tuning_config.CONFIG_KEY)
-            if text is None:
-                raise SpecError(
-                    "tuning.config", f"ConfigMap {name!r} has no key {tuning_config.CONFIG_KEY}"
-                )
-            parsed = tuning_config.parse_training_config(text, method)
-            return name, tuning_config.output_dir(parsed)
-        default = tuning.default_config_map(owner, method)
-        await self._apply_if_changed(CONFIGMAP, default)
-        return default["metadata"]["name"], tuning_config.DEFAULT_OUTPUT_DIR
-
-    def _tuning_status(self, ws: WorkspaceBase, job: dict[str, Any], facts: _Facts) -> None:
-        status = job.get("status") or {}
-        failed = diagnosis.condition_of(job, "Failed")
-        if diagnosis.is_true(job, "Complete") or diagnosis.is_true(job, "SuccessCriteriaMet"):
-            facts.set(ConditionType.JOB_STARTED, True, Reason.TUNING_JOB_STARTED, "tuning Job ran")
-            facts.set(
-                ConditionType.WORKSPACE_SUCCEEDED,
-                True,
-                Reason.WORKSPACE_SUCCEEDED,
-                "tuning Job succeeded; the adapter is published",
-            )
-            facts.state = WorkspaceState.SUCCEEDED
-            return
-        if failed is not None and failed.get("status") == "True":
-            why = (
-                self._tuning_failure(ws) or failed.get("message") or failed.get("reason", "failed")
-            )
-            facts.set(ConditionType.JOB_STARTED, False, Reason.TUNING_JOB_FAILED, why)
-            facts.set(ConditionType.WORKSPACE_SUCCEEDED, False, Reason.WORKSPACE_FAILED, why)
-            facts.state = WorkspaceState.FAILED
-            return
-        if status.get("active") or status.get("ready") or status.get("succeeded"):
-            facts.set(
-                ConditionType.JOB_STARTED, True, Reason.TUNING_JOB_STARTED, "tuning Job is running"
-            )
-            facts.state = WorkspaceState.RUNNING
-        else:
-            pods = [
-                to_dict(p)
-                for p in self.cache.list(
-                    POD, namespace=ws.namespace, labels={C.LABEL_WORKSPACE_NAME: ws.name}
-                )
-            ]
-            problem = diagnosis.pods_problem(pods)
-            reason, message = (
-                (problem.reason, problem.message)
-                if problem
-                else (Reason.TUNING_JOB_PENDING, "tuning Job is pending")
-            )
-            facts.set(ConditionType.JOB_STARTED, False, reason, message)
-        facts.set(
-            ConditionType.WORKSPACE_SUCCEEDED,
-            False,
-            Reason.WORKSPACE_PENDING,
-            "tuning is in progress",
-        )
-
-    def _tuning_failure(self, ws: WorkspaceBase) -> str | None:
-        """The one-line reason a failed stage wrote to its termination log."""
-        for obj in self.cache.list(
-            POD, namespace=ws.namespace, labels={C.LABEL_WORKSPACE_NAME: ws.name}
-        ):
-            pod = to_dict(obj)
-            status = pod.get("status") or {}
-            for cs in [
-                *(status.get("initContainerStatuses") or ()),
-                *(status.get("containerStatuses") or ()),
-            ]:
-                term = (cs.get("state") or {}).get("terminated") or {}
-                if term.get("exitCode") not in (None, 0):
-                    text = (term.get("message") or term.get("reason") or "").strip()
-                    return f"{cs.get('name')} failed (exit code {term['exitCode']}): {text}"
-        return None
-
     # ---------------------------------------------------------------- status
-    async def _write_status(self, ws: WorkspaceBase, facts: _Facts) -> float | None:
+    async def _write_status(self, ws: WorkspaceBase, facts: Facts) -> float | None:
         """Write the status when it changed; returns seconds to wait when it held a write back.
 
         A Workspace that is moving fast (KWOK nodes, a cached model) would otherwise pass
@@ -865,67 +668,18 @@ def requests_for_labels(labels: Mapping[str, str]) -> Iterable[Request]:
         yield Request(namespace, name)
 
 
-def tuning_io(
-    spec: TuningSpec,
-) -> tuple[
-    tuning.UrlInput | tuning.ImageInput | tuning.VolumeInput,
-    tuning.ImageOutput | tuning.VolumeOutput,
-]:
-    """The Job's input and output stages from ``tuning.input`` / ``tuning.output``."""
-    src, dst = spec.input, spec.output
-    job_input: tuning.UrlInput | tuning.ImageInput | tuning.VolumeInput
-    if src.urls:
-        job_input = tuning.UrlInput(tuple(src.urls))
-    elif src.image:
-        job_input = tuning.ImageInput(src.image, tuple(src.image_pull_secrets or ()))
-    elif src.volume_source:
-        job_input = tuning.VolumeInput(dict(src.volume_source))
-    else:
-        raise SpecError("tuning.input", "set one of urls, image or volumeSource")
-    job_output: tuning.ImageOutput | tuning.VolumeOutput
-    if dst.image:
-        if not dst.image_push_secret:
-            raise SpecError("tuning.output.imagePushSecret", "required with tuning.output.image")
-        job_output = tuning.ImageOutput(dst.image, dst.image_push_secret)
-    elif dst.volume_source:
-        job_output = tuning.VolumeOutput(dict(dst.volume_source))
-    else:
-        raise SpecError("tuning.output", "set one of image (+ imagePushSecret) or volumeSource")
-    return job_input, job_output
-
-
-def weights_source(
-    repository: str | None,
-    tag: str | None,
-    options: PresetOptions | None,
-    registry: str,
-) -> tuple[str | None, tuple[str, ...]]:
-    """The image the model files come from (None: vLLM downloads them from the hub).
-
-    ``presetOptions.image`` (a private preset) wins over the catalog's image, which lives in
-    the operator's preset registry.
-    """
-    secrets = tuple(options.image_pull_secrets or ()) if options else ()
-    if options is not None and options.image:
-        return options.image, secrets
-    if repository and tag:
-        return f"{registry.rstrip('/')}/{repository}:{tag}", secrets
-    return None, ()
-
-
-def local_weights_args(args: list[str]) -> list[str]:
-    """vLLM flags rewritten to load /workspace/weights instead of downloading from the hub."""
-    out: list[str] = []
-    skip = False
-    for i, arg in enumerate(args):
-        if skip:
-            skip = False
-            continue
-        if arg == "--download-dir":
-            skip = True
-            continue
-        if i > 0 and args[i - 1] == "--model":
-            out.append(o.WEIGHTS_DIR)
-            continue
-        out.append(arg)
-    return out
+__all__ = [
+    "CONFIGMAP",
+    "CONTROLLER_REVISION",
+    "JOB",
+    "MACHINE",
+    "NODECLAIM",
+    "TERMINATION_FINALIZER",
+    "WORKSPACE",
+    "WorkspaceReconciler",
+    "WorkspaceSettings",
+    "local_weights_args",
+    "requests_for_labels",
+    "spec_hash",
+    "weights_source",
+]
