@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import copy
+import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -102,6 +105,19 @@ def test_seed_workspace_goes_ready_on_a_provisioned_gpu_node(cluster: Cluster, n
 
     events = get_json(cluster, "events", "-n", ns, "--field-selector", "reason=NodeClaimCreated")
     assert events["items"], "a NodeClaimCreated event is recorded"
+
+    # the CLI reads the same through the API
+    cli = subprocess.run(
+        [sys.executable, "-m", "kaito.cli", "status", "-n", ns],
+        env={**os.environ, "KUBECONFIG": str(cluster.kubeconfig), "PYTHONPATH": str(REPO / "src")},
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert cli.returncode == 0, cli.stderr
+    header, row = cli.stdout.splitlines()[:2]
+    assert header.split()[:5] == [
+        "NAME", "INSTANCE", "RESOURCEREADY", "INFERENCEREADY", "WORKSPACEREADY"
+    ]  # fmt: skip
+    assert row.split()[:5] == ["workspace-phi-3-mini", "Standard_NC6s_v3", "True", "True", "True"]
 
 
 def test_image_adapters_get_one_init_container_each(cluster: Cluster, ns: str) -> None:
