@@ -130,7 +130,7 @@ class TuningRun:
                 await self.client.create(desired)
                 self.recorder.event(ws, "Normal", "TuningJobCreated", f"Job {ws.name} created")
             current = desired
-        self._tuning_status(ws, current, facts)
+        self.status_from_job(ws, current, facts)
         return None
 
     async def _training_config(
@@ -155,7 +155,7 @@ class TuningRun:
         await self.apply_if_changed(CONFIGMAP, default)
         return default["metadata"]["name"], tuning_config.DEFAULT_OUTPUT_DIR
 
-    def _tuning_status(self, ws: WorkspaceBase, job: dict[str, Any], facts: Facts) -> None:
+    def status_from_job(self, ws: WorkspaceBase, job: dict[str, Any], facts: Facts) -> None:
         status = job.get("status") or {}
         failed = diagnosis.condition_of(job, "Failed")
         if diagnosis.is_true(job, "Complete") or diagnosis.is_true(job, "SuccessCriteriaMet"):
