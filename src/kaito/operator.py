@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from kaito import featuregates
 from kaito.api import Workspace
 from kaito.api import constants as C
 from kaito.controllers import machine
@@ -129,12 +130,23 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=os.environ.get("PRESET_REGISTRY_NAME") or _env("preset-registry", "kaito-py"),
         help="registry holding preset model images (upstream's PRESET_REGISTRY_NAME)",
     )
+    p.add_argument(
+        "--feature-gates",
+        default=_env("feature-gates", ""),
+        help="upstream's gates, e.g. vLLM=true,disableNodeAutoProvisioning=false",
+    )
     p.add_argument("--workers", type=int, default=int(_env("workers", "20") or 20))
     p.add_argument("--gc-interval", type=float, default=60.0, help="node garbage collection (s)")
     p.add_argument("--log-level", default=_env("log-level", "info"))
     args = p.parse_args(argv)
     if args.workers < 1:
         p.error("--workers must be at least 1")
+    try:
+        gates = featuregates.parse(args.feature_gates)
+    except featuregates.FeatureGateError as exc:
+        p.error(str(exc))
+    if gates.enabled("disableNodeAutoProvisioning"):
+        args.node_provisioner = "byo"  # as upstream: no node auto-provisioning at all
     return args
 
 
