@@ -22,6 +22,8 @@ MACHINE = GVK(C.KARPENTER_GROUP, C.MACHINE_VERSION, "Machine")
 JOB = GVK("batch", "v1", "Job")
 FIELD_MANAGER = "kaito-workspace"
 APPLIED_HASH = "kaito.sh/applied-hash"
+# a user's ConfigMap is read, not watched: while it is missing or wrong, look again this often
+CONFIG_RETRY_S = 30.0
 TERMINATION_FINALIZER = "karpenter.sh/termination"  # Karpenter's, honoured by our machine ctrl
 
 

@@ -97,6 +97,19 @@ class InferenceWorkload:
     weights_pull_secrets: Sequence[str] = ()
 
 
+def owned_metadata(owner: Owner, name: str, revision: str | None = None) -> dict[str, Any]:
+    """Metadata of an object the Workspace owns: its label, controller reference, revision."""
+    meta: dict[str, Any] = {
+        "name": name,
+        "namespace": owner.namespace,
+        "labels": {WORKSPACE_LABEL: owner.name},
+        "ownerReferences": [owner.reference()],
+    }
+    if revision is not None:
+        meta["annotations"] = {REVISION_ANNOTATION: revision}
+    return meta
+
+
 def sanitized_selector(match_labels: Mapping[str, str] | None) -> dict[str, str]:
     """The user's matchLabels without the keys the operator reserves for itself."""
     return {k: v for k, v in (match_labels or {}).items() if k not in RESERVED_SELECTOR_KEYS}
@@ -381,13 +394,7 @@ def statefulset(work: InferenceWorkload) -> dict[str, Any]:
     return {
         "apiVersion": "apps/v1",
         "kind": "StatefulSet",
-        "metadata": {
-            "name": owner.name,
-            "namespace": owner.namespace,
-            "labels": {WORKSPACE_LABEL: owner.name},
-            "annotations": {REVISION_ANNOTATION: work.revision},
-            "ownerReferences": [owner.reference()],
-        },
+        "metadata": owned_metadata(owner, owner.name, work.revision),
         "spec": {
             "replicas": work.replicas,
             "podManagementPolicy": "Parallel",

@@ -33,6 +33,7 @@ from kaito.controllers.objects import (
     WORKSPACE_LABEL,
     Owner,
     node_affinity,
+    owned_metadata,
 )
 from kaito.presets.tuning import CONFIG_KEY, DEFAULT_OUTPUT_DIR, check_method, default_config_yaml
 
@@ -119,12 +120,7 @@ def default_config_map(owner: Owner, method: str) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": {
-            "name": default_config_map_name(owner, method),
-            "namespace": owner.namespace,
-            "labels": {WORKSPACE_LABEL: owner.name},
-            "ownerReferences": [owner.reference()],
-        },
+        "metadata": owned_metadata(owner, default_config_map_name(owner, method)),
         "data": {CONFIG_KEY: default_config_yaml(method)},
     }
 
@@ -312,13 +308,7 @@ def job(spec: TuningJob) -> dict[str, Any]:
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": {
-            "name": owner.name,
-            "namespace": owner.namespace,
-            "labels": {WORKSPACE_LABEL: owner.name},
-            "annotations": {REVISION_ANNOTATION: spec.revision},
-            "ownerReferences": [owner.reference()],
-        },
+        "metadata": owned_metadata(owner, owner.name, spec.revision),
         "spec": {
             "backoffLimit": spec.backoff_limit,
             "podFailurePolicy": {

@@ -16,7 +16,14 @@ from kaito.api import constants as C
 from kaito.api.constants import ConditionType, Reason, WorkspaceState
 from kaito.controllers import diagnosis, tuning
 from kaito.controllers import objects as o
-from kaito.controllers.common import CONFIGMAP, JOB, Facts, WorkspaceSettings, weights_source
+from kaito.controllers.common import (
+    CONFIG_RETRY_S,
+    CONFIGMAP,
+    JOB,
+    Facts,
+    WorkspaceSettings,
+    weights_source,
+)
 from kaito.presets import SpecError
 from kaito.presets import tuning as tuning_config
 from kaito.presets.plan import Plan
@@ -47,6 +54,7 @@ class TuningRun:
         self.recorder = recorder
         self.settings = settings
         self.apply_if_changed = apply_if_changed
+        self._configs: dict[tuple[str, str], tuple[str, str]] = {}
 
     async def reconcile(
         self,
@@ -62,12 +70,14 @@ class TuningRun:
         spec = ws.tuning
         assert spec is not None and plan.preset is not None and plan.sku is not None
         try:
-            config_map, out_dir = await self._training_config(ws, owner, spec.method, spec.config)
+            config_map, out_dir = await self._config_for(ws, owner, revision)
             job_input, job_output = tuning_io(spec)
         except SpecError as exc:
             facts.set(ConditionType.JOB_STARTED, False, "InvalidSpec", str(exc))
             facts.set(ConditionType.WORKSPACE_SUCCEEDED, False, Reason.WORKSPACE_FAILED, str(exc))
-            return None
+            # the user's ConfigMap is not watched: look again in a while, it may be fixed
+            from_config = exc.field.startswith(("tuning.config", tuning_config.CONFIG_KEY))
+            return Result(requeue_after=CONFIG_RETRY_S) if from_config else None
         options = spec.preset.preset_options
         weights_image, weights_secrets = weights_source(
             plan.preset.image_repository,
@@ -132,6 +142,24 @@ class TuningRun:
             current = desired
         self.status_from_job(ws, current, facts)
         return None
+
+    def forget(self, uid: str) -> None:
+        """Drop what was remembered of a deleted Workspace."""
+        self._configs = {k: v for k, v in self._configs.items() if k[0] != uid}
+
+    async def _config_for(
+        self, ws: WorkspaceBase, owner: o.Owner, revision: str
+    ) -> tuple[str, str]:
+        """The training config per spec revision: read (or applied) once, not every reconcile."""
+        spec = ws.tuning
+        assert spec is not None
+        key = (ws.metadata.uid or ws.name, revision)
+        found = self._configs.get(key)
+        if found is None:
+            found = await self._training_config(ws, owner, spec.method, spec.config)
+            self._configs = {k: v for k, v in self._configs.items() if k[0] != key[0]}
+            self._configs[key] = found
+        return found
 
     async def _training_config(
         self, ws: WorkspaceBase, owner: o.Owner, method: str, name: str | None

@@ -28,6 +28,7 @@ from kaito.controllers import diagnosis
 from kaito.controllers import objects as o
 from kaito.controllers.common import (
     APPLIED_HASH,
+    CONFIG_RETRY_S,
     CONFIGMAP,
     CONTROLLER_REVISION,
     FIELD_MANAGER,
@@ -114,6 +115,9 @@ class WorkspaceReconciler:
         if isinstance(plan, SpecError):
             facts.set(ConditionType.RESOURCE_READY, False, "InvalidSpec", str(plan))
             facts.set(ConditionType.WORKSPACE_SUCCEEDED, False, Reason.WORKSPACE_FAILED, str(plan))
+            if plan.field == "inference.config":
+                # the user's ConfigMap is not watched: look again in a while, it may be fixed
+                result = Result(requeue_after=CONFIG_RETRY_S)
         else:
             result = await self._reconcile(ws, plan, revision, facts)
         wait = await self._write_status(ws, facts)
@@ -657,6 +661,7 @@ class WorkspaceReconciler:
         except NotFound:
             return None
         self._plans = {k: v for k, v in self._plans.items() if k[0] != (ws.metadata.uid or ws.name)}
+        self._tuning.forget(ws.metadata.uid or ws.name)
         return None
 
 
