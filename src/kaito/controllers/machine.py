@@ -21,7 +21,7 @@ from kaito.controllers import diagnosis
 from kaito.provisioner.base import NodeProvisioner, NodeRequest, NodeStatus, Phase, Taint
 from kaito.runtime.cache import Cache
 from kaito.runtime.client import Client
-from kaito.runtime.errors import ApiError, NotFound
+from kaito.runtime.errors import ApiError, Conflict, NotFound
 from kaito.runtime.events import EventRecorder
 from kaito.runtime.gvk import GVK, NODE
 from kaito.runtime.objects import to_dict
@@ -156,6 +156,15 @@ class MachineReconciler:
         self._failed_at: dict[str, float] = {}  # claim name -> monotonic time of a failed launch
 
     async def __call__(self, request: Request) -> Result | None:
+        try:
+            return await self._reconcile_one(request)
+        except Conflict:
+            # Our cached copy is older than the server's (often our own write just moved it):
+            # not an error, the event carrying the new version is on its way.
+            log.debug("conflict on %s; retrying once the cache has caught up", request)
+            return Result(requeue=True)
+
+    async def _reconcile_one(self, request: Request) -> Result | None:
         cached = self.cache.get(self.claim_gvk, None, request.name)
         if cached is None:
             return None

@@ -48,7 +48,7 @@ from kaito.presets import FitError, SpecError
 from kaito.presets.plan import Plan, plan_workspace
 from kaito.runtime.cache import Cache
 from kaito.runtime.client import Client
-from kaito.runtime.errors import AlreadyExists, NotFound
+from kaito.runtime.errors import AlreadyExists, Conflict, NotFound
 from kaito.runtime.events import EventRecorder
 from kaito.runtime.gvk import GVK, NODE, POD, SERVICE, STATEFULSET
 from kaito.runtime.objects import to_dict
@@ -101,6 +101,15 @@ class WorkspaceReconciler:
 
     # ---------------------------------------------------------------- entry point
     async def __call__(self, request: Request) -> Result | None:
+        try:
+            return await self._reconcile_one(request)
+        except Conflict:
+            # Our cached copy is older than the server's (often our own write just moved it):
+            # not an error, the event carrying the new version is on its way.
+            log.debug("conflict on %s; retrying once the cache has caught up", request)
+            return Result(requeue=True)
+
+    async def _reconcile_one(self, request: Request) -> Result | None:
         cached = self.cache.get(WORKSPACE, request.namespace, request.name)
         if cached is None:
             return None

@@ -312,7 +312,8 @@ def test_idle_operator_issues_no_requests(cluster: Cluster, ns: str, operator: O
         sorted(set(after) - set(lines)),
         operator.log_text()[-3000:],
     )
-    assert operator.metric("controller_runtime_reconcile_errors_total") == 0
+    errors = [ln for ln in operator.log_text().splitlines() if "reconcile failed" in ln]
+    assert operator.metric("controller_runtime_reconcile_errors_total") == 0, errors[-5:]
 
 
 def test_seed_tuning_workspace_runs_a_job_and_succeeds(cluster: Cluster, ns: str) -> None:
