@@ -48,7 +48,7 @@ from kaito.presets import FitError, SpecError
 from kaito.presets.plan import Plan, plan_workspace
 from kaito.runtime.cache import Cache
 from kaito.runtime.client import Client
-from kaito.runtime.errors import AlreadyExists, Conflict, NotFound
+from kaito.runtime.errors import AlreadyExists, Conflict, Forbidden, NotFound
 from kaito.runtime.events import EventRecorder
 from kaito.runtime.gvk import GVK, NODE, POD, SERVICE, STATEFULSET
 from kaito.runtime.objects import to_dict
@@ -108,6 +108,13 @@ class WorkspaceReconciler:
             # not an error, the event carrying the new version is on its way.
             log.debug("conflict on %s; retrying once the cache has caught up", request)
             return Result(requeue=True)
+        except Forbidden as exc:
+            if "being terminated" not in exc.message:
+                raise
+            # the namespace is going away and takes the Workspace with it; its deletion
+            # event brings the finalizer work
+            log.debug("namespace of %s is terminating: %s", request, exc.message)
+            return None
 
     async def _reconcile_one(self, request: Request) -> Result | None:
         cached = self.cache.get(WORKSPACE, request.namespace, request.name)

@@ -83,6 +83,13 @@ def registry_operator(
     yield from _operator(cluster, tmp_path_factory, [], {"PRESET_REGISTRY_NAME": registry.host})
 
 
+@pytest.fixture
+def ns(cluster: Cluster, namespace: str, registry_operator: Operator) -> Iterator[str]:
+    """The test's namespace; its Workspaces are finalized while the operator still runs."""
+    yield namespace
+    cluster.kubectl("-n", namespace, "delete", "workspaces", "--all", "--timeout=60s")
+
+
 def pull_secret(cluster: Cluster, namespace: str, name: str, config: bytes) -> None:
     cluster.apply(
         {
@@ -157,16 +164,16 @@ def stop(proc: subprocess.Popen[str]) -> None:
 
 def test_generated_statefulset_pulls_weights_and_adapter_and_serves(
     cluster: Cluster,
-    namespace: str,
+    ns: str,
     registry: LocalRegistry,
     images: dict[str, str],
     registry_operator: Operator,
     tmp_path: Path,
 ) -> None:
-    pull_secret(cluster, namespace, "tiny-registry", registry.docker_config.read_bytes())
-    cluster.apply(tiny_workspace("tiny", "tiny-registry", images["adapter"]), namespace)
-    wait_ready(cluster, namespace, "tiny")
-    sts = cluster.get("statefulset", "tiny", namespace)
+    pull_secret(cluster, ns, "tiny-registry", registry.docker_config.read_bytes())
+    cluster.apply(tiny_workspace("tiny", "tiny-registry", images["adapter"]), ns)
+    wait_ready(cluster, ns, "tiny")
+    sts = cluster.get("statefulset", "tiny", ns)
     assert sts is not None
     inits = [c["name"] for c in sts["spec"]["template"]["spec"]["initContainers"]]
     assert inits == ["model-weights-downloader", "adapter-tiny-adapter"]
@@ -174,7 +181,7 @@ def test_generated_statefulset_pulls_weights_and_adapter_and_serves(
     assert images["weights"] in fetch_args
 
     log = tmp_path / "run-pod.log"
-    proc = run_pod(cluster, namespace, "tiny", log)
+    proc = run_pod(cluster, ns, "tiny", log)
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
@@ -228,7 +235,7 @@ def scraped_by_prometheus(operator: Operator, serving_url: str, directory: Path)
 
 def test_a_wrong_pull_secret_fails_with_the_registrys_refusal(
     cluster: Cluster,
-    namespace: str,
+    ns: str,
     registry: LocalRegistry,
     images: dict[str, str],
     registry_operator: Operator,
@@ -236,11 +243,11 @@ def test_a_wrong_pull_secret_fails_with_the_registrys_refusal(
 ) -> None:
     wrong = base64.b64encode(b"kaito:not-the-password").decode()
     config = json.dumps({"auths": {registry.host: {"auth": wrong}}}).encode()
-    pull_secret(cluster, namespace, "wrong-secret", config)
-    cluster.apply(tiny_workspace("wrong", "wrong-secret", images["adapter"]), namespace)
-    wait_ready(cluster, namespace, "wrong")  # KWOK runs no containers: the spec is valid
+    pull_secret(cluster, ns, "wrong-secret", config)
+    cluster.apply(tiny_workspace("wrong", "wrong-secret", images["adapter"]), ns)
+    wait_ready(cluster, ns, "wrong")  # KWOK runs no containers: the spec is valid
     log = tmp_path / "run-pod.log"
-    proc = run_pod(cluster, namespace, "wrong", log)
+    proc = run_pod(cluster, ns, "wrong", log)
     try:
         assert proc.stdout is not None
         assert proc.stdout.read() == ""  # never healthy
@@ -285,14 +292,14 @@ def data_url(tmp_path: Path) -> Iterator[str]:
 
 def test_tuning_job_trains_and_pushes_an_adapter_that_then_serves(
     cluster: Cluster,
-    namespace: str,
+    ns: str,
     registry: LocalRegistry,
     images: dict[str, str],
     registry_operator: Operator,
     data_url: str,
     tmp_path: Path,
 ) -> None:
-    pull_secret(cluster, namespace, "tiny-registry", registry.docker_config.read_bytes())
+    pull_secret(cluster, ns, "tiny-registry", registry.docker_config.read_bytes())
     tuned = f"{registry.host}/tiny-tuned:0.1.0"
     cluster.apply(
         {
@@ -313,15 +320,15 @@ def test_tuning_job_trains_and_pushes_an_adapter_that_then_serves(
                 "output": {"image": tuned, "imagePushSecret": "tiny-registry"},
             },
         },
-        namespace,
+        ns,
     )
-    wait_ready(cluster, namespace, "tune")  # KWOK completes the Job's pod at once
+    wait_ready(cluster, ns, "tune")  # KWOK completes the Job's pod at once
     # now the Job's containers for real: download → weights → train → push
     log = tmp_path / "job.log"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     job = subprocess.run(
         [
-            str(REPO / "hack" / "run-pod"), "job/tune", "-n", namespace,
+            str(REPO / "hack" / "run-pod"), "job/tune", "-n", ns,
             "--kubeconfig", str(cluster.kubeconfig), "--kubectl", cluster.kubectl_path,
         ],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=log.open("wb"), text=True,
@@ -331,10 +338,10 @@ def test_tuning_job_trains_and_pushes_an_adapter_that_then_serves(
     assert job.returncode == 0, text[-4000:]
     assert "plain LoRA" in text  # qlora on CPU falls back and says so
 
-    cluster.apply(tiny_workspace("served", "tiny-registry", tuned), namespace)
-    wait_ready(cluster, namespace, "served")
+    cluster.apply(tiny_workspace("served", "tiny-registry", tuned), ns)
+    wait_ready(cluster, ns, "served")
     serve_log = tmp_path / "serve.log"
-    proc = run_pod(cluster, namespace, "served", serve_log)
+    proc = run_pod(cluster, ns, "served", serve_log)
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
