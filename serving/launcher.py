@@ -35,6 +35,23 @@ log = logging.getLogger("serving")
 DEFAULT_PORT = 5000
 LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # what vLLM's --max-lora-rank accepts
 MAX_AUTO_LORAS = 4
+CPU_KV_CACHE_ENV = "VLLM_CPU_KVCACHE_SPACE"
+DEFAULT_CPU_KV_CACHE_GIB = 1
+
+
+def default_cpu_kv_cache() -> None:
+    """On a CPU, give vLLM an explicit KV cache unless the spec already does.
+
+    Without ``VLLM_CPU_KVCACHE_SPACE`` vLLM's CPU worker claims ``--gpu-memory-utilization``
+    of the whole machine's memory for its KV cache, which fails or starves the node when a
+    GPU preset's spec (utilization 0.84) runs on a CPU node. The operator sets the variable
+    for CPU instance types; this covers everything else.
+    """
+    from vllm.platforms import current_platform
+
+    if current_platform.is_cpu() and not os.environ.get(CPU_KV_CACHE_ENV):
+        os.environ[CPU_KV_CACHE_ENV] = str(DEFAULT_CPU_KV_CACHE_GIB)
+        log.info("no GPU: %s=%d GiB for the KV cache", CPU_KV_CACHE_ENV, DEFAULT_CPU_KV_CACHE_GIB)
 
 
 def parse_vllm_args(argv: Sequence[str]) -> Namespace:
@@ -186,6 +203,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         from vllm.logger import configure_logging_from_args
 
         cli_env_setup()
+        default_cpu_kv_cache()
         args = parse_vllm_args(vllm_argv)
         configure_logging_from_args(args)
         check_model_source(args.model, getattr(args, "revision", None))
