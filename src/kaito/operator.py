@@ -131,6 +131,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="registry holding preset model images (upstream's PRESET_REGISTRY_NAME)",
     )
     p.add_argument(
+        "--plain-http-registries",
+        default=_env("plain-http-registries", ""),
+        help="comma-separated registries (host:port) that the in-pod pullers and the tuning "
+        "pusher reach over plain HTTP, as a node's containerd does for them",
+    )
+    p.add_argument(
         "--feature-gates",
         default=_env("feature-gates", ""),
         help="upstream's gates, e.g. vLLM=true,disableNodeAutoProvisioning=false",
@@ -176,6 +182,9 @@ def build(mgr: Manager, args: argparse.Namespace) -> NodeProvisioner | None:
         claim_gvk=claim_gvk,
         serving_image=args.serving_image,
         preset_registry=args.preset_registry,
+        plain_http_registries=frozenset(
+            r.strip() for r in args.plain_http_registries.split(",") if r.strip()
+        ),
     )
     cache = mgr.cache
     ws = WorkspaceReconciler(mgr.client, cache, mgr.event_recorder("kaito-workspace"), settings)

@@ -37,6 +37,7 @@ class WorkspaceSettings:
     node_image_family: str = "ubuntu"
     claims_finalized_by_us: bool = True  # our machine controller handles the claims
     preset_registry: str = "kaito-py"  # where preset model images live (PRESET_REGISTRY_NAME)
+    plain_http_registries: frozenset[str] = frozenset()  # reached over HTTP, not HTTPS
 
 
 @dataclass

@@ -77,7 +77,8 @@ def pod_problem(pod: Mapping[str, Any]) -> Diagnosis | None:
                 ),
             )
         last = (cs.get("lastState") or {}).get("terminated") or {}
-        if last.get("reason") == "OOMKilled":
+        term = (cs.get("state") or {}).get("terminated") or {}
+        if "OOMKilled" in (last.get("reason"), term.get("reason")):
             return Diagnosis(
                 Reason.CONTAINER_OOM_KILLED,
                 _trim(
@@ -85,15 +86,17 @@ def pod_problem(pod: Mapping[str, Any]) -> Diagnosis | None:
                     "choose a larger instance type or lower max-model-len"
                 ),
             )
-        if reason == "CrashLoopBackOff":
-            exit_code = last.get("exitCode")
-            said = (last.get("message") or "").strip()
+        # between restarts the kubelet shows the failed run itself (terminated) or the
+        # back-off before the next one (waiting: CrashLoopBackOff, the failed run in lastState)
+        if term.get("exitCode") or reason == "CrashLoopBackOff":
+            failed = term if term.get("exitCode") else last
+            said = (failed.get("message") or "").strip()
             why = f": {said}" if said else ""
             return Diagnosis(
                 Reason.CONTAINER_CRASH_LOOP_BACK_OFF,
                 _trim(
                     f"pod {name} container {container} keeps crashing "
-                    f"(exit code {exit_code}){why}; "
+                    f"(exit code {failed.get('exitCode')}){why}; "
                     f"see `kubectl logs {name} -c {container} --previous`"
                 ),
             )

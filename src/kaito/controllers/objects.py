@@ -30,6 +30,9 @@ CONFIG_DIR = "/mnt/config"
 CONFIG_KEY = "inference_config.yaml"
 WEIGHTS_DIR = "/workspace/weights"
 PULL_SECRET_ROOT = "/root/.docker/config.d"
+# A container that dies without writing its termination log (a traceback) still leaves a
+# reason: the tail of its log, which the Workspace's conditions then show.
+TERMINATION_MESSAGE_POLICY = "FallbackToLogsOnError"
 GPU_TOLERATIONS: tuple[dict[str, str], ...] = (
     {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"},
     {"key": "sku", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"},
@@ -95,6 +98,7 @@ class InferenceWorkload:
     weights_bytes: int = 0
     weights_image: str | None = None  # model files shipped as an image, fetched at start
     weights_pull_secrets: Sequence[str] = ()
+    plain_http_registries: frozenset[str] = frozenset()
 
 
 def owned_metadata(owner: Owner, name: str, revision: str | None = None) -> dict[str, Any]:
@@ -242,10 +246,21 @@ def node_affinity(
 WEIGHTS_FETCHER = "model-weights-downloader"
 
 
+def plain_http_flag(image: str, plain_http_registries: frozenset[str]) -> list[str]:
+    """``--plain-http`` for an image whose registry the operator was told speaks plain HTTP.
+
+    Weights, adapters and tuning data are pulled (and adapters pushed) by the serving image's
+    own tools inside the pod, not by the container runtime, so a registry that a node's
+    runtime is configured to reach over HTTP must be named to them as well.
+    """
+    return ["--plain-http"] if image.split("/", 1)[0] in plain_http_registries else []
+
+
 def weights_init_container(work: InferenceWorkload) -> dict[str, Any]:
     """Copies the model image's files into /workspace/weights before vLLM starts."""
     assert work.weights_image is not None
     args = ["--image", work.weights_image, "--dest", WEIGHTS_DIR]
+    args += plain_http_flag(work.weights_image, work.plain_http_registries)
     mounts: list[dict[str, Any]] = [{"name": "model-weights-volume", "mountPath": WEIGHTS_DIR}]
     if work.weights_pull_secrets:
         secret_dir = f"{PULL_SECRET_ROOT}/model-weights"
@@ -259,12 +274,16 @@ def weights_init_container(work: InferenceWorkload) -> dict[str, Any]:
         "command": ["python3", "-m", "serving.fetch"],
         "args": args,
         "volumeMounts": mounts,
+        "terminationMessagePolicy": TERMINATION_MESSAGE_POLICY,
     }
 
 
-def adapter_init_container(adapter: ImageAdapter, image: str) -> dict[str, Any]:
+def adapter_init_container(
+    adapter: ImageAdapter, image: str, plain_http_registries: frozenset[str] = frozenset()
+) -> dict[str, Any]:
     """Copies an adapter image's files into /mnt/adapter/<name> before vLLM starts."""
     args = ["--image", adapter.image, "--dest", f"{ADAPTER_ROOT}/{adapter.name}"]
+    args += plain_http_flag(adapter.image, plain_http_registries)
     mounts: list[dict[str, Any]] = [{"name": "adapter-volume", "mountPath": ADAPTER_ROOT}]
     if adapter.pull_secrets:
         secret_dir = f"{PULL_SECRET_ROOT}/{adapter.name}"
@@ -278,6 +297,7 @@ def adapter_init_container(adapter: ImageAdapter, image: str) -> dict[str, Any]:
         "command": ["python3", "-m", "serving.fetch"],
         "args": args,
         "volumeMounts": mounts,
+        "terminationMessagePolicy": TERMINATION_MESSAGE_POLICY,
     }
 
 
@@ -327,7 +347,9 @@ def statefulset(work: InferenceWorkload) -> dict[str, Any]:
         mounts.append({"name": "adapter-volume", "mountPath": ADAPTER_ROOT})
     for adapter in work.adapters:
         if isinstance(adapter, ImageAdapter):
-            init_containers.append(adapter_init_container(adapter, work.image))
+            init_containers.append(
+                adapter_init_container(adapter, work.image, work.plain_http_registries)
+            )
             if adapter.pull_secrets:
                 volumes.append(_pull_secret_volume(adapter))
         else:
@@ -371,6 +393,7 @@ def statefulset(work: InferenceWorkload) -> dict[str, Any]:
         ),
         "livenessProbe": _health_probe(periodSeconds=10, failureThreshold=3),
         "readinessProbe": _health_probe(periodSeconds=10, initialDelaySeconds=5),
+        "terminationMessagePolicy": TERMINATION_MESSAGE_POLICY,
     }
     pod_spec: dict[str, Any] = {
         "containers": [container],

@@ -103,6 +103,7 @@ class TuningRun:
                 model_access_secret=options.model_access_secret if options else None,
                 weights_image=weights_image,
                 image_pull_secrets=weights_secrets,
+                plain_http_registries=self.settings.plain_http_registries,
             )
         )
         current_obj = self.cache.get(JOB, ws.namespace, ws.name)
