@@ -17,13 +17,12 @@ from kaito.webhook.view import ClusterView, FieldError
 
 # The distribution/reference grammar (what `docker pull` accepts), without digest algorithms
 # other than sha256: [host[:port]/]path[:tag][@sha256:hex], path components lower-case.
-_HOST = (
-    r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*)"
-)
-_PORT = r"(?::[0-9]+)?"
+_LABEL = r"[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?"
+# a registry host has a dot or a port, or is localhost; otherwise it is the first path component
+_REGISTRY = rf"(?:(?:{_LABEL}(?:\.{_LABEL})+|localhost)(?::[0-9]+)?|{_LABEL}:[0-9]+)"
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _IMAGE = re.compile(
-    rf"^(?:{_HOST}{_PORT}/)?{_COMPONENT}(?:/{_COMPONENT})*"
+    rf"^(?:{_REGISTRY}/)?{_COMPONENT}(?:/{_COMPONENT})*"
     r"(?::[\w][\w.-]{0,127})?(?:@sha256:[a-f0-9]{64})?$"
 )
 

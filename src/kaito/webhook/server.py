@@ -239,7 +239,12 @@ def kube_lookups(api_client: Any, cloud_sku: CloudSkuReader | None = None) -> Lo
             if exc.status == 404:
                 return None
             raise
-        data: Mapping[str, str] = json.loads(await response.read()).get("data") or {}
+        if response.status == 404:
+            return None
+        body = json.loads(await response.read())
+        if body.get("kind") != "ConfigMap":
+            raise RuntimeError(f"reading ConfigMap {namespace}/{name}: {body.get('message')}")
+        data: Mapping[str, str] = body.get("data") or {}
         return data
 
     return Lookups(list_nodes, read_config_map, cloud_sku)
