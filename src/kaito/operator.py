@@ -187,7 +187,14 @@ def build(mgr: Manager, args: argparse.Namespace) -> NodeProvisioner | None:
         ),
     )
     cache = mgr.cache
-    ws = WorkspaceReconciler(mgr.client, cache, mgr.event_recorder("kaito-workspace"), settings)
+    provisioner = build_provisioner(args.node_provisioner, mgr.client, cache)
+    ws = WorkspaceReconciler(
+        mgr.client,
+        cache,
+        mgr.event_recorder("kaito-workspace"),
+        settings,
+        cloud_skus=getattr(provisioner, "describe_instance_type", None),
+    )
 
     def workspaces_selecting(node: KObject) -> list[Request]:
         """A node wakes the Workspace that owns it, or those whose selector it matches (BYO)."""
@@ -238,7 +245,6 @@ def build(mgr: Manager, args: argparse.Namespace) -> NodeProvisioner | None:
         claim=claim_gvk,
         is_leader=lambda: mgr.is_leader,
     )
-    provisioner = build_provisioner(args.node_provisioner, mgr.client, cache)
     if provisioner is not None:
         mc = machine.MachineReconciler(
             mgr.client,

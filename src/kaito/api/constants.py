@@ -115,6 +115,8 @@ class ConditionType(enum.StrEnum):
     MODEL_MIRROR_READY = "ModelMirrorReady"
     SCALING_DOWN_COMPLETED = "ScalingDownCompleted"
     SERVICE_READY = "ServiceReady"
+    INSTANCE_TYPE_RESOLVED = "InstanceTypeResolved"
+    """Ours: an instance type missing from Kaito's table, and where its figures came from."""
 
 
 class Reason(enum.StrEnum):

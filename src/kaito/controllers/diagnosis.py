@@ -129,18 +129,20 @@ def claim_problem(claim: Mapping[str, Any]) -> Diagnosis:
     return Diagnosis(Reason.NODE_CLAIM_NOT_READY, f"NodeClaim {name} is being provisioned")
 
 
-def node_problem(node: Mapping[str, Any] | None, name: str, gpus: int) -> Diagnosis | None:
-    """None when the node is Ready with at least `gpus` allocatable GPUs."""
+def node_problem(
+    node: Mapping[str, Any] | None, name: str, gpus: int, resource: str = "nvidia.com/gpu"
+) -> Diagnosis | None:
+    """None when the node is Ready with `gpus` allocatable `resource` (GPUs or MIG slices)."""
     if node is None:
         return Diagnosis(Reason.NODE_NOT_READY, f"node {name} has not joined the cluster yet")
     if not is_true(node, "Ready"):
         return Diagnosis(Reason.NODE_NOT_READY, f"node {name} is not Ready")
     allocatable = (node.get("status") or {}).get("allocatable") or {}
-    have = int(str(allocatable.get("nvidia.com/gpu", "0")) or 0)
+    have = int(str(allocatable.get(resource, "0")) or 0)
     if have < gpus:
         return Diagnosis(
             Reason.NODE_PLUGINS_NOT_READY,
-            f"node {name} offers {have} nvidia.com/gpu, {gpus} needed: "
+            f"node {name} offers {have} {resource}, {gpus} needed: "
             "is the NVIDIA device plugin running?",
         )
     return None

@@ -89,6 +89,7 @@ class InferenceWorkload:
     env: Mapping[str, str]
     gpus_per_node: int
     revision: str
+    gpu_resource: str = GPU_RESOURCE  # nvidia.com/mig-<profile> for a MIG partition
     node_selector_labels: Mapping[str, str] = field(default_factory=dict)
     provisioned: bool = True  # nodes made for this Workspace carry its ownership labels
     adapters: Sequence[ImageAdapter | VolumeAdapter] = ()
@@ -377,7 +378,7 @@ def statefulset(work: InferenceWorkload) -> dict[str, Any]:
         )
     resources: dict[str, Any] = {}
     if work.gpus_per_node:
-        gpu = {GPU_RESOURCE: str(work.gpus_per_node)}
+        gpu = {work.gpu_resource: str(work.gpus_per_node)}
         resources = {"requests": dict(gpu), "limits": dict(gpu)}
     container: dict[str, Any] = {
         "name": owner.name,

@@ -168,17 +168,12 @@ class TuningRun:
         """The ConfigMap the trainer reads (the user's, validated, or our default)."""
         if name:
             try:
-                cm = to_dict(await self.client.get(CONFIGMAP, ws.namespace, name))
+                data = to_dict(await self.client.get(CONFIGMAP, ws.namespace, name)).get("data")
             except NotFound:
-                raise SpecError(
-                    "tuning.config", f"ConfigMap {name!r} not found in {ws.namespace}"
-                ) from None
-            text = (cm.get("data") or {}).get(tuning_config.CONFIG_KEY)
-            if text is None:
-                raise SpecError(
-                    "tuning.config", f"ConfigMap {name!r} has no key {tuning_config.CONFIG_KEY}"
-                )
-            parsed = tuning_config.parse_training_config(text, method)
+                data = None
+            else:
+                data = data or {}
+            parsed = tuning_config.training_config_from_data(name, ws.namespace, data, method)
             return name, tuning_config.output_dir(parsed)
         default = tuning.default_config_map(owner, method)
         await self.apply_if_changed(CONFIGMAP, default)

@@ -11,10 +11,8 @@ import contextlib
 import hashlib
 import json
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
-
-import yaml
 
 from kaito.api import (
     WorkspaceBase,
@@ -44,8 +42,11 @@ from kaito.controllers.common import (
     weights_source,
 )
 from kaito.controllers.tuning_run import TuningRun
-from kaito.presets import FitError, SpecError
+from kaito.presets import FitError, Sku, SpecError, get_sku, sku_from_node_labels
+from kaito.presets.partition import mig_resource, partitioned
 from kaito.presets.plan import Plan, plan_workspace
+from kaito.presets.skus import LearnedSku, learn_from_nodes
+from kaito.presets.vllm_config import inference_config_from_data
 from kaito.runtime.cache import Cache
 from kaito.runtime.client import Client
 from kaito.runtime.errors import AlreadyExists, Conflict, Forbidden, NotFound
@@ -90,13 +91,21 @@ class WorkspaceReconciler:
     """Reconciles one Workspace; see the module docstring."""
 
     def __init__(
-        self, client: Client, cache: Cache, recorder: EventRecorder, settings: WorkspaceSettings
+        self,
+        client: Client,
+        cache: Cache,
+        recorder: EventRecorder,
+        settings: WorkspaceSettings,
+        cloud_skus: Callable[[str], Awaitable[LearnedSku | None]] | None = None,
     ) -> None:
+        """`cloud_skus` sizes instance types the table lacks (Azure's resource SKU list)."""
         self.client = client
         self.cache = cache
         self.recorder = recorder
         self.settings = settings
         self._plans: dict[tuple[str, str], Plan | SpecError] = {}
+        self._learned: dict[str, LearnedSku] = {}  # uid → an instance type the table lacks
+        self.cloud_skus = cloud_skus
         self._tuning = TuningRun(client, cache, recorder, settings, self._apply_if_changed)
 
     # ---------------------------------------------------------------- entry point
@@ -128,10 +137,18 @@ class WorkspaceReconciler:
         facts = Facts()
         plan = await self._plan(ws, digest)
         result: Result | None = None
+        learned = self._learned.get(ws.metadata.uid or ws.name)
+        if learned is not None:
+            facts.set(
+                ConditionType.INSTANCE_TYPE_RESOLVED,
+                True,
+                "FromNodeLabels" if learned.source.startswith("the labels") else "FromCloud",
+                f"{learned.summary}; not in Kaito's table, figures from {learned.source}",
+            )
         if isinstance(plan, SpecError):
             facts.set(ConditionType.RESOURCE_READY, False, "InvalidSpec", str(plan))
             facts.set(ConditionType.WORKSPACE_SUCCEEDED, False, Reason.WORKSPACE_FAILED, str(plan))
-            if plan.field == "inference.config":
+            if plan.field in ("inference.config", "resource.labelSelector"):
                 # the user's ConfigMap is not watched: look again in a while, it may be fixed
                 result = Result(requeue_after=CONFIG_RETRY_S)
         else:
@@ -262,7 +279,11 @@ class WorkspaceReconciler:
             except SpecError as exc:
                 return exc  # not memoised: the ConfigMap may appear later
         try:
-            plan: Plan | SpecError = plan_workspace(doc, inference_config=config)
+            sku = await self._node_sku(ws)
+        except SpecError as exc:
+            return exc  # not memoised: nodes may be labelled, the cloud may answer later
+        try:
+            plan: Plan | SpecError = plan_workspace(doc, inference_config=config, sku=sku)
         except (SpecError, FitError) as exc:
             plan = (
                 exc if isinstance(exc, SpecError) else SpecError("resource.instanceType", str(exc))
@@ -276,21 +297,50 @@ class WorkspaceReconciler:
         try:
             cm = to_dict(await self.client.get(CONFIGMAP, namespace, name))
         except NotFound:
-            raise SpecError(
-                "inference.config", f"ConfigMap {name!r} not found in {namespace}"
-            ) from None
-        text = (cm.get("data") or {}).get(o.CONFIG_KEY)
-        if text is None:
-            raise SpecError("inference.config", f"ConfigMap {name!r} has no key {o.CONFIG_KEY}")
-        try:
-            parsed = yaml.safe_load(text) or {}
-        except yaml.YAMLError as exc:
-            raise SpecError(
-                "inference.config", f"{o.CONFIG_KEY} is not valid YAML: {exc}"
-            ) from None
-        if not isinstance(parsed, dict):
-            raise SpecError("inference.config", f"{o.CONFIG_KEY} must be a mapping")
-        return parsed
+            return inference_config_from_data(name, namespace, None)
+        return inference_config_from_data(name, namespace, cm.get("data") or {})
+
+    async def _node_sku(self, ws: WorkspaceBase) -> Sku | None:
+        """The nodes' figures when the table cannot give them (None: the table's)."""
+        uid = ws.metadata.uid or ws.name
+        name = ws.resource.instance_type
+        if name is not None:
+            if get_sku(name) is not None:
+                return None
+            learned = learn_from_nodes(
+                name,
+                (to_dict(n) for n in self.cache.list(NODE, labels={C.LABEL_INSTANCE_TYPE: name})),
+            )
+            if learned is None and self.cloud_skus is not None:
+                try:
+                    learned = await self.cloud_skus(name)
+                except Exception as exc:  # the cloud's words go into the condition
+                    raise SpecError(
+                        "resource.instanceType",
+                        f"{name} is not in Kaito's table and the cloud's SKU list could not be "
+                        f"read: {exc}",
+                    ) from None
+            if learned is None:
+                return None  # plan_workspace names the unknown instance type
+            self._learned[uid] = learned
+            return learned.sku
+        if ws.api_version.endswith(C.V1ALPHA1) or (ws.inference and ws.inference.template):
+            return None
+        wanted = o.sanitized_selector(ws.resource.label_selector.match_labels)
+        for entry in self.cache.entries(NODE, labels=wanted) if wanted else ():
+            obj = self.cache.get(NODE, None, entry.name)
+            sku = sku_from_node_labels(entry.labels or {}) if obj is not None else None
+            if sku is not None:
+                part = ws.resource.partition
+                if part is None:
+                    return sku
+                return partitioned(sku, part.mode, profile=part.profile, count=part.count)
+        raise SpecError(
+            "resource.labelSelector",
+            "no node matching the selector carries nvidia.com/gpu.count and "
+            "nvidia.com/gpu.memory labels yet; label your GPU nodes (GPU Feature Discovery "
+            "does) or set resource.instanceType",
+        )
 
     # ---------------------------------------------------------------- nodes
     def _byo_nodes(self, ws: WorkspaceBase, gpus: int) -> list[dict[str, Any]]:
@@ -314,7 +364,7 @@ class WorkspaceReconciler:
             if obj is None:
                 continue
             node = to_dict(obj)
-            if diagnosis.node_problem(node, entry.name, gpus) is None:
+            if diagnosis.node_problem(node, entry.name, gpus, gpu_resource(ws)) is None:
                 found.append(node)
         return found
 
@@ -502,6 +552,7 @@ class WorkspaceReconciler:
             args=args,
             env=plan.launch.env,
             gpus_per_node=plan.estimate.gpus_per_node,
+            gpu_resource=gpu_resource(ws),
             revision=revision,
             node_selector_labels=ws.resource.label_selector.match_labels or {},
             provisioned=not byo,
@@ -678,8 +729,17 @@ class WorkspaceReconciler:
         except NotFound:
             return None
         self._plans = {k: v for k, v in self._plans.items() if k[0] != (ws.metadata.uid or ws.name)}
+        self._learned.pop(ws.metadata.uid or ws.name, None)
         self._tuning.forget(ws.metadata.uid or ws.name)
         return None
+
+
+def gpu_resource(ws: WorkspaceBase) -> str:
+    """What the inference pod asks for: whole GPUs, or a MIG slice of the partition's profile."""
+    part = ws.resource.partition
+    if part is not None and part.mode == "mig" and part.profile:
+        return mig_resource(part.profile)
+    return C.RESOURCE_NVIDIA_GPU
 
 
 def requests_for_labels(labels: Mapping[str, str]) -> Iterable[Request]:
