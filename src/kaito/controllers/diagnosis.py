@@ -88,7 +88,9 @@ def pod_problem(pod: Mapping[str, Any]) -> Diagnosis | None:
             )
         # between restarts the kubelet shows the failed run itself (terminated) or the
         # back-off before the next one (waiting: CrashLoopBackOff, the failed run in lastState)
-        if term.get("exitCode") or reason == "CrashLoopBackOff":
+        # ...or, running again, not ready yet after a failed run (a slow start hides the loop)
+        restarted = cs.get("restartCount", 0) > 0 and not cs.get("ready") and last.get("exitCode")
+        if term.get("exitCode") or reason == "CrashLoopBackOff" or restarted:
             failed = term if term.get("exitCode") else last
             said = (failed.get("message") or "").strip()
             why = f": {said}" if said else ""

@@ -157,3 +157,16 @@ def test_an_oom_kill_shows_while_the_container_is_still_terminated() -> None:
     cs = {"name": "main", "state": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}}
     found = d.pod_problem(pod(containerStatuses=[cs]))
     assert found is not None and found.reason == "ContainerOOMKilled"
+
+
+def test_a_container_running_again_after_a_failed_run_is_a_crash() -> None:
+    cs = {
+        "name": "main",
+        "ready": False,
+        "restartCount": 1,
+        "state": {"running": {}},
+        "lastState": {"terminated": {"exitCode": 2, "message": "no config.json"}},
+    }
+    found = d.pod_problem(pod(containerStatuses=[cs]))
+    assert found is not None and "no config.json" in found.message
+    assert d.pod_problem(pod(containerStatuses=[cs | {"ready": True}])) is None
