@@ -79,6 +79,14 @@ def _wait(what: str, fn: Callable[[], object], timeout: float) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return bool(resp.status == 200)
+    except OSError:
+        return False
+
+
 def test_a_real_node_runs_pods_and_down_leaves_nothing_behind() -> None:
     reason = _missing()
     if reason:
@@ -103,8 +111,8 @@ def test_a_real_node_runs_pods_and_down_leaves_nothing_behind() -> None:
         svc = cluster.get("service", "web", "default")
         assert svc is not None
         url = f"http://{svc['spec']['clusterIP']}/"
-        with urllib.request.urlopen(url, timeout=10) as resp:  # host → ClusterIP → pod
-            assert resp.status == 200
+        # host → ClusterIP → pod, once kube-proxy has the new endpoint (a second or so)
+        _wait(f"{url} to answer", lambda: _answers(url), 30)
 
         # the GPU capacity survives a kubelet restart, and the pod keeps running
         hack_cluster.restart_node(cluster_dir, "real-1", "kubelet")
@@ -112,8 +120,7 @@ def test_a_real_node_runs_pods_and_down_leaves_nothing_behind() -> None:
         assert node is not None
         assert node["status"]["allocatable"]["nvidia.com/gpu"] == "2"
         cluster.kubectl("wait", "--for=condition=Ready", "pod/web", "--timeout=60s")
-        with urllib.request.urlopen(url, timeout=10) as resp:
-            assert resp.status == 200
+        _wait(f"{url} to answer after the restart", lambda: _answers(url), 30)
     finally:
         hack_cluster.down(cluster_dir, quiet=True)
         shutil.rmtree(workdir, ignore_errors=True)

@@ -10,12 +10,18 @@ the Workspace's conditions in words.
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
+import threading
+from collections.abc import Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from hack import realnode
 from hack.registry import LocalRegistry
 
 from ..controllers.conftest import Operator, condition
@@ -208,7 +214,7 @@ def test_a_crash_loop_shows_its_termination_message(
     real_cluster: RealCluster,
     ns: str,
     private_registry: LocalRegistry,
-    tmp_path: Any,
+    tmp_path: Path,
     real_operator: Operator,
 ) -> None:
     # weights without a config.json: the serving pre-flight check refuses and says why
@@ -229,3 +235,88 @@ def test_a_crash_loop_shows_its_termination_message(
     real_cluster.apply(ws, ns)
     message = wait_condition_says(real_cluster, ns, "broken", "keeps crashing")
     assert "config.json" in message or "weights" in message.lower()
+
+
+WRITE_CHAT_PARQUET = """
+import sys, pyarrow as pa, pyarrow.parquet as pq
+rows = [{"messages": [{"role": "user", "content": f"what is {i}"},
+                      {"role": "assistant", "content": f"the answer is {i} blue green"}]}
+        for i in range(8)]
+pq.write_table(pa.Table.from_pylist(rows), sys.argv[1])
+"""
+
+
+@pytest.fixture
+def data_url(tmp_path: Path) -> Iterator[str]:
+    """A parquet file served on the node's address, where the Job's pod can fetch it."""
+    py = serving_python()
+    assert py is not None
+    root = tmp_path / "http"
+    root.mkdir()
+    subprocess.run([str(py), "-c", WRITE_CHAT_PARQUET, str(root / "chat.parquet")], check=True)
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *_: object) -> None:
+            pass
+
+    handler = functools.partial(Quiet, directory=str(root))
+    server = ThreadingHTTPServer((realnode.GATEWAY, 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://{realnode.GATEWAY}:{server.server_address[1]}/chat.parquet"
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_tuning_job_trains_in_real_containers_and_its_adapter_then_serves(
+    real_cluster: RealCluster,
+    ns: str,
+    private_registry: LocalRegistry,
+    tiny_images: dict[str, str],
+    real_operator: Operator,
+    data_url: str,
+) -> None:
+    pull_secret(real_cluster, ns, "tiny-registry", private_registry.docker_config.read_bytes())
+    tuned = f"{private_registry.host}/tiny-tuned:0.1.0"
+    real_cluster.apply(
+        {
+            "apiVersion": "kaito.sh/v1beta1",
+            "kind": "Workspace",
+            "metadata": {"name": "tune"},
+            "resource": {
+                "instanceType": INSTANCE_TYPE,
+                "labelSelector": {"matchLabels": dict(NODE_LABELS)},
+            },
+            "tuning": {
+                "preset": {
+                    "name": "tiny-llama-test",
+                    "presetOptions": {"imagePullSecrets": ["tiny-registry"]},
+                },
+                "method": "qlora",
+                "input": {"urls": [data_url]},
+                "output": {"image": tuned, "imagePushSecret": "tiny-registry"},
+            },
+        },
+        ns,
+    )
+    wait_succeeded(real_cluster, ns, "tune", real_operator)
+    job_pods = real_cluster.kubectl(
+        "get", "pods", "-n", ns, "-l", "job-name=tune", "-o", "json"
+    ).stdout
+    pod = json.loads(job_pods)["items"][0]
+    stages = [c["name"] for c in pod["status"]["initContainerStatuses"]]
+    assert stages[0] == "data-downloader" and stages[-1] == "trainer"
+    trainer_log = real_cluster.pod_logs(pod["metadata"]["name"], ns, "trainer")
+    assert "plain LoRA" in trainer_log  # qlora on a CPU falls back and says so
+
+    real_cluster.apply(tiny_workspace("served", "tiny-registry", tuned), ns)
+    wait_succeeded(real_cluster, ns, "served", real_operator)
+    svc = real_cluster.get("service", "served", ns)
+    assert svc is not None
+    body = {"prompt": "what is 3", "model": "tiny-adapter"}
+    body["generate_kwargs"] = {"max_new_tokens": 8}
+    out = real_cluster.run_curl(
+        ns, "-sS", "-X", "POST", f"http://{svc['spec']['clusterIP']}/chat",
+        "-H", "Content-Type: application/json", "-d", json.dumps(body),
+    )  # fmt: skip
+    assert json.loads(out)["Result"]
