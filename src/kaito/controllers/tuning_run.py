@@ -8,34 +8,25 @@ training config it reads, and what its state means for the Workspace's condition
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from kaito.api import TuningSpec, WorkspaceBase
 from kaito.api import constants as C
 from kaito.api.constants import ConditionType, Reason, WorkspaceState
-from kaito.controllers import diagnosis, tuning
+from kaito.controllers import configs, diagnosis, tuning
 from kaito.controllers import objects as o
-from kaito.controllers.common import (
-    CONFIG_RETRY_S,
-    CONFIGMAP,
-    JOB,
-    Facts,
-    WorkspaceSettings,
-    weights_source,
-)
+from kaito.controllers.apply import Applier
+from kaito.controllers.common import CONFIG_RETRY_S, Facts, WorkspaceSettings, weights_source
 from kaito.presets import SpecError
 from kaito.presets import tuning as tuning_config
 from kaito.presets.plan import Plan
 from kaito.runtime.cache import Cache
 from kaito.runtime.client import Client
-from kaito.runtime.errors import AlreadyExists, NotFound
+from kaito.runtime.errors import AlreadyExists
 from kaito.runtime.events import EventRecorder
-from kaito.runtime.gvk import GVK, POD
+from kaito.runtime.gvk import CONFIGMAP, JOB, POD
 from kaito.runtime.objects import to_dict
 from kaito.runtime.request import Result
-
-ApplyIfChanged = Callable[[GVK, dict[str, Any]], Awaitable[bool]]
 
 
 class TuningRun:
@@ -47,13 +38,13 @@ class TuningRun:
         cache: Cache,
         recorder: EventRecorder,
         settings: WorkspaceSettings,
-        apply_if_changed: ApplyIfChanged,
+        applier: Applier,
     ) -> None:
         self.client = client
         self.cache = cache
         self.recorder = recorder
         self.settings = settings
-        self.apply_if_changed = apply_if_changed
+        self.applier = applier
         self._configs: dict[tuple[str, str], tuple[str, str]] = {}
 
     async def reconcile(
@@ -166,21 +157,13 @@ class TuningRun:
     ) -> tuple[str, str]:
         """The ConfigMap the trainer reads (the user's, validated, or our default)."""
         if name:
-            try:
-                cm = to_dict(await self.client.get(CONFIGMAP, ws.namespace, name))
-            except NotFound:
-                raise SpecError(
-                    "tuning.config", f"ConfigMap {name!r} not found in {ws.namespace}"
-                ) from None
-            text = (cm.get("data") or {}).get(tuning_config.CONFIG_KEY)
-            if text is None:
-                raise SpecError(
-                    "tuning.config", f"ConfigMap {name!r} has no key {tuning_config.CONFIG_KEY}"
-                )
+            text = await configs.config_text(
+                self.client, ws.namespace, name, key=tuning_config.CONFIG_KEY, field="tuning.config"
+            )
             parsed = tuning_config.parse_training_config(text, method)
             return name, tuning_config.output_dir(parsed)
         default = tuning.default_config_map(owner, method)
-        await self.apply_if_changed(CONFIGMAP, default)
+        await self.applier.apply_if_changed(CONFIGMAP, default)
         return default["metadata"]["name"], tuning_config.DEFAULT_OUTPUT_DIR
 
     def status_from_job(self, ws: WorkspaceBase, job: dict[str, Any], facts: Facts) -> None:
