@@ -147,6 +147,7 @@ class WorkspaceReconciler:
         """Drop what was remembered of a deleted Workspace."""
         self._plans = {k: v for k, v in self._plans.items() if k[0] != uid}
         self.tuning.forget(uid)
+        self.status.forget(uid)
 
     # ---------------------------------------------------------------- metadata
     def _owner(self, ws: WorkspaceBase) -> o.Owner:
