@@ -156,7 +156,7 @@ def build(mgr: Manager, args: argparse.Namespace) -> NodeProvisioner | None:
     cache = mgr.cache
     ws = WorkspaceReconciler(mgr.client, cache, mgr.event_recorder("kaito-workspace"), settings)
     workspace_ctrl = mgr.controller("workspace", ws, workers=args.workers)
-    workspace_watches.watch(workspace_ctrl, cache, claim_gvk)
+    workspace_watches.watch(workspace_ctrl, cache, claim_gvk, ws.claims.expectations)
 
     kaito_metrics.register(
         mgr.metrics.registry,

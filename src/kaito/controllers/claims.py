@@ -15,6 +15,7 @@ from kaito.api.constants import ConditionType, Reason
 from kaito.controllers import diagnosis
 from kaito.controllers import objects as o
 from kaito.controllers.common import Facts, WorkspaceSettings
+from kaito.controllers.expectations import CreateExpectations
 from kaito.runtime.cache import Cache
 from kaito.runtime.client import Client
 from kaito.runtime.errors import AlreadyExists
@@ -42,6 +43,7 @@ class NodeClaims:
         self.cache = cache
         self.recorder = recorder
         self.settings = settings
+        self.expectations = CreateExpectations()
 
     def byo_nodes(self, ws: WorkspaceBase, gpus: int) -> list[dict[str, Any]]:
         """Ready nodes the user labelled for this Workspace, not made by any provisioner.
@@ -89,7 +91,8 @@ class NodeClaims:
             name = o.nodeclaim_name(owner, index)
             claim = existing.get(name)
             if claim is None:
-                await self._create(ws, owner, index, needs.instance_type)
+                if not self.expectations.pending(None, name):
+                    await self._create(ws, owner, index, needs.instance_type)
                 problems.append(
                     diagnosis.Diagnosis(
                         Reason.NODE_CLAIM_NOT_READY,
@@ -97,6 +100,7 @@ class NodeClaims:
                     )
                 )
                 continue
+            self.expectations.forget(None, name)
             if not diagnosis.is_true(claim, "Ready"):
                 problems.append(diagnosis.claim_problem(claim))
                 continue
@@ -183,11 +187,16 @@ class NodeClaims:
         if self.settings.claims_finalized_by_us:
             # saves the machine controller a patch per claim
             body["metadata"]["finalizers"] = [C.FINALIZER_KARPENTER_TERMINATION]
+        name = body["metadata"]["name"]
+        # expected before the request: the create's watch event may beat its response
+        self.expectations.expect(None, name)
         try:
             await self.client.create(body)
         except AlreadyExists:
             return
-        name = body["metadata"]["name"]
+        except BaseException:
+            self.expectations.forget(None, name)
+            raise
         self.recorder.event(
             ws, "Normal", "NodeClaimCreated", f"created {claim_gvk.kind} {name} ({instance_type})"
         )

@@ -12,6 +12,7 @@ from typing import Any
 
 from kaito.api import constants as C
 from kaito.controllers.common import CONTROLLER_REVISION, WORKSPACE
+from kaito.controllers.expectations import CreateExpectations
 from kaito.runtime.cache import Cache
 from kaito.runtime.controller import Controller
 from kaito.runtime.gvk import CONFIGMAP, GVK, JOB, NODE, POD, SERVICE, STATEFULSET
@@ -73,9 +74,13 @@ def workspaces_for_node(cache: Cache) -> Callable[[KObject], list[Request]]:
     return requests
 
 
-def watch(ctrl: Controller, cache: Cache, claim_gvk: GVK) -> None:
-    """Register the workspace controller's watches (and the indexes they use) on ``ctrl``."""
+def watch(
+    ctrl: Controller, cache: Cache, claim_gvk: GVK, claims_created: CreateExpectations
+) -> None:
+    """Register the workspace controller's watches (and the indexes they use) on ``ctrl``;
+    ``claims_created`` hears of every NodeClaim event."""
     cache.add_index(WORKSPACE, SELECTOR_INDEX, selector_pairs)
+    cache.informer(claim_gvk, label_selector=CLAIM_SELECTOR).add_listener(claims_created.observe)
     owned = EnqueueForOwner(WORKSPACE)
     (
         ctrl.watches(

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from kaito.controllers.common import WORKSPACE
+from kaito.controllers.common import NODECLAIM, WORKSPACE
 from kaito.runtime.gvk import NODE, STATEFULSET
 from kaito.runtime.objects import to_dict
 
@@ -145,3 +145,26 @@ async def test_worker_nodes_are_cleared_and_not_ready_nodes_cost_no_status_write
             await finalize_all(op, namespace, [name])
     finally:
         await asyncio.to_thread(cluster.kubectl, "delete", "node", node_name, "--wait=false")
+
+
+async def test_a_workspace_woken_before_its_claim_reaches_the_cache_creates_no_second_claim(
+    cluster: Cluster, namespace: str, crds: None
+) -> None:
+    """Defect 14: at N=100, 23 NodeClaim creates came back 409 AlreadyExists: the Workspace
+    was reconciled again before the watch event of its own claim arrived, and created again."""
+    name = "phi-expect"
+    async with running_operator(cluster) as op:
+        hold = op.hold(NODECLAIM)
+        await op.client.create(example("workspace-phi-3-mini.yaml", namespace, name))
+        await eventually("its NodeClaim created", lambda: hold.held)
+        for i in range(3):  # woken again while the claim's watch event is still on its way
+            done = op.reconciles()
+            await op.client.patch(
+                WORKSPACE, namespace, name, {"metadata": {"labels": {"touch": str(i)}}}
+            )
+            await eventually("a reconcile", lambda done=done: op.reconciles() > done)
+        assert op.requests(code="409") == 0
+        hold.release()
+        await eventually("Ready", lambda: _is(state(op, namespace, name), "Ready"))
+        assert op.requests(code="409") == 0
+        await finalize_all(op, namespace, [name])
