@@ -18,7 +18,7 @@ from typing import Any
 
 from kaito import featuregates
 from kaito.api import Workspace
-from kaito.controllers import machine, workspace_watches
+from kaito.controllers import garbage, machine, workspace_watches
 from kaito.controllers import metrics as kaito_metrics
 from kaito.controllers.common import MACHINE, NODECLAIM, WORKSPACE, WorkspaceSettings
 from kaito.controllers.workspace import WorkspaceReconciler
@@ -28,7 +28,7 @@ from kaito.provisioner.kwok import KwokProvisioner
 from kaito.runtime.cache import Cache
 from kaito.runtime.client import Client
 from kaito.runtime.errors import AlreadyExists, NotFound
-from kaito.runtime.gvk import GVK, NODE
+from kaito.runtime.gvk import NODE
 from kaito.runtime.handlers import EnqueueMapped
 from kaito.runtime.leaderelection import LeaderElection
 from kaito.runtime.manager import Manager
@@ -183,6 +183,25 @@ def build(mgr: Manager, args: argparse.Namespace) -> NodeProvisioner | None:
     return provisioner
 
 
+def start_garbage_collector(
+    mgr: Manager, provisioner: NodeProvisioner | None, args: argparse.Namespace
+) -> asyncio.Task[None] | None:
+    """The periodic collection of orphaned claims and node resources (with a backend)."""
+    if provisioner is None:
+        return None
+    return asyncio.create_task(
+        garbage.run_garbage_collector(
+            mgr.client,
+            provisioner,
+            mgr.cache,
+            MACHINE if args.legacy_machines else NODECLAIM,
+            interval_s=args.gc_interval,
+            is_leader=lambda: mgr.is_leader,
+        ),
+        name="garbage collector",
+    )
+
+
 async def run(args: argparse.Namespace) -> int:
     election = (
         LeaderElection(args.leader_election_namespace, "kaito-operator")
@@ -197,18 +216,7 @@ async def run(args: argparse.Namespace) -> int:
         leader_election=election,
     )
     provisioner = build(mgr, args)
-    gc_task: asyncio.Task[None] | None = None
-    if provisioner is not None:
-        claim_gvk: GVK = MACHINE if args.legacy_machines else NODECLAIM
-        gc_task = asyncio.create_task(
-            machine.run_garbage_collector(
-                provisioner,
-                mgr.cache,
-                claim_gvk,
-                interval_s=args.gc_interval,
-                is_leader=lambda: mgr.is_leader,
-            )
-        )
+    gc_task = start_garbage_collector(mgr, provisioner, args)
     try:
         await mgr.run()
     finally:

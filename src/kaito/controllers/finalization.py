@@ -2,7 +2,10 @@
 
 NodeClaims are cluster-scoped and carry no owner reference (a namespaced owner cannot own
 them), so the API server's garbage collector never removes them: the Workspace finalizer
-is what stands between a deleted Workspace and a leaked GPU node.
+is what stands between a deleted Workspace and a leaked GPU node. The cache alone cannot
+say "no claims left": a claim created moments before (its watch event not in yet, or the
+claim watch reconnecting) is missing from it, so the API server is asked before the
+finalizer goes. ``garbage.collect_orphaned_claims`` catches what escapes anyway.
 """
 
 from __future__ import annotations
@@ -33,7 +36,13 @@ class Finalizer:
         if C.FINALIZER_WORKSPACE not in finalizers:
             return False, None
         claim_gvk = self.settings.claim_gvk
-        claims = [to_dict(c) for c in self.cache.list(claim_gvk, labels=o.ownership_labels(owner))]
+        owned = o.ownership_labels(owner)
+        claims = [to_dict(c) for c in self.cache.list(claim_gvk, labels=owned)]
+        if not claims:
+            selector = ",".join(f"{k}={v}" for k, v in sorted(owned.items()))
+            claims = [
+                to_dict(c) for c in await self.client.list(claim_gvk, label_selector=selector)
+            ]
         for claim in claims:
             if not claim["metadata"].get("deletionTimestamp"):
                 await self.client.delete(

@@ -8,7 +8,6 @@ On delete it removes the node first and only then releases the claim's finalizer
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import datetime as dt
 import logging
@@ -297,40 +296,6 @@ class MachineReconciler:
                 finalizer=C.FINALIZER_KARPENTER_TERMINATION,
             )
         return None
-
-
-async def garbage_collect(provisioner: NodeProvisioner, cache: Cache, claim_gvk: GVK) -> list[str]:
-    """Delete backend resources whose claim no longer exists; returns what was removed.
-
-    A backend only creates resources for claims the cache already holds, so a name the
-    backend knows but the synced cache lacks belongs to a claim that is gone.
-    """
-    removed = []
-    for name in await provisioner.list_requests():
-        if cache.get(claim_gvk, None, name) is None:
-            log.info("garbage-collecting node resources of vanished claim %s", name)
-            await provisioner.delete(name)
-            removed.append(name)
-    return removed
-
-
-async def run_garbage_collector(
-    provisioner: NodeProvisioner,
-    cache: Cache,
-    claim_gvk: GVK,
-    *,
-    interval_s: float = 60.0,
-    is_leader: Callable[[], bool] = lambda: True,
-) -> None:
-    """Periodic loop around :func:`garbage_collect` (leader only)."""
-    while True:
-        await asyncio.sleep(interval_s)
-        if not is_leader() or not cache.synced:
-            continue
-        try:
-            await garbage_collect(provisioner, cache, claim_gvk)
-        except Exception:  # a failed pass is retried next interval
-            log.exception("node garbage collection failed")
 
 
 def requests_for_node(node: Mapping[str, Any]) -> Iterable[Request]:

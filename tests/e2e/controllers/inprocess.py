@@ -98,11 +98,14 @@ class InProcessOperator:
 @contextlib.asynccontextmanager
 async def running_operator(cluster: Cluster, *flags: str) -> AsyncIterator[InProcessOperator]:
     """The operator's controllers (built by ``kaito.operator.build``) in this event loop."""
-    args = operator.parse_args([f"--kubeconfig={cluster.kubeconfig}", "--workers=4", *flags])
+    args = operator.parse_args(
+        [f"--kubeconfig={cluster.kubeconfig}", "--workers=4", "--gc-interval=1", *flags]
+    )
     config = await load_config(str(cluster.kubeconfig))
     mgr = Manager(config, metrics_port=None, health_port=None, handle_signals=False)
     provisioner = operator.build(mgr, args)
     task = asyncio.create_task(mgr.run())
+    collector = operator.start_garbage_collector(mgr, provisioner, args)
     client = Client(config, metrics=Metrics())
     op = InProcessOperator(mgr, client)
     try:
@@ -112,6 +115,10 @@ async def running_operator(cluster: Cluster, *flags: str) -> AsyncIterator[InPro
         for held in op.holds:
             if held.held or any("apply" in vars(i) for i in held.informers):
                 held.release()
+        if collector is not None:
+            collector.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await collector
         mgr.stop()
         await asyncio.wait_for(task, 60)
         if provisioner is not None:

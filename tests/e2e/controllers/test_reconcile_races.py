@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
+from kaito.controllers import objects as o
 from kaito.controllers.common import NODECLAIM, WORKSPACE
 from kaito.runtime.gvk import NODE, STATEFULSET
 from kaito.runtime.objects import to_dict
@@ -168,3 +169,62 @@ async def test_a_workspace_woken_before_its_claim_reaches_the_cache_creates_no_s
         await eventually("Ready", lambda: _is(state(op, namespace, name), "Ready"))
         assert op.requests(code="409") == 0
         await finalize_all(op, namespace, [name])
+
+
+async def claims_of(op: InProcessOperator, namespace: str, name: str) -> list[dict[str, Any]]:
+    selector = f"kaito.sh/workspace={name},kaito.sh/workspacenamespace={namespace}"
+    return [to_dict(c) for c in await op.client.list(NODECLAIM, label_selector=selector)]
+
+
+async def test_a_workspace_deleted_before_its_claim_reaches_the_cache_waits_for_the_claim(
+    cluster: Cluster, namespace: str, crds: None
+) -> None:
+    """Defect 2: the finalizer was dropped as soon as the cache showed no claims, so a claim
+    created moments before (its watch event not yet in) was left behind with its node."""
+    name = "phi-gone-early"
+    async with running_operator(cluster) as op:
+        hold = op.hold(NODECLAIM)
+        await op.client.create(example("workspace-phi-3-mini.yaml", namespace, name))
+        await eventually("its NodeClaim created", lambda: hold.held)
+        await op.client.delete(WORKSPACE, namespace, name)
+
+        async def claim_deleting() -> bool:
+            claims = await claims_of(op, namespace, name)
+            return bool(claims) and all(c["metadata"].get("deletionTimestamp") for c in claims)
+
+        await eventually("the claim deleted by the finalizer", claim_deleting)
+        await asyncio.sleep(3)  # the finalizer polls every second meanwhile
+        ws = to_dict(await op.client.get(WORKSPACE, namespace, name))
+        assert ws["metadata"]["finalizers"] == ["workspace.finalizer.kaito.sh"]
+        hold.release()  # the machine controller now sees the claim and lets it go
+
+        async def all_gone() -> bool:
+            left = [w for w in await op.client.list(WORKSPACE, namespace)]
+            return not left and not await claims_of(op, namespace, name)
+
+        await eventually("the Workspace and its claim gone", all_gone)
+
+
+async def test_claims_whose_workspace_no_longer_exists_are_collected(
+    cluster: Cluster, namespace: str, crds: None
+) -> None:
+    """Defect 2: a claim whose Workspace is gone (finalizer removed by hand, or by an
+    operator that read a stale cache) was never deleted, and neither was its node."""
+    async with running_operator(cluster) as op:
+        await op.client.create(example("workspace-phi-3-mini.yaml", namespace, "kept"))
+        await eventually("Ready", lambda: _is(state(op, namespace, "kept"), "Ready"))
+        orphan = o.nodeclaim(o.Owner("gone", namespace, "0"), 0, instance_type="Standard_NC6s_v3")
+        orphan["metadata"]["finalizers"] = ["karpenter.sh/termination"]
+        await op.client.create(orphan)
+        node_name = orphan["metadata"]["name"]
+
+        async def collected() -> bool:
+            return not await claims_of(op, namespace, "gone") and not [
+                n for n in await op.client.list(NODE) if to_dict(n)["metadata"]["name"] == node_name
+            ]
+
+        await eventually("the orphaned claim and its node gone", collected, 30)
+        kept = await claims_of(op, namespace, "kept")
+        assert len(kept) == 1 and not kept[0]["metadata"].get("deletionTimestamp")
+        assert await state(op, namespace, "kept") == "Ready"
+        await finalize_all(op, namespace, ["kept"])
