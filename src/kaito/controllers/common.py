@@ -24,8 +24,6 @@ CONTROLLER_REVISION = GVK("apps", "v1", "ControllerRevision")
 NODECLAIM = GVK(C.KARPENTER_GROUP, C.NODECLAIM_VERSION, "NodeClaim")
 MACHINE = GVK(C.KARPENTER_GROUP, C.MACHINE_VERSION, "Machine")
 FIELD_MANAGER = "kaito-workspace"
-# a user's ConfigMap is read, not watched: while it is missing or wrong, look again this often
-CONFIG_RETRY_S = 30.0
 
 
 @dataclass(frozen=True)

@@ -1,33 +1,63 @@
 """The user's ConfigMaps a Workspace names: ``inference.config`` and ``tuning.config``.
 
-One reader for both, so a missing ConfigMap or key is explained the same way, naming the
+They are watched, not read once: an edit changes the generated vLLM arguments (and may
+change the node count) at once, as an operator restart would. ConfigMaps are read from the
+cache (one informer for all ConfigMaps, shared with the ones Workspaces own); an index from
+ConfigMap name to the Workspaces that name it maps each change back to them. One reader
+serves both fields, so a missing ConfigMap or key is explained the same way, naming the
 Workspace field to fix.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import yaml
 
 from kaito.controllers import objects as o
+from kaito.controllers.common import WORKSPACE
 from kaito.presets import SpecError
-from kaito.runtime.client import Client
-from kaito.runtime.errors import NotFound
+from kaito.runtime.cache import Cache
 from kaito.runtime.gvk import CONFIGMAP
-from kaito.runtime.objects import to_dict
+from kaito.runtime.objects import KObject, meta_of, to_dict
+from kaito.runtime.request import Request
+
+CONFIG_INDEX = "configMaps"
 
 
-async def config_text(client: Client, namespace: str, name: str, *, key: str, field: str) -> str:
-    """The text under ``key`` of ConfigMap ``name``; SpecError on ``field`` when absent."""
-    try:
-        cm = to_dict(await client.get(CONFIGMAP, namespace, name))
-    except NotFound:
-        raise SpecError(field, f"ConfigMap {name!r} not found in {namespace}") from None
-    text = (cm.get("data") or {}).get(key)
+def config_map_names(workspace: Mapping[str, Any]) -> list[str]:
+    """Index a Workspace by the ConfigMaps it reads (same namespace)."""
+    names = []
+    for section in ("inference", "tuning"):
+        name = (workspace.get(section) or {}).get("config")
+        if name:
+            names.append(str(name))
+    return names
+
+
+def workspaces_using(cache: Cache) -> Callable[[KObject], list[Request]]:
+    """A ConfigMap change wakes the Workspaces of its namespace that name it."""
+
+    def requests(cm: KObject) -> list[Request]:
+        entries = cache.entries(WORKSPACE, namespace=cm.namespace, index=(CONFIG_INDEX, cm.name))
+        return [Request(e.namespace, e.name) for e in entries]
+
+    return requests
+
+
+def config_text(
+    cache: Cache, namespace: str, name: str, *, key: str, field: str
+) -> tuple[str, str]:
+    """The text under ``key`` of ConfigMap ``name`` and the ConfigMap's resourceVersion;
+    SpecError on ``field`` when either is missing."""
+    found = cache.get(CONFIGMAP, namespace, name)
+    if found is None:
+        raise SpecError(field, f"ConfigMap {name!r} not found in {namespace}")
+    text = (to_dict(found).get("data") or {}).get(key)
     if text is None:
         raise SpecError(field, f"ConfigMap {name!r} has no key {key}")
-    return str(text)
+    return str(text), str(meta_of(found).get("resourceVersion") or "")
 
 
 def parse_inference_config(text: str) -> dict[str, Any]:

@@ -23,7 +23,6 @@ from kaito.controllers import objects as o
 from kaito.controllers.apply import Applier
 from kaito.controllers.claims import NodeClaims, NodeNeeds
 from kaito.controllers.common import (
-    CONFIG_RETRY_S,
     CONTROLLER_REVISION,
     WORKSPACE,
     Facts,
@@ -63,7 +62,8 @@ class WorkspaceReconciler:
         self.cache = cache
         self.recorder = recorder
         self.settings = settings
-        self._plans: dict[tuple[str, str], Plan | SpecError] = {}
+        # uid -> the plan of one (spec hash, inference ConfigMap resourceVersion)
+        self._plans: dict[tuple[str, str, str], Plan | SpecError] = {}
         self.applier = Applier(client, cache)
         self.claims = NodeClaims(client, cache, recorder, settings)
         self.workload = Workload(cache, recorder, settings, self.applier)
@@ -93,14 +93,11 @@ class WorkspaceReconciler:
         digest = spec_hash(ws)
         revision = await self._ensure_metadata(ws, digest)
         facts = Facts()
-        plan = await self._plan(ws, digest)
+        plan = self._plan(ws, digest)
         result: Result | None = None
         if isinstance(plan, SpecError):
             facts.set(ConditionType.RESOURCE_READY, False, "InvalidSpec", str(plan))
             facts.set(ConditionType.WORKSPACE_SUCCEEDED, False, Reason.WORKSPACE_FAILED, str(plan))
-            if plan.field == "inference.config":
-                # the user's ConfigMap is not watched: look again in a while, it may be fixed
-                result = Result(requeue_after=CONFIG_RETRY_S)
         else:
             result = await self._reconcile(ws, plan, revision, facts)
         wait = await self.status.write(ws, facts)
@@ -227,31 +224,36 @@ class WorkspaceReconciler:
         return number
 
     # ---------------------------------------------------------------- planning
-    async def _plan(self, ws: WorkspaceBase, digest: str) -> Plan | SpecError:
-        key = (ws.metadata.uid or ws.name, digest)
+    def _plan(self, ws: WorkspaceBase, digest: str) -> Plan | SpecError:
+        """The plan of this spec (and inference config), computed once per version of both."""
+        config: dict[str, Any] | None = None
+        version = ""
+        if ws.inference is not None and ws.inference.config:
+            try:
+                text, version = configs.config_text(
+                    self.cache,
+                    ws.namespace,
+                    ws.inference.config,
+                    key=o.CONFIG_KEY,
+                    field="inference.config",
+                )
+            except SpecError as exc:
+                return exc  # its ConfigMap's arrival wakes the Workspace
+        uid = ws.metadata.uid or ws.name
+        key = (uid, digest, version)
         found = self._plans.get(key)
         if found is not None:
             return found
         doc = ws.model_dump(mode="json", by_alias=True, exclude_none=True)
-        config: dict[str, Any] | None = None
-        if ws.inference is not None and ws.inference.config:
-            try:
-                config = await self._inference_config(ws.namespace, ws.inference.config)
-            except SpecError as exc:
-                return exc  # not memoised: the ConfigMap may appear later
         try:
+            if version:
+                config = configs.parse_inference_config(text)
             plan: Plan | SpecError = plan_workspace(doc, inference_config=config)
         except (SpecError, FitError) as exc:
             plan = (
                 exc if isinstance(exc, SpecError) else SpecError("resource.instanceType", str(exc))
             )
             self.recorder.event(ws, "Warning", "InvalidSpec", str(plan))
-        self._plans = {k: v for k, v in self._plans.items() if k[0] != key[0]}
+        self._plans = {k: v for k, v in self._plans.items() if k[0] != uid}
         self._plans[key] = plan
         return plan
-
-    async def _inference_config(self, namespace: str, name: str) -> dict[str, Any]:
-        text = await configs.config_text(
-            self.client, namespace, name, key=o.CONFIG_KEY, field="inference.config"
-        )
-        return configs.parse_inference_config(text)

@@ -2,7 +2,8 @@
 
 Owned namespaced objects point at their Workspace with a controller reference; NodeClaims
 and nodes (cluster-scoped, no owner) carry the ownership labels instead; a bring-your-own
-node wakes every Workspace whose ``resource.labelSelector`` it matches.
+node wakes every Workspace whose ``resource.labelSelector`` it matches, and a ConfigMap the
+Workspaces that name it in ``inference.config`` or ``tuning.config``.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from kaito.api import constants as C
+from kaito.controllers import configs
 from kaito.controllers.common import CONTROLLER_REVISION, WORKSPACE
 from kaito.controllers.expectations import CreateExpectations
 from kaito.runtime.cache import Cache
@@ -80,6 +82,7 @@ def watch(
     """Register the workspace controller's watches (and the indexes they use) on ``ctrl``;
     ``claims_created`` hears of every NodeClaim event."""
     cache.add_index(WORKSPACE, SELECTOR_INDEX, selector_pairs)
+    cache.add_index(WORKSPACE, configs.CONFIG_INDEX, configs.config_map_names)
     cache.informer(claim_gvk, label_selector=CLAIM_SELECTOR).add_listener(claims_created.observe)
     owned = EnqueueForOwner(WORKSPACE)
     (
@@ -89,7 +92,9 @@ def watch(
         )
         .watches(STATEFULSET, owned, label_selector=C.LABEL_WORKSPACE_NAME)
         .watches(JOB, owned, label_selector=C.LABEL_WORKSPACE_NAME)
-        .watches(CONFIGMAP, owned, label_selector=C.LABEL_WORKSPACE_NAME)
+        # all ConfigMaps, in one informer: the ones we own and the ones Workspaces name
+        .watches(CONFIGMAP, owned)
+        .watches(CONFIGMAP, EnqueueMapped(configs.workspaces_using(cache)))
         .watches(SERVICE, owned, label_selector=C.LABEL_WORKSPACE_NAME)
         .watches(CONTROLLER_REVISION, owned, label_selector=C.LABEL_REVISION_WORKSPACE_NAME)
         .watches(POD, EnqueueMapped(pod_owner), label_selector=C.LABEL_WORKSPACE_NAME)

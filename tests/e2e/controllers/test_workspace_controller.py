@@ -8,55 +8,25 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import yaml
 
 from ..conftest import REPO, Cluster
-from .conftest import Operator, condition, get_json, wait_until
+from .conftest import (
+    WS_LABEL,
+    Operator,
+    claims_of,
+    condition,
+    example,
+    get_json,
+    wait_ready,
+    wait_until,
+    workspace,
+)
 
 pytestmark = pytest.mark.e2e
-
-WS_LABEL = "kaito.sh/workspace"
-
-
-def example(name: str) -> dict[str, Any]:
-    doc: dict[str, Any] = yaml.safe_load((REPO / "examples" / name).read_text())
-    return doc
-
-
-def workspace(cluster: Cluster, namespace: str, name: str) -> dict[str, Any] | None:
-    return cluster.get("workspace", name, namespace)
-
-
-def wait_ready(cluster: Cluster, namespace: str, name: str, timeout: float = 60) -> dict[str, Any]:
-    def ready() -> dict[str, Any] | None:
-        ws = workspace(cluster, namespace, name)
-        cond = condition(ws, "WorkspaceSucceeded")
-        return ws if cond and cond["status"] == "True" else None
-
-    result: dict[str, Any] = wait_until(f"Workspace {name} ready", ready, timeout)
-    return result
-
-
-def claims_of(cluster: Cluster, namespace: str, name: str, kind: str = "nodeclaims") -> list[Any]:
-    selector = f"{WS_LABEL}={name},kaito.sh/workspacenamespace={namespace}"
-    items: list[Any] = get_json(cluster, kind, "-l", selector)["items"]
-    return items
-
-
-@pytest.fixture
-def ns(cluster: Cluster, namespace: str, operator: Operator) -> Iterator[str]:
-    """A namespace whose Workspaces are deleted (and finalized) before the test ends."""
-    yield namespace
-    cluster.kubectl("-n", namespace, "delete", "workspaces", "--all", "--wait=false")
-    wait_until(
-        "Workspaces finalized",
-        lambda: not get_json(cluster, "workspaces", "-n", namespace)["items"],
-        timeout=60,
-    )
 
 
 def test_seed_workspace_goes_ready_on_a_provisioned_gpu_node(cluster: Cluster, ns: str) -> None:

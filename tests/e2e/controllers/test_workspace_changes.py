@@ -1,0 +1,106 @@
+"""A running Workspace follows what changes around it: its ConfigMaps, its node count, hand
+edits of what it owns. The real operator (a subprocess) on the real control plane."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from ..conftest import Cluster
+from .conftest import (
+    claims_of,
+    condition,
+    example,
+    wait_ready,
+    wait_until,
+    workspace,
+)
+
+pytestmark = pytest.mark.e2e
+
+
+def config_map(name: str, max_model_len: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name},
+        "data": {"inference_config.yaml": f"vllm:\n  max-model-len: {max_model_len}\n"},
+    }
+
+
+def container_args(cluster: Cluster, namespace: str, name: str) -> list[str]:
+    sts = cluster.get("statefulset", name, namespace) or {}
+    containers = sts.get("spec", {}).get("template", {}).get("spec", {}).get("containers", [{}])
+    args: list[str] = containers[0].get("args", [])
+    return args
+
+
+def flag(args: list[str], name: str) -> str | None:
+    return args[args.index(name) + 1] if name in args else None
+
+
+def test_an_edited_inference_config_map_takes_effect_without_a_spec_change(
+    cluster: Cluster, ns: str
+) -> None:
+    """Defect 4: the user's ConfigMap was read once per spec revision (an edit was ignored
+    until the spec changed, yet a restart re-read it) and a missing one retried every 30 s."""
+    doc = example("workspace-phi-3-mini-v1beta1.yaml")
+    doc["metadata"]["name"] = "configured"
+    doc["inference"]["config"] = "phi-config"
+    cluster.apply(doc, ns)
+
+    def explained() -> dict[str, Any] | None:
+        cond = condition(workspace(cluster, ns, "configured"), "ResourceReady")
+        return cond if cond and cond["reason"] == "InvalidSpec" else None
+
+    cond = wait_until("the missing ConfigMap explained", explained)
+    assert cond["message"].startswith("inference.config") and "phi-config" in cond["message"]
+    cluster.apply(config_map("phi-config", 1024), ns)
+    wait_ready(cluster, ns, "configured", timeout=15)
+    assert flag(container_args(cluster, ns, "configured"), "--max-model-len") == "1024"
+
+    cluster.apply(config_map("phi-config", 2048), ns)
+    wait_until(
+        "the edited max-model-len in the StatefulSet",
+        lambda: flag(container_args(cluster, ns, "configured"), "--max-model-len") == "2048",
+        timeout=15,
+    )
+    wait_ready(cluster, ns, "configured")
+    assert len(claims_of(cluster, ns, "configured")) == 1
+
+
+def test_a_fixed_training_config_map_starts_the_tuning_job_at_once(
+    cluster: Cluster, ns: str
+) -> None:
+    """Defect 4, tuning: a broken training ConfigMap was looked at again only every 30 s."""
+    broken = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "train-config"},
+        "data": {"training_config.yaml": "LoraConfig:\n  r: many\n"},
+    }
+    cluster.apply(broken, ns)
+    doc = example("workspace-tuning-phi-3.yaml")
+    doc["metadata"]["name"] = "tune-fixed"
+    doc["tuning"]["config"] = "train-config"
+    cluster.apply(doc, ns)
+
+    def explained() -> dict[str, Any] | None:
+        cond = condition(workspace(cluster, ns, "tune-fixed"), "JobStarted")
+        return cond if cond and cond["reason"] == "InvalidSpec" else None
+
+    assert "LoraConfig.r" in wait_until("the broken config explained", explained)["message"]
+
+    def nodes_ready() -> bool:
+        cond = condition(workspace(cluster, ns, "tune-fixed"), "ResourceReady")
+        return bool(cond and cond["status"] == "True")
+
+    wait_until("its node", nodes_ready)
+    time.sleep(2)  # nothing left to wake the Workspace but the ConfigMap
+    fixed = "QuantizationConfig:\n  load_in_4bit: true\nLoraConfig:\n  r: 16\n"
+    broken["data"] = {"training_config.yaml": fixed}
+    cluster.apply(broken, ns)
+    wait_until("the tuning Job", lambda: cluster.get("job", "tune-fixed", ns), timeout=15)
+    wait_ready(cluster, ns, "tune-fixed")
