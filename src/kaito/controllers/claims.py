@@ -20,7 +20,7 @@ from kaito.runtime.cache import Cache
 from kaito.runtime.client import Client
 from kaito.runtime.errors import AlreadyExists
 from kaito.runtime.events import EventRecorder
-from kaito.runtime.gvk import NODE
+from kaito.runtime.gvk import NODE, STATEFULSET
 from kaito.runtime.objects import to_dict
 
 
@@ -76,14 +76,18 @@ class NodeClaims:
         """(ready, byo): make sure ``needs.target`` Ready nodes exist."""
         target, gpus = needs.target, needs.gpus
         facts.target = target
-        byo = self.byo_nodes(ws, gpus)
-        if len(byo) >= target or self.settings.node_provisioner == "byo":
-            return self._byo_status(byo, needs, facts), True
         claim_gvk = self.settings.claim_gvk
         existing = {
             to_dict(c)["metadata"]["name"]: to_dict(c)
             for c in self.cache.list(claim_gvk, labels=o.ownership_labels(owner))
         }
+        byo = self.byo_nodes(ws, gpus)
+        if len(byo) >= target or self.settings.node_provisioner == "byo":
+            await self._delete_extra(ws, existing, set(), target)
+            return self._byo_status(byo, needs, facts), True
+        wanted = {o.nodeclaim_name(owner, i) for i in range(target)}
+        await self._delete_extra(ws, existing, wanted, target)
+        existing = {k: v for k, v in existing.items() if k in wanted}
         assert needs.instance_type is not None
         problems: list[diagnosis.Diagnosis] = []
         ready_nodes: list[str] = []
@@ -169,6 +173,35 @@ class NodeClaims:
             "bring-your-own nodes are ready",
         )
         return True
+
+    async def _delete_extra(
+        self,
+        ws: WorkspaceBase,
+        existing: dict[str, dict[str, Any]],
+        wanted: set[str],
+        target: int,
+    ) -> None:
+        """Delete the claims beyond the target (it fell: a changed inference config needs
+        fewer GPUs), once the StatefulSet no longer runs pods on more nodes than that."""
+        extra = [
+            name
+            for name, claim in existing.items()
+            if name not in wanted and not claim["metadata"].get("deletionTimestamp")
+        ]
+        if not extra:
+            return
+        sts = self.cache.get(STATEFULSET, ws.namespace, ws.name)
+        if sts is not None:
+            obj = to_dict(sts)
+            spec, status = obj.get("spec") or {}, obj.get("status") or {}
+            if spec.get("replicas", 1) > target or status.get("replicas", 0) > target:
+                return  # its scale-down event brings us back
+        kind = self.settings.claim_gvk.kind
+        for name in extra:
+            await self.client.delete(self.settings.claim_gvk, None, name, ignore_not_found=True)
+            self.recorder.event(
+                ws, "Normal", "NodeClaimDeleted", f"deleted {kind} {name}: {target} node(s) needed"
+            )
 
     async def _create(
         self, ws: WorkspaceBase, owner: o.Owner, index: int, instance_type: str

@@ -104,3 +104,35 @@ def test_a_fixed_training_config_map_starts_the_tuning_job_at_once(
     cluster.apply(broken, ns)
     wait_until("the tuning Job", lambda: cluster.get("job", "tune-fixed", ns), timeout=15)
     wait_ready(cluster, ns, "tune-fixed")
+
+
+def test_claims_beyond_a_lowered_node_count_are_deleted(cluster: Cluster, ns: str) -> None:
+    """Defect 3: when the target node count fell (here a shorter context needs fewer V100s),
+    the extra NodeClaims, and their GPU nodes, were never deleted."""
+    cluster.apply(config_map("mistral-config", 32768), ns)
+    doc = example("workspace-phi-3-mini-v1beta1.yaml")
+    doc["metadata"]["name"] = "shrinks"
+    doc["inference"]["preset"]["name"] = "mistral-7b-instruct"
+    doc["inference"]["config"] = "mistral-config"
+    cluster.apply(doc, ns)
+    ws = wait_ready(cluster, ns, "shrinks", timeout=90)
+    assert ws["status"]["targetNodeCount"] == 3
+    claims = claims_of(cluster, ns, "shrinks")
+    assert len(claims) == 3
+    nodes = {c["status"]["nodeName"] for c in claims}
+
+    cluster.apply(config_map("mistral-config", 2048), ns)
+
+    def shrunk() -> list[Any] | None:
+        left = claims_of(cluster, ns, "shrinks")
+        return left if len(left) == 2 else None
+
+    left = wait_until("one claim fewer", shrunk, timeout=60)
+    ws = wait_ready(cluster, ns, "shrinks")
+    assert ws["status"]["targetNodeCount"] == 2
+    sts = cluster.get("statefulset", "shrinks", ns)
+    assert sts is not None and sts["spec"]["replicas"] == 2
+    gone = nodes - {c["status"]["nodeName"] for c in left}
+    assert len(gone) == 1
+    (node,) = gone
+    wait_until("its node deleted", lambda: cluster.get("node", node) is None)
