@@ -28,7 +28,7 @@ from kaito.provisioner.base import (
 )
 from kaito.runtime.cache import Cache
 from kaito.runtime.client import Client
-from kaito.runtime.errors import ApiError, NotFound
+from kaito.runtime.errors import NotFound
 from kaito.runtime.events import EventRecorder
 from kaito.runtime.gvk import GVK, NODE
 from kaito.runtime.objects import to_dict
@@ -286,15 +286,17 @@ class MachineReconciler:
         log.debug("terminating %s: backend resources gone=%s", meta["name"], gone)
         if not gone:
             return Result(requeue_after=1.0)
-        with contextlib.suppress(ApiError):
-            await remove_finalizer(
-                self.client,
-                self.claim_gvk,
-                None,
-                meta["name"],
-                finalizers=finalizers,
-                finalizer=C.FINALIZER_KARPENTER_TERMINATION,
-            )
+        # Any failure but NotFound (a 5xx, a 403 from a broken RBAC) propagates: the key is
+        # retried with backoff and counted as an error, instead of the claim staying stuck
+        # until the next resync. A Conflict (our copy is stale) is retried by the wrapper.
+        await remove_finalizer(
+            self.client,
+            self.claim_gvk,
+            None,
+            meta["name"],
+            finalizers=finalizers,
+            finalizer=C.FINALIZER_KARPENTER_TERMINATION,
+        )
         return None
 
 
