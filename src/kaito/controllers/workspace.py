@@ -145,6 +145,7 @@ class WorkspaceReconciler:
         self._plans = {k: v for k, v in self._plans.items() if k[0] != uid}
         self.tuning.forget(uid)
         self.status.forget(uid)
+        self.applier.forget(uid)
 
     # ---------------------------------------------------------------- metadata
     def _owner(self, ws: WorkspaceBase) -> o.Owner:

@@ -10,6 +10,7 @@ import pytest
 
 from ..conftest import Cluster
 from .conftest import (
+    Operator,
     claims_of,
     condition,
     example,
@@ -136,3 +137,40 @@ def test_claims_beyond_a_lowered_node_count_are_deleted(cluster: Cluster, ns: st
     assert len(gone) == 1
     (node,) = gone
     wait_until("its node deleted", lambda: cluster.get("node", node) is None)
+
+
+def test_hand_edits_of_owned_objects_are_set_back_and_additions_kept(
+    cluster: Cluster, ns: str, operator: Operator
+) -> None:
+    """Defect 11: `kubectl scale`/`edit` of the StatefulSet (or a Service) stuck, because the
+    content-hash annotation still matched. The fields the operator sets are its own; what it
+    does not set is left alone."""
+    doc = example("workspace-phi-3-mini.yaml")
+    doc["metadata"]["name"] = "owned"
+    cluster.apply(doc, ns)
+    wait_ready(cluster, ns, "owned")
+    image = (cluster.get("statefulset", "owned", ns) or {})["spec"]["template"]["spec"][
+        "containers"
+    ][0]["image"]
+
+    cluster.kubectl("-n", ns, "scale", "statefulset", "owned", "--replicas=3")
+    cluster.kubectl("-n", ns, "set", "image", "statefulset/owned", "owned=elsewhere/vllm:1")
+    cluster.kubectl("-n", ns, "annotate", "statefulset", "owned", "team=search")
+    cluster.kubectl(
+        "-n", ns, "patch", "service", "owned", "--type=json",
+        "-p", '[{"op": "replace", "path": "/spec/ports/0/targetPort", "value": 9999}]',
+    )  # fmt: skip
+
+    def set_back() -> dict[str, Any] | None:
+        sts = cluster.get("statefulset", "owned", ns) or {}
+        container = sts["spec"]["template"]["spec"]["containers"][0]
+        svc = cluster.get("service", "owned", ns) or {}
+        target = svc["spec"]["ports"][0]["targetPort"]
+        ok = sts["spec"]["replicas"] == 1 and container["image"] == image and target == 5000
+        return sts if ok else None
+
+    sts = wait_until("the hand edits set back", set_back, timeout=20)
+    assert sts["metadata"]["annotations"]["team"] == "search"
+    wait_ready(cluster, ns, "owned")
+    errors = operator.metric("controller_runtime_reconcile_errors_total", controller="workspace")
+    assert errors == 0
