@@ -16,6 +16,8 @@ from kaito.controllers import diagnosis
 from kaito.controllers import objects as o
 from kaito.controllers.common import Facts, WorkspaceSettings
 from kaito.controllers.expectations import CreateExpectations
+from kaito.presets import SpecError, get_sku
+from kaito.presets.plan import Plan
 from kaito.runtime.cache import Cache
 from kaito.runtime.client import Client
 from kaito.runtime.errors import AlreadyExists
@@ -31,6 +33,30 @@ class NodeNeeds:
     target: int
     gpus: int
     instance_type: str | None
+
+
+def node_needs(ws: WorkspaceBase, plan: Plan) -> NodeNeeds:
+    """The nodes a plan needs; SpecError on ``resource.instanceType`` if it is unknown.
+
+    A pod-template Workspace has no estimate: ``resource.count`` nodes (1 by default) of
+    its instance type, each with all of that type's GPUs, as upstream sizes it; without an
+    instance type only bring-your-own nodes can serve it.
+    """
+    if plan.mode == "template":
+        name = ws.resource.instance_type
+        sku = get_sku(name) if name else None
+        if name and sku is None:
+            raise SpecError(
+                "resource.instanceType",
+                f"unknown instance type {name!r}; `kaito skus` lists the known ones",
+            )
+        return NodeNeeds(
+            ws.resource.count or 1, sku.gpu_count if sku else 0, sku.name if sku else None
+        )
+    assert plan.estimate is not None and plan.sku is not None
+    if plan.mode == "tuning":  # a tuning Job runs on one node with all of its GPUs
+        return NodeNeeds(1, plan.sku.gpu_count, plan.sku.name)
+    return NodeNeeds(plan.estimate.node_count, plan.estimate.gpus_per_node, plan.sku.name)
 
 
 class NodeClaims:
@@ -82,13 +108,13 @@ class NodeClaims:
             for c in self.cache.list(claim_gvk, labels=o.ownership_labels(owner))
         }
         byo = self.byo_nodes(ws, gpus)
-        if len(byo) >= target or self.settings.node_provisioner == "byo":
+        byo_only = self.settings.node_provisioner == "byo" or needs.instance_type is None
+        if len(byo) >= target or byo_only:
             await self._delete_extra(ws, existing, set(), target)
             return self._byo_status(byo, needs, facts), True
         wanted = {o.nodeclaim_name(owner, i) for i in range(target)}
         await self._delete_extra(ws, existing, wanted, target)
         existing = {k: v for k, v in existing.items() if k in wanted}
-        assert needs.instance_type is not None
         problems: list[diagnosis.Diagnosis] = []
         ready_nodes: list[str] = []
         for index in range(target):
@@ -96,7 +122,7 @@ class NodeClaims:
             claim = existing.get(name)
             if claim is None:
                 if not self.expectations.pending(None, name):
-                    await self._create(ws, owner, index, needs.instance_type)
+                    await self._create(ws, owner, index, needs)
                 problems.append(
                     diagnosis.Diagnosis(
                         Reason.NODE_CLAIM_NOT_READY,
@@ -204,9 +230,11 @@ class NodeClaims:
             )
 
     async def _create(
-        self, ws: WorkspaceBase, owner: o.Owner, index: int, instance_type: str
+        self, ws: WorkspaceBase, owner: o.Owner, index: int, needs: NodeNeeds
     ) -> None:
         claim_gvk = self.settings.claim_gvk
+        instance_type = needs.instance_type
+        assert instance_type is not None
         body = o.nodeclaim(
             owner,
             index,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from kaito.api import WorkspaceBase
@@ -18,6 +19,7 @@ from kaito.controllers.common import (
 )
 from kaito.presets.plan import Plan
 from kaito.runtime.cache import Cache
+from kaito.runtime.errors import Invalid
 from kaito.runtime.events import EventRecorder
 from kaito.runtime.gvk import POD, SERVICE, STATEFULSET
 from kaito.runtime.objects import to_dict
@@ -101,6 +103,47 @@ class Workload:
         await self._apply(ws, o.statefulset(work), revision, f"model weights come from {where}")
         self.readiness(ws, work.replicas, facts)
 
+    async def reconcile_template(
+        self,
+        ws: WorkspaceBase,
+        owner: o.Owner,
+        revision: str,
+        *,
+        replicas: int,
+        byo: bool,
+        facts: Facts,
+    ) -> None:
+        """The StatefulSet that runs the user's ``inference.template`` as written."""
+        assert ws.inference is not None and ws.inference.template is not None
+        problem = template_problem(ws.inference.template)
+        if problem is not None:
+            self._invalid_template(ws, problem, facts)
+            return
+        desired = o.template_statefulset(
+            owner,
+            ws.inference.template,
+            replicas=replicas,
+            revision=revision,
+            node_selector_labels=ws.resource.label_selector.match_labels or {},
+            provisioned=not byo,
+        )
+        try:
+            await self._apply(ws, desired, revision, "it runs inference.template as written")
+        except Invalid as exc:
+            # the template is the user's: the API server's verdict names the field to fix
+            self._invalid_template(ws, f"inference.template: {exc.message}", facts)
+            return
+        self.readiness(ws, replicas, facts)
+
+    def _invalid_template(self, ws: WorkspaceBase, message: str, facts: Facts) -> None:
+        shown = ws.status.conditions if ws.status else None
+        if not any(
+            c.type == ConditionType.INFERENCE_READY and c.message == message for c in shown or ()
+        ):
+            self.recorder.event(ws, "Warning", "InvalidSpec", message)
+        facts.set(ConditionType.INFERENCE_READY, False, "InvalidSpec", message)
+        facts.set(ConditionType.WORKSPACE_SUCCEEDED, False, Reason.WORKSPACE_FAILED, message)
+
     async def _apply(
         self, ws: WorkspaceBase, desired: dict[str, Any], revision: str, created_note: str
     ) -> None:
@@ -160,3 +203,24 @@ class Workload:
         facts.set(
             ConditionType.WORKSPACE_SUCCEEDED, False, Reason.WORKSPACE_PENDING, problem.message
         )
+
+
+def template_problem(template: Mapping[str, Any]) -> str | None:
+    """What makes ``inference.template`` unusable as a pod template, naming the field."""
+    spec = template.get("spec")
+    if not isinstance(spec, Mapping):
+        return "inference.template.spec: a pod template needs a spec with its containers"
+    containers = spec.get("containers")
+    if not isinstance(containers, list) or not containers:
+        return "inference.template.spec.containers: a pod template needs at least one container"
+    for path, value, kind in (
+        ("metadata", template.get("metadata"), Mapping),
+        ("metadata.labels", (template.get("metadata") or {}).get("labels"), Mapping),
+        ("metadata.annotations", (template.get("metadata") or {}).get("annotations"), Mapping),
+        ("spec.tolerations", spec.get("tolerations"), list),
+        ("spec.affinity", spec.get("affinity"), Mapping),
+    ):
+        if value is not None and not isinstance(value, kind):
+            what = "a list" if kind is list else "a mapping"
+            return f"inference.template.{path}: expected {what}"
+    return None

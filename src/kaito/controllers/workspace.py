@@ -21,7 +21,7 @@ from kaito.api.constants import ConditionType, Reason
 from kaito.controllers import configs
 from kaito.controllers import objects as o
 from kaito.controllers.apply import Applier
-from kaito.controllers.claims import NodeClaims, NodeNeeds
+from kaito.controllers.claims import NodeClaims, NodeNeeds, node_needs
 from kaito.controllers.common import (
     CONTROLLER_REVISION,
     WORKSPACE,
@@ -95,29 +95,26 @@ class WorkspaceReconciler:
         facts = Facts()
         plan = self._plan(ws, digest)
         result: Result | None = None
-        if isinstance(plan, SpecError):
-            facts.set(ConditionType.RESOURCE_READY, False, "InvalidSpec", str(plan))
-            facts.set(ConditionType.WORKSPACE_SUCCEEDED, False, Reason.WORKSPACE_FAILED, str(plan))
+        try:
+            if isinstance(plan, SpecError):
+                raise plan
+            needs = node_needs(ws, plan)
+        except SpecError as exc:
+            facts.set(ConditionType.RESOURCE_READY, False, "InvalidSpec", str(exc))
+            facts.set(ConditionType.WORKSPACE_SUCCEEDED, False, Reason.WORKSPACE_FAILED, str(exc))
         else:
-            result = await self._reconcile(ws, plan, revision, facts)
+            result = await self._reconcile(ws, plan, needs, revision, facts)
         wait = await self.status.write(ws, facts)
         if wait is not None and (result is None or not 0 < result.requeue_after <= wait):
             result = Result(requeue_after=wait)
         return result
 
     async def _reconcile(
-        self, ws: WorkspaceBase, plan: Plan, revision: str, facts: Facts
+        self, ws: WorkspaceBase, plan: Plan, needs: NodeNeeds, revision: str, facts: Facts
     ) -> Result | None:
         owner = self._owner(ws)
-        assert plan.estimate is not None and plan.sku is not None
-        if plan.mode == "tuning":
-            # a tuning Job runs on one node with all of its GPUs
-            needs = NodeNeeds(1, plan.sku.gpu_count, plan.sku.name)
-            pending_type = ConditionType.JOB_STARTED
-        else:
-            estimate = plan.estimate
-            needs = NodeNeeds(estimate.node_count, estimate.gpus_per_node, plan.sku.name)
-            pending_type = ConditionType.INFERENCE_READY
+        tuning = plan.mode == "tuning"
+        pending_type = ConditionType.JOB_STARTED if tuning else ConditionType.INFERENCE_READY
         nodes_ready, byo = await self.claims.reconcile(ws, owner, needs, facts)
         if not nodes_ready:
             facts.set(pending_type, None, Reason.INFERENCE_STATUS_PENDING, "waiting for nodes")
@@ -128,10 +125,15 @@ class WorkspaceReconciler:
                 "waiting for nodes",
             )
             return None
-        if plan.mode == "tuning":
+        if tuning:
             return await self.tuning.reconcile(ws, plan, owner, revision, byo=byo, facts=facts)
         await self.workload.reconcile_services(owner)
-        await self.workload.reconcile_preset(ws, plan, owner, revision, byo=byo, facts=facts)
+        if plan.mode == "template":
+            await self.workload.reconcile_template(
+                ws, owner, revision, replicas=needs.target, byo=byo, facts=facts
+            )
+        else:
+            await self.workload.reconcile_preset(ws, plan, owner, revision, byo=byo, facts=facts)
         return None
 
     async def _finalize(self, ws: WorkspaceBase) -> Result | None:

@@ -333,3 +333,47 @@ def test_tuning_with_a_broken_config_map_is_explained(cluster: Cluster, ns: str)
     assert cond["reason"] == "InvalidSpec"
     assert "LoraConfig.r" in cond["message"]
     assert cluster.get("job", "bad-tuning", ns) is None
+
+
+def template_workspace(name: str, container: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "kaito.sh/v1beta1",
+        "kind": "Workspace",
+        "metadata": {"name": name},
+        "resource": {
+            "instanceType": "Standard_NC6s_v3",
+            "labelSelector": {"matchLabels": {"apps": name}},
+        },
+        "inference": {"template": {"spec": {"containers": [container]}}},
+    }
+
+
+def test_a_pod_template_workspace_runs_its_template_on_a_provisioned_node(
+    cluster: Cluster, ns: str, operator: Operator
+) -> None:
+    """Defect 1: a Workspace with inference.template (accepted by the CRD and the webhook)
+    failed every reconcile (no estimate, no SKU) and never got a status."""
+    server = {"name": "srv", "image": "example.com/srv:1", "ports": [{"containerPort": 5000}]}
+    cluster.apply(template_workspace("custom", server), ns)
+    ws = wait_ready(cluster, ns, "custom")
+    assert ws["status"]["targetNodeCount"] == 1
+    (claim,) = claims_of(cluster, ns, "custom")
+    assert ws["status"]["workerNodes"] == [claim["status"]["nodeName"]]
+    sts = cluster.get("statefulset", "custom", ns)
+    assert sts is not None and sts["spec"]["replicas"] == 1
+    assert sts["spec"]["template"]["spec"]["containers"][0]["image"] == "example.com/srv:1"
+    pods = get_json(cluster, "pods", "-n", ns, "-l", f"{WS_LABEL}=custom")["items"]
+    assert [p["spec"]["nodeName"] for p in pods] == [claim["status"]["nodeName"]]
+    assert cluster.get("service", "custom", ns) is not None
+
+    # a template the API server refuses is explained with its verdict, never a traceback
+    cluster.apply(template_workspace("broken", {"name": "srv"}), ns)
+
+    def explained() -> dict[str, Any] | None:
+        cond = condition(workspace(cluster, ns, "broken"), "InferenceReady")
+        return cond if cond and cond["reason"] == "InvalidSpec" else None
+
+    message = wait_until("the refused template explained", explained)["message"]
+    assert message.startswith("inference.template:") and "image" in message
+    errors = operator.metric("controller_runtime_reconcile_errors_total", controller="workspace")
+    assert errors == 0
