@@ -180,6 +180,28 @@ def wait_ready(cluster: Cluster, namespace: str, name: str, timeout: float = 60)
     return result
 
 
+def wait_condition(
+    cluster: Cluster,
+    namespace: str,
+    name: str,
+    type_: str,
+    *,
+    reason: str | None = None,
+    status: str | None = None,
+    timeout: float = 60,
+) -> dict[str, Any]:
+    """The Workspace's condition ``type_`` once it has ``reason`` and/or ``status``."""
+
+    def found() -> dict[str, Any] | None:
+        cond = condition(workspace(cluster, namespace, name), type_)
+        if cond is None or reason not in (None, cond.get("reason")):
+            return None
+        return cond if status in (None, cond.get("status")) else None
+
+    result: dict[str, Any] = wait_until(f"{name} {type_} {reason or status}", found, timeout)
+    return result
+
+
 def claims_of(cluster: Cluster, namespace: str, name: str, kind: str = "nodeclaims") -> list[Any]:
     selector = f"{WS_LABEL}={name},kaito.sh/workspacenamespace={namespace}"
     items: list[Any] = get_json(cluster, kind, "-l", selector)["items"]

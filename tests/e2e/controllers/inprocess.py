@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +24,9 @@ from kaito.runtime.manager import Manager
 from kaito.runtime.metrics import Metrics
 
 from ..conftest import Cluster
+from ..runtime.conftest import eventually
+
+__all__ = ["Hold", "InProcessOperator", "eventually", "running_operator"]
 
 
 class Hold:
@@ -124,21 +127,3 @@ async def running_operator(cluster: Cluster, *flags: str) -> AsyncIterator[InPro
         if provisioner is not None:
             await provisioner.close()
         await client.close()
-
-
-async def eventually(
-    what: str,
-    check: Callable[[], Any | Awaitable[Any]],
-    timeout: float = 60.0,  # noqa: ASYNC109
-) -> Any:
-    """Poll ``check`` until it returns something truthy; fail with ``what`` otherwise."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if asyncio.iscoroutine(last):
-            last = await last
-        if last:
-            return last
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")

@@ -12,11 +12,10 @@ from ..conftest import Cluster
 from .conftest import (
     Operator,
     claims_of,
-    condition,
     example,
+    wait_condition,
     wait_ready,
     wait_until,
-    workspace,
 )
 
 pytestmark = pytest.mark.e2e
@@ -52,11 +51,7 @@ def test_an_edited_inference_config_map_takes_effect_without_a_spec_change(
     doc["inference"]["config"] = "phi-config"
     cluster.apply(doc, ns)
 
-    def explained() -> dict[str, Any] | None:
-        cond = condition(workspace(cluster, ns, "configured"), "ResourceReady")
-        return cond if cond and cond["reason"] == "InvalidSpec" else None
-
-    cond = wait_until("the missing ConfigMap explained", explained)
+    cond = wait_condition(cluster, ns, "configured", "ResourceReady", reason="InvalidSpec")
     assert cond["message"].startswith("inference.config") and "phi-config" in cond["message"]
     cluster.apply(config_map("phi-config", 1024), ns)
     wait_ready(cluster, ns, "configured", timeout=15)
@@ -88,17 +83,9 @@ def test_a_fixed_training_config_map_starts_the_tuning_job_at_once(
     doc["tuning"]["config"] = "train-config"
     cluster.apply(doc, ns)
 
-    def explained() -> dict[str, Any] | None:
-        cond = condition(workspace(cluster, ns, "tune-fixed"), "JobStarted")
-        return cond if cond and cond["reason"] == "InvalidSpec" else None
-
-    assert "LoraConfig.r" in wait_until("the broken config explained", explained)["message"]
-
-    def nodes_ready() -> bool:
-        cond = condition(workspace(cluster, ns, "tune-fixed"), "ResourceReady")
-        return bool(cond and cond["status"] == "True")
-
-    wait_until("its node", nodes_ready)
+    cond = wait_condition(cluster, ns, "tune-fixed", "JobStarted", reason="InvalidSpec")
+    assert "LoraConfig.r" in cond["message"]
+    wait_condition(cluster, ns, "tune-fixed", "ResourceReady", status="True")
     time.sleep(2)  # nothing left to wake the Workspace but the ConfigMap
     fixed = "QuantizationConfig:\n  load_in_4bit: true\nLoraConfig:\n  r: 16\n"
     broken["data"] = {"training_config.yaml": fixed}

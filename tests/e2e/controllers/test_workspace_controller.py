@@ -21,6 +21,7 @@ from .conftest import (
     condition,
     example,
     get_json,
+    wait_condition,
     wait_ready,
     wait_until,
     workspace,
@@ -369,11 +370,9 @@ def test_a_pod_template_workspace_runs_its_template_on_a_provisioned_node(
     # a template the API server refuses is explained with its verdict, never a traceback
     cluster.apply(template_workspace("broken", {"name": "srv"}), ns)
 
-    def explained() -> dict[str, Any] | None:
-        cond = condition(workspace(cluster, ns, "broken"), "InferenceReady")
-        return cond if cond and cond["reason"] == "InvalidSpec" else None
-
-    message = wait_until("the refused template explained", explained)["message"]
+    message = wait_condition(cluster, ns, "broken", "InferenceReady", reason="InvalidSpec")[
+        "message"
+    ]
     assert message.startswith("inference.template:") and "image" in message
     errors = operator.metric("controller_runtime_reconcile_errors_total", controller="workspace")
     assert errors == 0
