@@ -116,7 +116,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="upstream's gates, e.g. vLLM=true,disableNodeAutoProvisioning=false",
     )
     p.add_argument("--workers", type=int, default=int(_env("workers", "20") or 20))
-    p.add_argument("--gc-interval", type=float, default=60.0, help="node garbage collection (s)")
+    p.add_argument(
+        "--gc-interval",
+        type=float,
+        default=float(_env("gc-interval", "60") or 60),
+        help="seconds between garbage collection of orphaned NodeClaims and nodes",
+    )
     p.add_argument("--log-level", default=_env("log-level", "info"))
     args = p.parse_args(argv)
     if args.workers < 1:
