@@ -37,7 +37,7 @@ from kaito.presets import FitError, SpecError
 from kaito.presets.plan import Plan, plan_workspace
 from kaito.runtime.cache import Cache
 from kaito.runtime.client import Client
-from kaito.runtime.errors import AlreadyExists, Forbidden
+from kaito.runtime.errors import AlreadyExists, Forbidden, NotFound
 from kaito.runtime.events import EventRecorder
 from kaito.runtime.objects import to_dict
 from kaito.runtime.request import Request, Result
@@ -91,7 +91,10 @@ class WorkspaceReconciler:
         if ws.metadata.deletion_timestamp is not None:
             return await self._finalize(ws)
         digest = spec_hash(ws)
-        revision = await self._ensure_metadata(ws, digest)
+        try:
+            revision = await self._ensure_metadata(ws, digest)
+        except NotFound:
+            return None  # gone meanwhile (our cached copy is behind); nothing left to do
         facts = Facts()
         plan = self._plan(ws, digest)
         result: Result | None = None

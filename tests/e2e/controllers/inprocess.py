@@ -24,7 +24,7 @@ from kaito.runtime.manager import Manager
 from kaito.runtime.metrics import Metrics
 
 from ..conftest import Cluster
-from ..runtime.conftest import eventually
+from ..runtime.conftest import eventually as _eventually
 
 __all__ = ["Hold", "InProcessOperator", "eventually", "running_operator"]
 
@@ -127,3 +127,12 @@ async def running_operator(cluster: Cluster, *flags: str) -> AsyncIterator[InPro
         if provisioner is not None:
             await provisioner.close()
         await client.close()
+
+
+async def eventually(
+    what: str,
+    check: Callable[[], Any],
+    timeout: float = 60.0,  # noqa: ASYNC109
+) -> Any:
+    """The runtime tests' ``eventually`` with a minute to spare: the machine is shared."""
+    return await _eventually(what, check, timeout)

@@ -86,7 +86,7 @@ async def test_a_status_written_while_the_workspace_watch_lags_is_not_left_stale
         await eventually("the recreated StatefulSet serving", recreated_and_ready)
         await op.settle()
         hold.release()
-        await eventually("Ready again", lambda: _is(state(op, namespace, name), "Ready"), 15)
+        await eventually("Ready again", lambda: _is(state(op, namespace, name), "Ready"), 30)
         await finalize_all(op, namespace, [name])
 
 
@@ -134,7 +134,7 @@ async def test_worker_nodes_are_cleared_and_not_ready_nodes_cost_no_status_write
                 ok = status.get("state") == "NotReady" and "workerNodes" not in status
                 return status if ok else None
 
-            await eventually("workerNodes cleared", cleared, 20)
+            await eventually("workerNodes cleared", cleared)
             patches = op.requests(method="PATCH")
             for i in range(3):  # reconciles while nothing the status shows changes
                 done = op.reconciles()
@@ -223,7 +223,7 @@ async def test_claims_whose_workspace_no_longer_exists_are_collected(
                 n for n in await op.client.list(NODE) if to_dict(n)["metadata"]["name"] == node_name
             ]
 
-        await eventually("the orphaned claim and its node gone", collected, 30)
+        await eventually("the orphaned claim and its node gone", collected)
         kept = await claims_of(op, namespace, "kept")
         assert len(kept) == 1 and not kept[0]["metadata"].get("deletionTimestamp")
         assert await state(op, namespace, "kept") == "Ready"

@@ -12,10 +12,12 @@ from ..conftest import Cluster
 from .conftest import (
     Operator,
     claims_of,
+    condition,
     example,
     wait_condition,
     wait_ready,
     wait_until,
+    workspace,
 )
 
 pytestmark = pytest.mark.e2e
@@ -54,14 +56,19 @@ def test_an_edited_inference_config_map_takes_effect_without_a_spec_change(
     cond = wait_condition(cluster, ns, "configured", "ResourceReady", reason="InvalidSpec")
     assert cond["message"].startswith("inference.config") and "phi-config" in cond["message"]
     cluster.apply(config_map("phi-config", 1024), ns)
-    wait_ready(cluster, ns, "configured", timeout=15)
+
+    def config_read() -> bool:  # before: only when the 30 s retry came round
+        cond = condition(workspace(cluster, ns, "configured"), "ResourceReady")
+        return cond is not None and cond["reason"] != "InvalidSpec"
+
+    wait_until("the new ConfigMap read", config_read, timeout=20)
+    wait_ready(cluster, ns, "configured")
     assert flag(container_args(cluster, ns, "configured"), "--max-model-len") == "1024"
 
     cluster.apply(config_map("phi-config", 2048), ns)
     wait_until(
         "the edited max-model-len in the StatefulSet",
         lambda: flag(container_args(cluster, ns, "configured"), "--max-model-len") == "2048",
-        timeout=15,
     )
     wait_ready(cluster, ns, "configured")
     assert len(claims_of(cluster, ns, "configured")) == 1
@@ -90,7 +97,7 @@ def test_a_fixed_training_config_map_starts_the_tuning_job_at_once(
     fixed = "QuantizationConfig:\n  load_in_4bit: true\nLoraConfig:\n  r: 16\n"
     broken["data"] = {"training_config.yaml": fixed}
     cluster.apply(broken, ns)
-    wait_until("the tuning Job", lambda: cluster.get("job", "tune-fixed", ns), timeout=15)
+    wait_until("the tuning Job", lambda: cluster.get("job", "tune-fixed", ns), timeout=20)
     wait_ready(cluster, ns, "tune-fixed")
 
 
@@ -156,7 +163,7 @@ def test_hand_edits_of_owned_objects_are_set_back_and_additions_kept(
         ok = sts["spec"]["replicas"] == 1 and container["image"] == image and target == 5000
         return sts if ok else None
 
-    sts = wait_until("the hand edits set back", set_back, timeout=20)
+    sts = wait_until("the hand edits set back", set_back)
     assert sts["metadata"]["annotations"]["team"] == "search"
     wait_ready(cluster, ns, "owned")
     errors = operator.metric("controller_runtime_reconcile_errors_total", controller="workspace")
