@@ -62,7 +62,7 @@ class WorkspaceReconciler:
         self.cache = cache
         self.recorder = recorder
         self.settings = settings
-        # uid -> the plan of one (spec hash, inference ConfigMap resourceVersion)
+        # (uid, spec hash, inference ConfigMap resourceVersion) -> plan, one per Workspace
         self._plans: dict[tuple[str, str, str], Plan | SpecError] = {}
         self.applier = Applier(client, cache)
         self.claims = NodeClaims(client, cache, recorder, settings)
