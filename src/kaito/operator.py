@@ -13,50 +13,30 @@ import contextlib
 import logging
 import os
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from kaito import featuregates
 from kaito.api import Workspace
-from kaito.api import constants as C
-from kaito.controllers import machine
+from kaito.controllers import garbage, machine, workspace_watches
 from kaito.controllers import metrics as kaito_metrics
-from kaito.controllers.workspace import (
-    CONFIGMAP,
-    CONTROLLER_REVISION,
-    JOB,
-    MACHINE,
-    NODECLAIM,
-    WORKSPACE,
-    WorkspaceReconciler,
-    WorkspaceSettings,
-    requests_for_labels,
-)
+from kaito.controllers.common import MACHINE, NODECLAIM, WORKSPACE, WorkspaceSettings
+from kaito.controllers.workspace import WorkspaceReconciler
 from kaito.presets import get_sku
 from kaito.provisioner.base import NodeProvisioner
 from kaito.provisioner.kwok import KwokProvisioner
 from kaito.runtime.cache import Cache
 from kaito.runtime.client import Client
 from kaito.runtime.errors import AlreadyExists, NotFound
-from kaito.runtime.gvk import GVK, NODE, POD, SERVICE, STATEFULSET
-from kaito.runtime.handlers import EnqueueForOwner, EnqueueMapped
+from kaito.runtime.gvk import NODE
+from kaito.runtime.handlers import EnqueueMapped
 from kaito.runtime.leaderelection import LeaderElection
 from kaito.runtime.manager import Manager
-from kaito.runtime.objects import KObject, to_dict
-from kaito.runtime.predicates import (
-    annotations_changed,
-    any_of,
-    generation_changed,
-    labels_changed,
-)
-from kaito.runtime.request import Request
+from kaito.runtime.objects import to_dict
 
 log = logging.getLogger("kaito.operator")
 
 PROVISIONERS = ("kwok", "azure", "byo")
-# One selector for every NodeClaim watch: two informers of one kind with different
-# selectors would let a controller read a copy older than the event that woke it.
-CLAIM_SELECTOR = f"{C.LABEL_KARPENTER_NODEPOOL}={C.KAITO_NODEPOOL}"
 
 
 class ClientNodes:
@@ -142,7 +122,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="upstream's gates, e.g. vLLM=true,disableNodeAutoProvisioning=false",
     )
     p.add_argument("--workers", type=int, default=int(_env("workers", "20") or 20))
-    p.add_argument("--gc-interval", type=float, default=60.0, help="node garbage collection (s)")
+    p.add_argument(
+        "--gc-interval",
+        type=float,
+        default=float(_env("gc-interval", "60") or 60),
+        help="seconds between garbage collection of orphaned NodeClaims and nodes",
+    )
     p.add_argument("--log-level", default=_env("log-level", "info"))
     args = p.parse_args(argv)
     if args.workers < 1:
@@ -168,10 +153,6 @@ def build_provisioner(name: str, client: Client, cache: Cache) -> NodeProvisione
     return None
 
 
-def _map(fn: Callable[[KObject], Any]) -> EnqueueMapped:
-    return EnqueueMapped(lambda obj: list(fn(obj)))
-
-
 def build(mgr: Manager, args: argparse.Namespace) -> NodeProvisioner | None:
     """Register the controllers and watches on `mgr`; returns the node backend, if any."""
     mgr.scheme.register(WORKSPACE, Workspace)
@@ -195,48 +176,8 @@ def build(mgr: Manager, args: argparse.Namespace) -> NodeProvisioner | None:
         settings,
         cloud_skus=getattr(provisioner, "describe_instance_type", None),
     )
-
-    def workspaces_selecting(node: KObject) -> list[Request]:
-        """A node wakes the Workspace that owns it, or those whose selector it matches (BYO)."""
-        labels = node.labels
-        owned = list(requests_for_labels(labels))
-        if owned or C.LABEL_KARPENTER_NODEPOOL in labels:
-            return owned
-        out: dict[Request, None] = {}
-        for key, value in labels.items():
-            for entry in cache.entries(WORKSPACE, index=(SELECTOR_INDEX, f"{key}={value}")):
-                obj = cache.get(WORKSPACE, entry.namespace, entry.name)
-                if obj is None:
-                    continue
-                match = to_dict(obj)["resource"]["labelSelector"].get("matchLabels") or {}
-                if all(labels.get(k) == v for k, v in match.items()):
-                    out[Request(entry.namespace, entry.name)] = None
-        return list(out)
-
     workspace_ctrl = mgr.controller("workspace", ws, workers=args.workers)
-    cache.add_index(WORKSPACE, SELECTOR_INDEX, selector_pairs)
-    (
-        workspace_ctrl.watches(
-            WORKSPACE,
-            predicates=[any_of(generation_changed, labels_changed, annotations_changed)],
-        )
-        .watches(STATEFULSET, EnqueueForOwner(WORKSPACE), label_selector=C.LABEL_WORKSPACE_NAME)
-        .watches(JOB, EnqueueForOwner(WORKSPACE), label_selector=C.LABEL_WORKSPACE_NAME)
-        .watches(CONFIGMAP, EnqueueForOwner(WORKSPACE), label_selector=C.LABEL_WORKSPACE_NAME)
-        .watches(SERVICE, EnqueueForOwner(WORKSPACE), label_selector=C.LABEL_WORKSPACE_NAME)
-        .watches(
-            CONTROLLER_REVISION,
-            EnqueueForOwner(WORKSPACE),
-            label_selector=C.LABEL_REVISION_WORKSPACE_NAME,
-        )
-        .watches(POD, _map(_pod_owner), label_selector=C.LABEL_WORKSPACE_NAME)
-        .watches(
-            claim_gvk,
-            _map(lambda c: requests_for_labels(c.labels)),
-            label_selector=CLAIM_SELECTOR,
-        )
-        .watches(NODE, _map(workspaces_selecting))
-    )
+    workspace_watches.watch(workspace_ctrl, cache, claim_gvk, ws.claims.expectations)
 
     kaito_metrics.register(
         mgr.metrics.registry,
@@ -256,25 +197,29 @@ def build(mgr: Manager, args: argparse.Namespace) -> NodeProvisioner | None:
         )
         (
             mgr.controller("machine", mc, workers=args.workers)
-            .watches(claim_gvk, label_selector=CLAIM_SELECTOR)
-            .watches(NODE, _map(machine.requests_for_node))
+            .watches(claim_gvk, label_selector=workspace_watches.CLAIM_SELECTOR)
+            .watches(NODE, EnqueueMapped(machine.requests_for_node))
         )
     return provisioner
 
 
-SELECTOR_INDEX = "matchLabels"
-
-
-def selector_pairs(obj: Mapping[str, Any]) -> list[str]:
-    """Index a Workspace by each `key=value` of its resource.labelSelector.matchLabels."""
-    resource = obj.get("resource") or {}
-    match = (resource.get("labelSelector") or {}).get("matchLabels") or {}
-    return [f"{k}={v}" for k, v in match.items()]
-
-
-def _pod_owner(pod: KObject) -> list[Request]:
-    name = pod.labels.get(C.LABEL_WORKSPACE_NAME)
-    return [Request(pod.namespace, name)] if name else []
+def start_garbage_collector(
+    mgr: Manager, provisioner: NodeProvisioner | None, args: argparse.Namespace
+) -> asyncio.Task[None] | None:
+    """The periodic collection of orphaned claims and node resources (with a backend)."""
+    if provisioner is None:
+        return None
+    return asyncio.create_task(
+        garbage.run_garbage_collector(
+            mgr.client,
+            provisioner,
+            mgr.cache,
+            MACHINE if args.legacy_machines else NODECLAIM,
+            interval_s=args.gc_interval,
+            is_leader=lambda: mgr.is_leader,
+        ),
+        name="garbage collector",
+    )
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -291,18 +236,7 @@ async def run(args: argparse.Namespace) -> int:
         leader_election=election,
     )
     provisioner = build(mgr, args)
-    gc_task: asyncio.Task[None] | None = None
-    if provisioner is not None:
-        claim_gvk: GVK = MACHINE if args.legacy_machines else NODECLAIM
-        gc_task = asyncio.create_task(
-            machine.run_garbage_collector(
-                provisioner,
-                mgr.cache,
-                claim_gvk,
-                interval_s=args.gc_interval,
-                is_leader=lambda: mgr.is_leader,
-            )
-        )
+    gc_task = start_garbage_collector(mgr, provisioner, args)
     try:
         await mgr.run()
     finally:

@@ -89,6 +89,8 @@ ANNOTATION_KARPENTER_DO_NOT_DISRUPT = "karpenter.sh/do-not-disrupt"
 
 # --- finalizers, taints ----------------------------------------------------------------------
 FINALIZER_WORKSPACE = "workspace.finalizer.kaito.sh"
+FINALIZER_KARPENTER_TERMINATION = "karpenter.sh/termination"
+"""Karpenter's finalizer on NodeClaims: the node goes before the claim does."""
 GPU_TAINT_KEY = "sku"
 GPU_TAINT_VALUE = "gpu"
 GPU_TAINT_EFFECT = "NoSchedule"

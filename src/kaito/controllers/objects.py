@@ -7,6 +7,7 @@ with server-side apply (an unchanged object costs no write).
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import math
 from collections.abc import Mapping, Sequence
@@ -415,26 +416,69 @@ def statefulset(work: InferenceWorkload) -> dict[str, Any]:
     )
     if pull_secrets:
         pod_spec["imagePullSecrets"] = [{"name": s} for s in pull_secrets]
+    template = {
+        # the revision on the pod template rolls pods when the spec changes
+        "metadata": {"labels": pod_labels, "annotations": {REVISION_ANNOTATION: work.revision}},
+        "spec": pod_spec,
+    }
+    return _statefulset(owner, work.replicas, work.revision, template)
+
+
+def _statefulset(
+    owner: Owner, replicas: int, revision: str, template: dict[str, Any]
+) -> dict[str, Any]:
+    """The inference StatefulSet around a pod template: one pod per node, in parallel."""
     return {
         "apiVersion": "apps/v1",
         "kind": "StatefulSet",
-        "metadata": owned_metadata(owner, owner.name, work.revision),
+        "metadata": owned_metadata(owner, owner.name, revision),
         "spec": {
-            "replicas": work.replicas,
+            "replicas": replicas,
             "podManagementPolicy": "Parallel",
             "serviceName": f"{owner.name}-headless",
-            "selector": {"matchLabels": pod_labels},
+            "selector": {"matchLabels": {WORKSPACE_LABEL: owner.name}},
             "persistentVolumeClaimRetentionPolicy": {
                 "whenScaled": "Retain",
                 "whenDeleted": "Delete",
             },
-            "template": {
-                # the revision on the pod template rolls pods when the spec changes
-                "metadata": {
-                    "labels": pod_labels,
-                    "annotations": {REVISION_ANNOTATION: work.revision},
-                },
-                "spec": pod_spec,
-            },
+            "template": template,
         },
     }
+
+
+def template_statefulset(
+    owner: Owner,
+    template: Mapping[str, Any],
+    *,
+    replicas: int,
+    revision: str,
+    node_selector_labels: Mapping[str, str],
+    provisioned: bool,
+) -> dict[str, Any]:
+    """``inference.template`` (the user's PodTemplateSpec) as the inference StatefulSet.
+
+    As upstream does, the pods get the Workspace label (the selector), the node affinity to
+    the Workspace's nodes (ANDed into each of the template's own required terms) and the
+    GPU tolerations; everything else is the user's, as written.
+    """
+    tpl = copy.deepcopy(dict(template))
+    meta = tpl.setdefault("metadata", {})
+    meta["labels"] = {**(meta.get("labels") or {}), WORKSPACE_LABEL: owner.name}
+    meta["annotations"] = {**(meta.get("annotations") or {}), REVISION_ANNOTATION: revision}
+    spec = tpl.setdefault("spec", {})
+    tolerations = list(spec.get("tolerations") or [])
+    spec["tolerations"] = tolerations + [dict(t) for t in GPU_TOLERATIONS if t not in tolerations]
+    ours = node_affinity(owner, node_selector_labels, provisioned=provisioned)
+    if ours is not None:
+        affinity = spec.setdefault("affinity", {})
+        required = affinity.setdefault("nodeAffinity", {}).setdefault(
+            "requiredDuringSchedulingIgnoredDuringExecution", {}
+        )
+        wanted = ours["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+        expressions = wanted["nodeSelectorTerms"][0]["matchExpressions"]
+        terms = required.get("nodeSelectorTerms") or [{}]
+        required["nodeSelectorTerms"] = [
+            {**term, "matchExpressions": [*(term.get("matchExpressions") or []), *expressions]}
+            for term in terms
+        ]
+    return _statefulset(owner, replicas, revision, tpl)
