@@ -263,7 +263,26 @@ def build(name: str) -> str:
             say(f"building {name} ({spec.dockerfile})")
             _run_logged(buildah(*args, str(context)), f"build-{name}")
         say(f"{name}: built in {time.monotonic() - t0:.0f} s, {size_mib(out):.0f} MiB")
+        prune_local(name)
     return out
+
+
+def prune_local(name: str) -> None:
+    """Drop this image's older builds (several GB each for serving); the current one stays."""
+    keep = local_ref(name)
+    listing = subprocess.run(buildah("images", "--format", "{{.Name}}:{{.Tag}}"),
+                             capture_output=True, text=True, check=False).stdout  # fmt: skip
+    mine = f"localhost/{PREFIX}/{name}:"
+    stale = [r for r in listing.split() if r.startswith(mine) and r != keep]
+    for old in stale:
+        subprocess.run(buildah("rmi", "--force", old), capture_output=True, check=False)
+    if stale:
+        subprocess.run(buildah("rmi", "--prune"), capture_output=True, check=False)
+
+
+def current_tags() -> dict[str, str]:
+    """Repository (``kaito-py/NAME``) → the tag a build of today's tree has."""
+    return {f"{PREFIX}/{name}": tag(name) for name in IMAGES}
 
 
 def size_mib(local: str) -> float:
