@@ -36,7 +36,9 @@ from kaito.runtime.objects import to_dict
 
 log = logging.getLogger("kaito.operator")
 
-PROVISIONERS = ("kwok", "azure", "byo")
+# external: NodeClaims are created and deleted here and fulfilled by a provisioner already in
+# the cluster (gpu-provisioner, Karpenter); the operator never touches the nodes themselves.
+PROVISIONERS = ("kwok", "azure", "byo", "external")
 
 
 class ClientNodes:
@@ -159,7 +161,7 @@ def build(mgr: Manager, args: argparse.Namespace) -> NodeProvisioner | None:
     claim_gvk = MACHINE if args.legacy_machines else NODECLAIM
     settings = WorkspaceSettings(
         node_provisioner=args.node_provisioner,
-        claims_finalized_by_us=args.node_provisioner != "byo",
+        claims_finalized_by_us=args.node_provisioner not in ("byo", "external"),
         claim_gvk=claim_gvk,
         serving_image=args.serving_image,
         preset_registry=args.preset_registry,

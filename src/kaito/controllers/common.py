@@ -31,7 +31,7 @@ FIELD_MANAGER = "kaito-workspace"
 class WorkspaceSettings:
     """Operator-wide choices the workspace controller follows."""
 
-    node_provisioner: Literal["kwok", "azure", "byo"] = "kwok"
+    node_provisioner: Literal["kwok", "azure", "byo", "external"] = "kwok"
     claim_gvk: GVK = NODECLAIM
     serving_image: str = "kaito-py/serving:0.1.0"
     node_image_family: str = "ubuntu"

@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--configuration", help="ValidatingWebhookConfiguration to set caBundle in")
     parser.add_argument(
         "--node-provisioner",
-        choices=("kwok", "azure", "byo"),
+        choices=("kwok", "azure", "byo", "external"),
         default=_env("node-provisioner", "kwok"),
         help="the operator's node provisioner (env KAITO_NODE_PROVISIONER)",
     )
