@@ -130,8 +130,8 @@ def _hash_paths(h: hashlib._Hash, paths: tuple[str, ...]) -> None:
         path = REPO / rel
         files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
         for f in files:
-            if "__pycache__" in f.parts:
-                continue
+            if "__pycache__" in f.parts or any(part.endswith(".egg-info") for part in f.parts):
+                continue  # build by-products, not inputs
             h.update(str(f.relative_to(REPO)).encode() + b"\0" + f.read_bytes() + b"\0")
 
 
@@ -262,14 +262,30 @@ def build(name: str) -> str:
                              str(REPO / "docker" / "pause.c")], "pause-gcc")  # fmt: skip
             say(f"building {name} ({spec.dockerfile})")
             _run_logged(buildah(*args, str(context)), f"build-{name}")
-        say(f"{name}: built in {time.monotonic() - t0:.0f} s, {size_mib(out):.0f} MiB")
-        prune_local(name)
+        took, size = time.monotonic() - t0, size_mib(out)
+        say(f"{name}: built in {took:.0f} s, {size:.0f} MiB")
+        record_figures(name, {"tag": tag(name), "build_s": round(took, 1), "size_mib": round(size)})
+        prune_local(name, keep=out)
     return out
 
 
-def prune_local(name: str) -> None:
-    """Drop this image's older builds (several GB each for serving); the current one stays."""
-    keep = local_ref(name)
+def figures() -> dict[str, dict[str, object]]:
+    """What the last build of each image took and weighed (bench/realnode.py prints it)."""
+    try:
+        data: dict[str, dict[str, object]] = json.loads((images_dir() / "figures.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+    return data
+
+
+def record_figures(name: str, values: dict[str, object]) -> None:
+    data = figures()
+    data[name] = values
+    (images_dir() / "figures.json").write_text(json.dumps(data, indent=1))
+
+
+def prune_local(name: str, keep: str) -> None:
+    """Drop this image's older builds (several GB each for serving); `keep` stays."""
     listing = subprocess.run(buildah("images", "--format", "{{.Name}}:{{.Tag}}"),
                              capture_output=True, text=True, check=False).stdout  # fmt: skip
     mine = f"localhost/{PREFIX}/{name}:"
@@ -297,9 +313,10 @@ def size_mib(local: str) -> float:
     return float(number) * scale / 2**20
 
 
-def remote_exists(registry: str, name: str) -> bool:
+def remote_exists(registry: str, remote: str) -> bool:
+    repository, reference = remote.removeprefix(f"{registry}/").rsplit(":", 1)
     req = urllib.request.Request(
-        f"http://{registry}/v2/{PREFIX}/{name}/manifests/{tag(name)}",
+        f"http://{registry}/v2/{repository}/manifests/{reference}",
         method="HEAD",
         headers={"Accept": "application/vnd.oci.image.manifest.v1+json"},
     )
@@ -312,9 +329,9 @@ def remote_exists(registry: str, name: str) -> bool:
 
 def push(name: str, registry: str) -> str:
     """Build if needed, then push to a plain-HTTP registry (a no-op when it has the tag)."""
-    local = build(name)
-    remote = ref(name, registry)
-    if remote_exists(registry, name):
+    local = build(name)  # its tag is the one the build started with, whatever changed since
+    remote = f"{registry}/{PREFIX}/{name}:{local.rsplit(':', 1)[1]}"
+    if remote_exists(registry, remote):
         return remote
     t0 = time.monotonic()
     # zstd: a fraction of gzip's CPU for the 6 GB serving image, and containerd reads it.
@@ -323,7 +340,9 @@ def push(name: str, registry: str) -> str:
                 local, f"docker://{remote}"),
         f"push-{name}",
     )  # fmt: skip
-    say(f"{name}: pushed to {registry} in {time.monotonic() - t0:.0f} s")
+    took = time.monotonic() - t0
+    say(f"{name}: pushed to {registry} in {took:.0f} s")
+    record_figures(name, {**figures().get(name, {}), "push_s": round(took, 1)})
     return remote
 
 
