@@ -19,7 +19,7 @@ from typing import Any
 from kaito import featuregates
 from kaito.api import Workspace
 from kaito.api import constants as C
-from kaito.controllers import machine
+from kaito.controllers import inferenceset, machine
 from kaito.controllers import metrics as kaito_metrics
 from kaito.controllers.workspace import (
     CONFIGMAP,
@@ -244,6 +244,7 @@ def build(mgr: Manager, args: argparse.Namespace) -> NodeProvisioner | None:
             .watches(claim_gvk, label_selector=CLAIM_SELECTOR)
             .watches(NODE, _map(machine.requests_for_node))
         )
+    inferenceset.register(mgr, byo=args.node_provisioner == "byo", workers=args.workers)
     return provisioner
 
 

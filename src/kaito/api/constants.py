@@ -10,6 +10,8 @@ import enum
 GROUP = "kaito.sh"
 WORKSPACE_KIND = "Workspace"
 WORKSPACE_PLURAL = "workspaces"
+INFERENCESET_KIND = "InferenceSet"
+INFERENCESET_PLURAL = "inferencesets"
 V1ALPHA1 = "v1alpha1"
 V1BETA1 = "v1beta1"
 STORAGE_VERSION = V1BETA1
@@ -32,6 +34,7 @@ LABEL_KARPENTER_WORKSPACE_NAMESPACE = "karpenter.kaito.sh/workspace-namespace"
 LABEL_KARPENTER_INFERENCESET = "karpenter.kaito.sh/inferenceset"
 LABEL_KARPENTER_INFERENCESET_NAMESPACE = "karpenter.kaito.sh/inferenceset-namespace"
 LABEL_INFERENCESET_CREATED_BY = "inferenceset.kaito.sh/created-by"
+"""On an InferenceSet's replica Workspaces and their pods: the set's name (its scale selector)."""
 LABEL_KARPENTER_NODEPOOL = "karpenter.sh/nodepool"
 LABEL_KARPENTER_PROVISIONER_NAME = "karpenter.sh/provisioner-name"
 """v1alpha5 Machine era: the Karpenter Provisioner a Machine belongs to."""
@@ -87,6 +90,23 @@ ANNOTATION_USE_LOCAL_WEIGHTS = "kaito.sh/use-local-weights"
 ANNOTATION_MODEL_STREAMING = "kaito.sh/model-streaming"
 ANNOTATION_KARPENTER_DO_NOT_DISRUPT = "karpenter.sh/do-not-disrupt"
 
+ANNOTATION_INFERENCESET_TEMPLATE_HASH = "inferenceset.kaito.sh/template-hash"
+"""On a replica Workspace: the hash of the InferenceSet template it was made from."""
+# Autoscaling of an InferenceSet (upstream's keda-kaito-scaler annotations, on the set itself).
+ANNOTATION_SCALE_AUTO_PROVISION = "scaledobject.kaito.sh/auto-provision"
+ANNOTATION_SCALE_METRIC_NAME = "scaledobject.kaito.sh/metricName"
+ANNOTATION_SCALE_THRESHOLD = "scaledobject.kaito.sh/threshold"
+ANNOTATION_SCALE_MIN_REPLICAS = "scaledobject.kaito.sh/min-replicas"
+ANNOTATION_SCALE_MAX_REPLICAS = "scaledobject.kaito.sh/max-replicas"
+ANNOTATION_SCALE_EVALUATION_WINDOW = "scaledobject.kaito.sh/evaluationwindow"
+ANNOTATION_SCALE_UP_COOLDOWN = "scaledobject.kaito.sh/scaleupcooldown"
+ANNOTATION_SCALE_DOWN_COOLDOWN = "scaledobject.kaito.sh/scaledowncooldown"
+ANNOTATION_SCALE_IDLE_SECONDS = "scaledobject.kaito.sh/idle-seconds"
+"""Ours: with min-replicas "0", seconds without a request before the set scales to zero."""
+ANNOTATION_SCALE_MANAGED_BY = "scaledobject.kaito.sh/managed-by"
+"""On the HorizontalPodAutoscaler the operator made for a set."""
+DEFAULT_SCALE_METRIC = "vllm:num_requests_waiting"
+
 # --- finalizers, taints ----------------------------------------------------------------------
 FINALIZER_WORKSPACE = "workspace.finalizer.kaito.sh"
 GPU_TAINT_KEY = "sku"
@@ -115,6 +135,8 @@ class ConditionType(enum.StrEnum):
     MODEL_MIRROR_READY = "ModelMirrorReady"
     SCALING_DOWN_COMPLETED = "ScalingDownCompleted"
     SERVICE_READY = "ServiceReady"
+    INFERENCESET_READY = "InferenceSetReady"
+    AUTOSCALER_READY = "AutoscalerReady"
 
 
 class Reason(enum.StrEnum):

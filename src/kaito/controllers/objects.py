@@ -95,6 +95,7 @@ class InferenceWorkload:
     weights_bytes: int = 0
     weights_image: str | None = None  # model files shipped as an image, fetched at start
     weights_pull_secrets: Sequence[str] = ()
+    inference_set: str | None = None  # the InferenceSet this Workspace is a replica of
 
 
 def owned_metadata(owner: Owner, name: str, revision: str | None = None) -> dict[str, Any]:
@@ -306,6 +307,10 @@ def statefulset(work: InferenceWorkload) -> dict[str, Any]:
     """The inference StatefulSet: one pod per node, vLLM behind /health probes."""
     owner = work.owner
     pod_labels = {WORKSPACE_LABEL: owner.name}
+    template_labels = dict(pod_labels)
+    if work.inference_set:
+        # an InferenceSet's scale selector and Service find its replicas' pods by this label
+        template_labels[C.LABEL_INFERENCESET_CREATED_BY] = work.inference_set
     volumes: list[dict[str, Any]] = [
         {"name": "dshm", "emptyDir": {"medium": "Memory"}},
         {"name": "model-weights-volume", "emptyDir": {}},
@@ -407,7 +412,7 @@ def statefulset(work: InferenceWorkload) -> dict[str, Any]:
             "template": {
                 # the revision on the pod template rolls pods when the spec changes
                 "metadata": {
-                    "labels": pod_labels,
+                    "labels": template_labels,
                     "annotations": {REVISION_ANNOTATION: work.revision},
                 },
                 "spec": pod_spec,

@@ -511,6 +511,7 @@ class WorkspaceReconciler:
             weights_bytes=plan.preset.param_bytes,
             weights_image=weights_image,
             weights_pull_secrets=weights_secrets,
+            inference_set=(ws.metadata.labels or {}).get(C.LABEL_INFERENCESET_CREATED_BY),
         )
         desired = o.statefulset(work)
         first = self.cache.get(STATEFULSET, ws.namespace, ws.name) is None

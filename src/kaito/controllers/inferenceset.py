@@ -1,0 +1,497 @@
+"""The InferenceSet controller: `replicas` Workspaces from a template, one Service, an HPA.
+
+Level-based like the Workspace controller: each reconcile reads the set and its replica
+Workspaces from the shared cache, asks :mod:`kaito.controllers.replicas` what to change, acts,
+and writes status only when it changed.  Replicas are owned by the set (controller reference),
+so deleting the set lets the garbage collector delete them, and each replica's own finalizer
+releases its nodes.  The set's Service ``<set>`` selects the leader pod (pod index 0) of every
+replica, so the endpoints controller spreads requests over the ready replicas.  With the
+``scaledobject.kaito.sh/auto-provision`` annotation the set also owns a HorizontalPodAutoscaler
+(:mod:`kaito.controllers.autoscaler`).
+
+A just-issued patch or delete is remembered until the cache shows it, so a reconcile that runs
+on a stale cache cannot roll or delete a second replica past maxUnavailable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from kaito.api import Workspace, WorkspaceBase, find_condition, set_condition
+from kaito.api import constants as C
+from kaito.api.inferenceset import (
+    InferenceSet,
+    child_workspace,
+    desired_replicas,
+    parse_inferenceset,
+    template_hash,
+    update_strategy,
+)
+from kaito.controllers import autoscaler
+from kaito.controllers.common import APPLIED_HASH, WORKSPACE, content_hash
+from kaito.controllers.replicas import Replica, ReplicaPlan, plan_replicas
+from kaito.presets import FitError, SpecError
+from kaito.presets.plan import plan_workspace
+from kaito.runtime.cache import Cache
+from kaito.runtime.client import Client, Preconditions
+from kaito.runtime.controller import Controller
+from kaito.runtime.errors import AlreadyExists, ApiError, Conflict, Invalid, NotFound
+from kaito.runtime.events import EventRecorder
+from kaito.runtime.gvk import GVK, SERVICE
+from kaito.runtime.handlers import EnqueueForOwner
+from kaito.runtime.manager import Manager
+from kaito.runtime.objects import to_dict
+from kaito.runtime.predicates import (
+    annotations_changed,
+    any_of,
+    generation_changed,
+    labels_changed,
+)
+from kaito.runtime.request import Request, Result
+
+log = logging.getLogger("kaito.controllers.inferenceset")
+
+INFERENCESET = GVK(C.GROUP, C.V1BETA1, C.INFERENCESET_KIND)
+FIELD_MANAGER = "kaito-inferenceset"
+POD_INDEX_LABEL = "apps.kubernetes.io/pod-index"
+SERVING_PORT = 5000
+REJECTED_RETRY_S = 30.0
+
+
+@dataclass(frozen=True)
+class InferenceSetSettings:
+    """Operator-wide choices: with bring-your-own nodes replicas carry no instance type."""
+
+    byo: bool = False
+
+
+@dataclass
+class _Memory:
+    """Writes this controller made that the cache may not show yet (per set uid)."""
+
+    deleted: set[str] = field(default_factory=set)
+    """uids of replicas we deleted."""
+    patched: dict[str, int] = field(default_factory=dict)
+    """uid -> the generation our in-place patch gave the replica."""
+
+
+def selector(set_name: str) -> str:
+    """The scale subresource's selector: every pod of every replica."""
+    return f"{C.LABEL_INFERENCESET_CREATED_BY}={set_name}"
+
+
+def owner_reference(iset: InferenceSet) -> dict[str, Any]:
+    return {
+        "apiVersion": iset.api_version,
+        "kind": C.INFERENCESET_KIND,
+        "name": iset.name,
+        "uid": iset.metadata.uid or "",
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def service(iset: InferenceSet) -> dict[str, Any]:
+    """``<set>``: port 80 → 5000 on the leader pod of each replica, ready pods only."""
+    annotations = (iset.spec.template.metadata or {}).get("annotations") or {}
+    kind = "LoadBalancer" if annotations.get(C.ANNOTATION_ENABLE_LB) == "True" else "ClusterIP"
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": iset.name,
+            "namespace": iset.namespace,
+            "labels": {C.LABEL_INFERENCESET_CREATED_BY: iset.name},
+            "ownerReferences": [owner_reference(iset)],
+        },
+        "spec": {
+            "type": kind,
+            "selector": {C.LABEL_INFERENCESET_CREATED_BY: iset.name, POD_INDEX_LABEL: "0"},
+            "ports": [{"name": "http", "port": 80, "targetPort": SERVING_PORT, "protocol": "TCP"}],
+        },
+    }
+
+
+def replica_ready(ws: WorkspaceBase) -> bool:
+    """WorkspaceSucceeded=True, computed for the replica's current spec."""
+    cond = find_condition(ws.status.conditions if ws.status else None, "WorkspaceSucceeded")
+    if cond is None or cond.status != "True":
+        return False
+    generation = ws.metadata.generation
+    return (
+        cond.observed_generation is None
+        or generation is None
+        or (cond.observed_generation >= generation)
+    )
+
+
+def patchable(current: WorkspaceBase, desired: Mapping[str, Any]) -> bool:
+    """Can the replica take the new template in place (the Workspace API allows the change)?
+
+    A Workspace cannot change its instance type, node selector, partition or model, nor
+    switch between a preset and a pod template; those changes replace the replica.
+    """
+    resource = current.resource.to_dict()
+    want = desired["resource"]
+    for key in ("instanceType", "labelSelector", "partition"):
+        if resource.get(key) != want.get(key):
+            return False
+    inference = current.inference.to_dict() if current.inference else {}
+    new = desired["inference"]
+    if ("preset" in inference) != ("preset" in new):
+        return False
+    old_preset = (inference.get("preset") or {}).get("name")
+    return old_preset == (new.get("preset") or {}).get("name")
+
+
+class InferenceSetReconciler:
+    """Reconciles one InferenceSet; see the module docstring."""
+
+    def __init__(
+        self,
+        client: Client,
+        cache: Cache,
+        recorder: EventRecorder,
+        settings: InferenceSetSettings | None = None,
+    ) -> None:
+        self.client = client
+        self.cache = cache
+        self.recorder = recorder
+        self.settings = settings or InferenceSetSettings()
+        self._memory: dict[str, _Memory] = {}
+        self._nodes: dict[str, int] = {}  # template hash -> nodes per replica
+
+    async def __call__(self, request: Request) -> Result | None:
+        try:
+            return await self._reconcile(request)
+        except Conflict:
+            log.debug("conflict on %s; retrying once the cache has caught up", request)
+            return Result(requeue=True)
+
+    # ---------------------------------------------------------------- reconcile
+    async def _reconcile(self, request: Request) -> Result | None:
+        cached = self.cache.get(INFERENCESET, request.namespace, request.name)
+        if cached is None:
+            return None
+        iset = cached if isinstance(cached, InferenceSet) else parse_inferenceset(to_dict(cached))
+        uid = iset.metadata.uid or ""
+        if iset.metadata.deletion_timestamp is not None:
+            self._memory.pop(uid, None)
+            return None  # the garbage collector deletes the replicas
+        digest = template_hash(iset)
+        desired_child = child_workspace(iset, "", byo=self.settings.byo, digest=digest)
+        children = {
+            ws.name: ws
+            for ws in (self._workspace(o) for o in self.cache.list(WORKSPACE, owner_uid=uid))
+            if ws.namespace == iset.namespace
+        }
+        memory = self._memory.setdefault(uid, _Memory())
+        replicas = [self._replica(ws, digest, desired_child, memory) for ws in children.values()]
+        per_replica = self._nodes_per_replica(digest, desired_child, children.values())
+        kind, limit = update_strategy(iset)
+        plan = plan_replicas(
+            replicas,
+            set_name=iset.name,
+            desired=desired_replicas(iset),
+            nodes_per_replica=per_replica,
+            node_limit=iset.spec.node_count_limit or None,
+            strategy=kind,
+            max_unavailable_value=limit,
+            taken_names={e.name for e in self.cache.entries(WORKSPACE, namespace=iset.namespace)},
+        )
+        rejected = await self._act(iset, plan, children, desired_child, memory)
+        service_problem = await self._reconcile_service(iset)
+        scaling = await self._reconcile_autoscaler(iset, plan, per_replica)
+        await self._write_status(
+            iset,
+            list(children.values()),
+            digest=digest,
+            plan=plan,
+            per_replica=per_replica,
+            problem=rejected or service_problem,
+            scaling=scaling,
+        )
+        return Result(requeue_after=REJECTED_RETRY_S) if rejected else None
+
+    def _workspace(self, obj: Any) -> WorkspaceBase:
+        return obj if isinstance(obj, WorkspaceBase) else Workspace.model_validate(to_dict(obj))
+
+    def _replica(
+        self, ws: WorkspaceBase, digest: str, desired: Mapping[str, Any], memory: _Memory
+    ) -> Replica:
+        uid = ws.metadata.uid or ""
+        deleting = ws.metadata.deletion_timestamp is not None or uid in memory.deleted
+        if ws.metadata.deletion_timestamp is not None:
+            memory.deleted.discard(uid)
+        hashed = (ws.metadata.annotations or {}).get(C.ANNOTATION_INFERENCESET_TEMPLATE_HASH)
+        patched_to = memory.patched.get(uid)
+        catching_up = patched_to is not None and (ws.metadata.generation or 0) < patched_to
+        if patched_to is not None and not catching_up:
+            memory.patched.pop(uid, None)
+        created = ws.metadata.creation_timestamp
+        return Replica(
+            name=ws.name,
+            created=created.isoformat() if created else "",
+            up_to_date=hashed == digest or catching_up,
+            ready=replica_ready(ws) and not catching_up,
+            deleting=deleting,
+            nodes=max(1, (ws.status.target_node_count or 1) if ws.status else 1),
+            in_place=patchable(ws, desired),
+        )
+
+    def _nodes_per_replica(self, digest: str, desired: Mapping[str, Any], children: Any) -> int:
+        """Nodes one replica needs: the estimator's answer for the template, memoised."""
+        found = self._nodes.get(digest)
+        if found is not None:
+            return found
+        doc = {**desired, "metadata": {**desired["metadata"], "name": "replica"}}
+        try:
+            plan = plan_workspace(doc)
+            nodes = plan.estimate.node_count if plan.estimate is not None else 1
+        except (SpecError, FitError):
+            # the replicas report why; count what they say they need, else one node each
+            nodes = max(
+                (ws.status.target_node_count or 1 for ws in children if ws.status), default=1
+            )
+            return nodes
+        if len(self._nodes) > 1000:
+            self._nodes.clear()
+        self._nodes[digest] = nodes
+        return nodes
+
+    # ---------------------------------------------------------------- acting
+    async def _act(
+        self,
+        iset: InferenceSet,
+        plan: ReplicaPlan,
+        children: Mapping[str, WorkspaceBase],
+        desired: Mapping[str, Any],
+        memory: _Memory,
+    ) -> str | None:
+        """Carry out the plan; returns the API's refusal of a new replica, if any."""
+        for name in [*plan.delete, *plan.replace]:
+            ws = children[name]
+            uid = ws.metadata.uid or ""
+            with contextlib.suppress(NotFound, Conflict):
+                await self.client.delete(
+                    WORKSPACE, iset.namespace, name, preconditions=Preconditions(uid=uid)
+                )
+            memory.deleted.add(uid)
+            why = "replaced by the new template" if name in plan.replace else "scaled down"
+            self.recorder.event(
+                iset, "Normal", "SuccessfulDelete", f"deleted replica {name} ({why})"
+            )
+        for name in plan.update:
+            ws = children[name]
+            updated = await self._patch_replica(ws, desired)
+            memory.patched[ws.metadata.uid or ""] = updated
+            self.recorder.event(
+                iset, "Normal", "RollingUpdate", f"updated replica {name} to the new template"
+            )
+        for name in plan.create:
+            body = child_workspace(
+                iset,
+                name,
+                byo=self.settings.byo,
+                digest=desired["metadata"]["annotations"][C.ANNOTATION_INFERENCESET_TEMPLATE_HASH],
+            )
+            try:
+                await self.client.create(body)
+            except AlreadyExists:
+                continue
+            except Invalid as exc:
+                # CEL or the webhook refused the template: say so on the set, retry later
+                message = f"replica {name} was refused: {exc.message}"
+                self.recorder.event(iset, "Warning", "FailedCreate", message)
+                return message
+            self.recorder.event(iset, "Normal", "SuccessfulCreate", f"created replica {name}")
+        return None
+
+    async def _patch_replica(self, ws: WorkspaceBase, desired: Mapping[str, Any]) -> int:
+        """JSON-patch the template's inference and metadata into a replica; its new generation."""
+        meta = desired["metadata"]
+        ops: list[dict[str, Any]] = [
+            {"op": "test", "path": "/metadata/uid", "value": ws.metadata.uid},
+            {"op": "replace", "path": "/inference", "value": desired["inference"]},
+        ]
+        for section in ("labels", "annotations"):
+            current = getattr(ws.metadata, section) or {}
+            if not current:
+                ops.append({"op": "add", "path": f"/metadata/{section}", "value": meta[section]})
+                continue
+            for key, value in meta[section].items():
+                if current.get(key) != value:
+                    path = f"/metadata/{section}/" + key.replace("~", "~0").replace("/", "~1")
+                    ops.append({"op": "add", "path": path, "value": value})
+        updated = await self.client.patch(WORKSPACE, ws.namespace, ws.name, ops, patch_type="json")
+        return int(to_dict(updated).get("metadata", {}).get("generation") or 0)
+
+    async def _apply_if_changed(self, gvk: GVK, desired: dict[str, Any]) -> None:
+        digest = content_hash(desired)
+        meta = desired["metadata"]
+        current = self.cache.get(gvk, meta.get("namespace"), meta["name"])
+        if current is not None and (
+            (to_dict(current)["metadata"].get("annotations") or {}).get(APPLIED_HASH) == digest
+        ):
+            return
+        meta.setdefault("annotations", {})[APPLIED_HASH] = digest
+        await self.client.apply(desired, field_manager=FIELD_MANAGER, force=True)
+
+    async def _reconcile_service(self, iset: InferenceSet) -> str | None:
+        """Apply the set's Service; a Service of that name owned by someone else is left alone."""
+        existing = self.cache.get(SERVICE, iset.namespace, iset.name)
+        if existing is not None:
+            owners = to_dict(existing)["metadata"].get("ownerReferences") or []
+            if not any(o.get("uid") == iset.metadata.uid for o in owners):
+                return (
+                    f"Service {iset.name} already exists and does not belong to this set; "
+                    "rename the InferenceSet or remove that Service"
+                )
+        await self._apply_if_changed(SERVICE, service(iset))
+        return None
+
+    async def _reconcile_autoscaler(
+        self, iset: InferenceSet, plan: ReplicaPlan, per_replica: int
+    ) -> tuple[bool, str, str] | None:
+        """Own the HPA the annotations ask for; (ok, reason, message) for AutoscalerReady."""
+        annotations = iset.metadata.annotations or {}
+        current = self.cache.get(autoscaler.HPA, iset.namespace, iset.name)
+        ours = (
+            current is not None
+            and (to_dict(current)["metadata"].get("annotations") or {}).get(
+                C.ANNOTATION_SCALE_MANAGED_BY
+            )
+            == autoscaler.MANAGER
+        )
+        if not autoscaler.enabled(annotations):
+            if ours:
+                with contextlib.suppress(NotFound):
+                    await self.client.delete(autoscaler.HPA, iset.namespace, iset.name)
+            return None
+        limit = iset.spec.node_count_limit or 0
+        try:
+            settings = autoscaler.parse(
+                annotations, limit_replicas=limit // per_replica if limit else None
+            )
+        except autoscaler.AnnotationError as exc:
+            return False, "InvalidAnnotation", str(exc)
+        if current is not None and not ours:
+            return (
+                False,
+                "HPAExists",
+                f"HorizontalPodAutoscaler {iset.name} exists and is not managed by Kaito; "
+                f"remove it or the {C.ANNOTATION_SCALE_AUTO_PROVISION} annotation",
+            )
+        try:
+            await self._apply_if_changed(
+                autoscaler.HPA,
+                autoscaler.hpa(iset.name, iset.namespace, owner_reference(iset), settings),
+            )
+        except ApiError as exc:
+            return False, "HPAFailed", f"cannot write the HorizontalPodAutoscaler: {exc.message}"
+        problem = autoscaler.hpa_problem(to_dict(current)) if current is not None else None
+        if problem is not None:
+            return False, problem[0], problem[1]
+        return True, "AutoscalerReady", autoscaler.describe(settings)
+
+    # ---------------------------------------------------------------- status
+    async def _write_status(
+        self,
+        iset: InferenceSet,
+        children: list[WorkspaceBase],
+        *,
+        digest: str,
+        plan: ReplicaPlan,
+        per_replica: int,
+        problem: str | None,
+        scaling: tuple[bool, str, str] | None,
+    ) -> None:
+        live = [ws for ws in children if ws.metadata.deletion_timestamp is None]
+        ready = sum(replica_ready(ws) for ws in live)
+        updated = sum(
+            (ws.metadata.annotations or {}).get(C.ANNOTATION_INFERENCESET_TEMPLATE_HASH) == digest
+            for ws in live
+        )
+        desired = desired_replicas(iset)
+        current = iset.status
+        conditions = list(current.conditions or []) if current else []
+        generation = iset.metadata.generation
+        if problem:
+            ok, reason, message = False, "ReplicaRejected", problem
+        elif plan.allowed < desired:
+            ok, reason = False, "NodeCountLimitReached"
+            message = (
+                f"{ready}/{desired} replicas ready; nodeCountLimit "
+                f"{iset.spec.node_count_limit} allows {plan.allowed} replicas of "
+                f"{per_replica} node(s); raise nodeCountLimit or lower replicas"
+            )
+        elif ready >= desired and updated == len(live) == desired:
+            ok, reason, message = True, "inferencesetReady", f"{ready}/{desired} replicas ready"
+        else:
+            ok, reason = False, "inferencesetNotReady"
+            message = f"{ready}/{desired} replicas ready, {updated} on the current template"
+            if plan.blocked_by_nodes:
+                message += f"; {plan.blocked_by_nodes} waiting for nodes to be released"
+        conditions = set_condition(
+            conditions,
+            C.ConditionType.INFERENCESET_READY,
+            "True" if ok else "False",
+            reason,
+            message,
+            observed_generation=generation,
+        )
+        if scaling is not None:
+            conditions = set_condition(
+                conditions,
+                C.ConditionType.AUTOSCALER_READY,
+                "True" if scaling[0] else "False",
+                scaling[1],
+                scaling[2][:32768],
+                observed_generation=generation,
+            )
+        else:
+            conditions = [c for c in conditions if c.type != C.ConditionType.AUTOSCALER_READY]
+        new: dict[str, Any] = {
+            "replicas": len(live),
+            "readyReplicas": ready,
+            "updatedReplicas": updated,
+            "selector": selector(iset.name),
+            "observedGeneration": generation,
+            "conditions": [
+                c.model_dump(mode="json", by_alias=True, exclude_none=True) for c in conditions
+            ],
+        }
+        old = current.model_dump(mode="json", by_alias=True, exclude_none=True) if current else {}
+        if {k: old.get(k) for k in new} == new:
+            return
+        # the whole status is this controller's and recomputed each time (a merge patch
+        # replaces the conditions list), so no resourceVersion precondition is needed
+        with contextlib.suppress(NotFound):
+            await self.client.patch_status(INFERENCESET, iset.namespace, iset.name, {"status": new})
+
+
+def register(mgr: Manager, *, byo: bool, workers: int = 5) -> Controller:
+    """The InferenceSet controller and its watches on `mgr` (the operator's one registration).
+
+    Replica Workspaces come through the Workspace controller's informer (one informer per
+    kind and scope), Services and HPAs through informers limited to the sets' label.
+    """
+    mgr.scheme.register(INFERENCESET, InferenceSet)
+    reconciler = InferenceSetReconciler(
+        mgr.client, mgr.cache, mgr.event_recorder("kaito-inferenceset"), InferenceSetSettings(byo)
+    )
+    owned = EnqueueForOwner(INFERENCESET)
+    return (
+        mgr.controller("inferenceset", reconciler, workers=min(workers, 5))
+        .watches(
+            INFERENCESET,
+            predicates=[any_of(generation_changed, labels_changed, annotations_changed)],
+        )
+        .watches(WORKSPACE, owned)
+        .watches(SERVICE, owned, label_selector=C.LABEL_INFERENCESET_CREATED_BY)
+        .watches(autoscaler.HPA, owned, label_selector=C.LABEL_INFERENCESET_CREATED_BY)
+    )
