@@ -244,7 +244,8 @@ def build(mgr: Manager, args: argparse.Namespace) -> NodeProvisioner | None:
             .watches(claim_gvk, label_selector=CLAIM_SELECTOR)
             .watches(NODE, _map(machine.requests_for_node))
         )
-    inferenceset.register(mgr, byo=args.node_provisioner == "byo", workers=args.workers)
+    if featuregates.parse(args.feature_gates).enabled("enableInferenceSetController"):
+        inferenceset.register(mgr, byo=args.node_provisioner == "byo", workers=args.workers)
     return provisioner
 
 

@@ -106,7 +106,12 @@ class Operator:
 
 def install_crds(cluster: Cluster) -> None:
     cluster.kubectl("apply", "--server-side", "-f", str(REPO / "manifests" / "crd"))
-    for crd in ("workspaces.kaito.sh", "nodeclaims.karpenter.sh", "machines.karpenter.sh"):
+    for crd in (
+        "workspaces.kaito.sh",
+        "inferencesets.kaito.sh",
+        "nodeclaims.karpenter.sh",
+        "machines.karpenter.sh",
+    ):
         cluster.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=30s")
 
 
