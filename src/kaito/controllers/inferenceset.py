@@ -33,6 +33,7 @@ from kaito.api.inferenceset import (
 )
 from kaito.controllers import autoscaler
 from kaito.controllers.common import APPLIED_HASH, WORKSPACE, content_hash
+from kaito.controllers.inferenceset_metrics import InferenceSetCollector
 from kaito.controllers.replicas import Replica, ReplicaPlan, plan_replicas
 from kaito.presets import FitError, SpecError
 from kaito.presets.plan import plan_workspace
@@ -485,6 +486,7 @@ def register(mgr: Manager, *, byo: bool, workers: int = 5) -> Controller:
         mgr.client, mgr.cache, mgr.event_recorder("kaito-inferenceset"), InferenceSetSettings(byo)
     )
     owned = EnqueueForOwner(INFERENCESET)
+    mgr.metrics.registry.register(InferenceSetCollector(mgr.cache, INFERENCESET))
     return (
         mgr.controller("inferenceset", reconciler, workers=min(workers, 5))
         .watches(
