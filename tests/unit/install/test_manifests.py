@@ -17,6 +17,8 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from kaito.controllers import metrics as kaito_metrics
+from kaito.controllers.inferenceset import INFERENCESET
+from kaito.controllers.inferenceset_metrics import InferenceSetCollector
 from kaito.controllers.workspace import NODECLAIM, WORKSPACE
 from kaito.runtime.cache import Cache
 from kaito.runtime.client import Client
@@ -150,6 +152,7 @@ def operator_metric_names() -> set[str]:
     kaito_metrics.register(
         metrics.registry, cache, workspace=WORKSPACE, claim=NODECLAIM, is_leader=lambda: True
     )
+    metrics.registry.register(InferenceSetCollector(cache, INFERENCESET))
     return {family.name + suffix for family in metrics.registry.collect() for suffix in SUFFIXES}
 
 
