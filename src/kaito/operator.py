@@ -21,6 +21,7 @@ from kaito.api import Workspace
 from kaito.api import constants as C
 from kaito.controllers import inferenceset, machine
 from kaito.controllers import metrics as kaito_metrics
+from kaito.controllers.activator import Activator
 from kaito.controllers.workspace import (
     CONFIGMAP,
     CONTROLLER_REVISION,
@@ -135,6 +136,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=_env("feature-gates", ""),
         help="upstream's gates, e.g. vLLM=true,disableNodeAutoProvisioning=false",
     )
+    p.add_argument(
+        "--activator-port",
+        type=int,
+        default=int(_env("activator-port", "0") or 0),
+        help="serve scale-to-zero InferenceSets' requests on this port (0: off)",
+    )
+    p.add_argument(
+        "--activator-host",
+        default=_env("activator-host")
+        or f"kaito-activator.{os.environ.get('POD_NAMESPACE') or 'kaito-system'}.svc.cluster.local",
+        help="DNS name of the activator's Service (scale-to-zero Services point there)",
+    )
     p.add_argument("--workers", type=int, default=int(_env("workers", "20") or 20))
     p.add_argument("--gc-interval", type=float, default=60.0, help="node garbage collection (s)")
     p.add_argument("--log-level", default=_env("log-level", "info"))
@@ -166,7 +179,9 @@ def _map(fn: Callable[[KObject], Any]) -> EnqueueMapped:
     return EnqueueMapped(lambda obj: list(fn(obj)))
 
 
-def build(mgr: Manager, args: argparse.Namespace) -> NodeProvisioner | None:
+def build(
+    mgr: Manager, args: argparse.Namespace, activator: Activator | None = None
+) -> NodeProvisioner | None:
     """Register the controllers and watches on `mgr`; returns the node backend, if any."""
     mgr.scheme.register(WORKSPACE, Workspace)
     claim_gvk = MACHINE if args.legacy_machines else NODECLAIM
@@ -245,7 +260,13 @@ def build(mgr: Manager, args: argparse.Namespace) -> NodeProvisioner | None:
             .watches(NODE, _map(machine.requests_for_node))
         )
     if featuregates.parse(args.feature_gates).enabled("enableInferenceSetController"):
-        inferenceset.register(mgr, byo=args.node_provisioner == "byo", workers=args.workers)
+        inferenceset.register(
+            mgr,
+            byo=args.node_provisioner == "byo",
+            workers=args.workers,
+            activator=activator,
+            activator_host=args.activator_host if activator is not None else None,
+        )
     return provisioner
 
 
@@ -277,7 +298,14 @@ async def run(args: argparse.Namespace) -> int:
         bind_address=args.bind_address,
         leader_election=election,
     )
-    provisioner = build(mgr, args)
+    activator = (
+        Activator(mgr.client, mgr.cache, inferenceset.INFERENCESET, registry=mgr.metrics.registry)
+        if args.activator_port
+        else None
+    )
+    provisioner = build(mgr, args, activator)
+    if activator is not None:
+        await activator.start(args.bind_address, args.activator_port)
     gc_task: asyncio.Task[None] | None = None
     if provisioner is not None:
         claim_gvk: GVK = MACHINE if args.legacy_machines else NODECLAIM
@@ -293,6 +321,8 @@ async def run(args: argparse.Namespace) -> int:
     try:
         await mgr.run()
     finally:
+        if activator is not None:
+            await activator.stop()
         if gc_task is not None:
             gc_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

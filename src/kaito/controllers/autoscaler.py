@@ -40,6 +40,7 @@ DEFAULT_MAX_REPLICAS = 10
 DEFAULT_EVALUATION_WINDOW_S = 60
 DEFAULT_SCALE_UP_COOLDOWN_S = 300
 DEFAULT_SCALE_DOWN_COOLDOWN_S = 300
+DEFAULT_IDLE_S = 300
 METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 QUANTITY = re.compile(r"^(\d+(\.\d*)?|\.\d+)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
 
@@ -67,6 +68,18 @@ class Autoscaling:
 
 def enabled(annotations: Mapping[str, str]) -> bool:
     return annotations.get(C.ANNOTATION_SCALE_AUTO_PROVISION, "").strip().lower() == "true"
+
+
+def to_zero(annotations: Mapping[str, str]) -> bool:
+    """The set opted into scale to zero: autoscaling on and min-replicas "0"."""
+    return (
+        enabled(annotations) and annotations.get(C.ANNOTATION_SCALE_MIN_REPLICAS, "").strip() == "0"
+    )
+
+
+def idle_seconds(annotations: Mapping[str, str]) -> int:
+    """How long a scale-to-zero set may go without a request (default 300 s)."""
+    return _int(annotations, C.ANNOTATION_SCALE_IDLE_SECONDS, DEFAULT_IDLE_S, 1, 86400)
 
 
 def _int(annotations: Mapping[str, str], key: str, default: int, low: int, high: int) -> int:

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from kaito.api import Workspace, WorkspaceBase, find_condition, set_condition
+from kaito.api import Workspace, WorkspaceBase, set_condition
 from kaito.api import constants as C
 from kaito.api.inferenceset import (
     InferenceSet,
@@ -32,8 +32,16 @@ from kaito.api.inferenceset import (
     update_strategy,
 )
 from kaito.controllers import autoscaler
+from kaito.controllers.activator import Activator, scale
 from kaito.controllers.common import APPLIED_HASH, WORKSPACE, content_hash
 from kaito.controllers.inferenceset_metrics import InferenceSetCollector
+from kaito.controllers.inferenceset_objects import (
+    owner_reference,
+    patchable,
+    replica_ready,
+    selector,
+    service,
+)
 from kaito.controllers.replicas import Replica, ReplicaPlan, plan_replicas
 from kaito.presets import FitError, SpecError
 from kaito.presets.plan import plan_workspace
@@ -58,16 +66,16 @@ log = logging.getLogger("kaito.controllers.inferenceset")
 
 INFERENCESET = GVK(C.GROUP, C.V1BETA1, C.INFERENCESET_KIND)
 FIELD_MANAGER = "kaito-inferenceset"
-POD_INDEX_LABEL = "apps.kubernetes.io/pod-index"
-SERVING_PORT = 5000
 REJECTED_RETRY_S = 30.0
 
 
 @dataclass(frozen=True)
 class InferenceSetSettings:
-    """Operator-wide choices: with bring-your-own nodes replicas carry no instance type."""
+    """Operator-wide choices: with bring-your-own nodes replicas carry no instance type;
+    `activator_host` is the DNS name of the activator's Service (None: no scale to zero)."""
 
     byo: bool = False
+    activator_host: str | None = None
 
 
 @dataclass
@@ -80,75 +88,6 @@ class _Memory:
     """uid -> the generation our in-place patch gave the replica."""
 
 
-def selector(set_name: str) -> str:
-    """The scale subresource's selector: every pod of every replica."""
-    return f"{C.LABEL_INFERENCESET_CREATED_BY}={set_name}"
-
-
-def owner_reference(iset: InferenceSet) -> dict[str, Any]:
-    return {
-        "apiVersion": iset.api_version,
-        "kind": C.INFERENCESET_KIND,
-        "name": iset.name,
-        "uid": iset.metadata.uid or "",
-        "controller": True,
-        "blockOwnerDeletion": True,
-    }
-
-
-def service(iset: InferenceSet) -> dict[str, Any]:
-    """``<set>``: port 80 → 5000 on the leader pod of each replica, ready pods only."""
-    annotations = (iset.spec.template.metadata or {}).get("annotations") or {}
-    kind = "LoadBalancer" if annotations.get(C.ANNOTATION_ENABLE_LB) == "True" else "ClusterIP"
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {
-            "name": iset.name,
-            "namespace": iset.namespace,
-            "labels": {C.LABEL_INFERENCESET_CREATED_BY: iset.name},
-            "ownerReferences": [owner_reference(iset)],
-        },
-        "spec": {
-            "type": kind,
-            "selector": {C.LABEL_INFERENCESET_CREATED_BY: iset.name, POD_INDEX_LABEL: "0"},
-            "ports": [{"name": "http", "port": 80, "targetPort": SERVING_PORT, "protocol": "TCP"}],
-        },
-    }
-
-
-def replica_ready(ws: WorkspaceBase) -> bool:
-    """WorkspaceSucceeded=True, computed for the replica's current spec."""
-    cond = find_condition(ws.status.conditions if ws.status else None, "WorkspaceSucceeded")
-    if cond is None or cond.status != "True":
-        return False
-    generation = ws.metadata.generation
-    return (
-        cond.observed_generation is None
-        or generation is None
-        or (cond.observed_generation >= generation)
-    )
-
-
-def patchable(current: WorkspaceBase, desired: Mapping[str, Any]) -> bool:
-    """Can the replica take the new template in place (the Workspace API allows the change)?
-
-    A Workspace cannot change its instance type, node selector, partition or model, nor
-    switch between a preset and a pod template; those changes replace the replica.
-    """
-    resource = current.resource.to_dict()
-    want = desired["resource"]
-    for key in ("instanceType", "labelSelector", "partition"):
-        if resource.get(key) != want.get(key):
-            return False
-    inference = current.inference.to_dict() if current.inference else {}
-    new = desired["inference"]
-    if ("preset" in inference) != ("preset" in new):
-        return False
-    old_preset = (inference.get("preset") or {}).get("name")
-    return old_preset == (new.get("preset") or {}).get("name")
-
-
 class InferenceSetReconciler:
     """Reconciles one InferenceSet; see the module docstring."""
 
@@ -158,11 +97,13 @@ class InferenceSetReconciler:
         cache: Cache,
         recorder: EventRecorder,
         settings: InferenceSetSettings | None = None,
+        activator: Activator | None = None,
     ) -> None:
         self.client = client
         self.cache = cache
         self.recorder = recorder
         self.settings = settings or InferenceSetSettings()
+        self.activator = activator
         self._memory: dict[str, _Memory] = {}
         self._nodes: dict[str, int] = {}  # template hash -> nodes per replica
 
@@ -207,6 +148,7 @@ class InferenceSetReconciler:
         rejected = await self._act(iset, plan, children, desired_child, memory)
         service_problem = await self._reconcile_service(iset)
         scaling = await self._reconcile_autoscaler(iset, plan, per_replica)
+        idle_wait = await self._scale_to_zero_when_idle(iset)
         await self._write_status(
             iset,
             list(children.values()),
@@ -216,7 +158,8 @@ class InferenceSetReconciler:
             problem=rejected or service_problem,
             scaling=scaling,
         )
-        return Result(requeue_after=REJECTED_RETRY_S) if rejected else None
+        waits = [w for w in (REJECTED_RETRY_S if rejected else None, idle_wait) if w]
+        return Result(requeue_after=min(waits)) if waits else None
 
     def _workspace(self, obj: Any) -> WorkspaceBase:
         return obj if isinstance(obj, WorkspaceBase) else Workspace.model_validate(to_dict(obj))
@@ -342,17 +285,63 @@ class InferenceSetReconciler:
         meta.setdefault("annotations", {})[APPLIED_HASH] = digest
         await self.client.apply(desired, field_manager=FIELD_MANAGER, force=True)
 
+    def _scales_to_zero(self, iset: InferenceSet) -> bool:
+        return (
+            self.activator is not None
+            and bool(self.settings.activator_host)
+            and autoscaler.to_zero(iset.metadata.annotations or {})
+        )
+
     async def _reconcile_service(self, iset: InferenceSet) -> str | None:
-        """Apply the set's Service; a Service of that name owned by someone else is left alone."""
+        """Apply the set's Service; a Service of that name owned by someone else is left alone.
+
+        Switching to or from scale to zero changes the Service's type to or from ExternalName,
+        which an update cannot do (the cluster IP stays), so the old Service is deleted first.
+        """
+        desired = service(
+            iset, self.settings.activator_host if self._scales_to_zero(iset) else None
+        )
         existing = self.cache.get(SERVICE, iset.namespace, iset.name)
         if existing is not None:
-            owners = to_dict(existing)["metadata"].get("ownerReferences") or []
+            current = to_dict(existing)
+            owners = current["metadata"].get("ownerReferences") or []
             if not any(o.get("uid") == iset.metadata.uid for o in owners):
                 return (
                     f"Service {iset.name} already exists and does not belong to this set; "
                     "rename the InferenceSet or remove that Service"
                 )
-        await self._apply_if_changed(SERVICE, service(iset))
+            external = (current.get("spec") or {}).get("type") == "ExternalName"
+            if external != (desired["spec"]["type"] == "ExternalName"):
+                with contextlib.suppress(NotFound, Conflict):
+                    await self.client.delete(
+                        SERVICE,
+                        iset.namespace,
+                        iset.name,
+                        preconditions=Preconditions(uid=current["metadata"].get("uid")),
+                    )
+        await self._apply_if_changed(SERVICE, desired)
+        return None
+
+    async def _scale_to_zero_when_idle(self, iset: InferenceSet) -> float | None:
+        """Scale an idle scale-to-zero set to 0; seconds until it would be idle, if not yet."""
+        if self.activator is None or not self._scales_to_zero(iset):
+            return None
+        if desired_replicas(iset) == 0:
+            return None
+        try:
+            limit = autoscaler.idle_seconds(iset.metadata.annotations or {})
+        except autoscaler.AnnotationError:
+            return None
+        idle = self.activator.idle_for(iset.namespace, iset.name)
+        if idle < limit:
+            return max(1.0, limit - idle)
+        await scale(self.client, INFERENCESET, iset.namespace, iset.name, 0)
+        self.recorder.event(
+            iset,
+            "Normal",
+            "ScaledToZero",
+            f"no request for {idle:.0f}s: scaled to zero; the activator wakes it on the next one",
+        )
         return None
 
     async def _reconcile_autoscaler(
@@ -397,6 +386,13 @@ class InferenceSetReconciler:
         problem = autoscaler.hpa_problem(to_dict(current)) if current is not None else None
         if problem is not None:
             return False, problem[0], problem[1]
+        if settings.to_zero and not self._scales_to_zero(iset):
+            return (
+                False,
+                "ActivatorDisabled",
+                "min-replicas 0 needs the operator's activator (--activator-port and its "
+                "Service); until then the set keeps at least one replica",
+            )
         return True, "AutoscalerReady", autoscaler.describe(settings)
 
     # ---------------------------------------------------------------- status
@@ -475,7 +471,14 @@ class InferenceSetReconciler:
             await self.client.patch_status(INFERENCESET, iset.namespace, iset.name, {"status": new})
 
 
-def register(mgr: Manager, *, byo: bool, workers: int = 5) -> Controller:
+def register(
+    mgr: Manager,
+    *,
+    byo: bool,
+    workers: int = 5,
+    activator: Activator | None = None,
+    activator_host: str | None = None,
+) -> Controller:
     """The InferenceSet controller and its watches on `mgr` (the operator's one registration).
 
     Replica Workspaces come through the Workspace controller's informer (one informer per
@@ -483,7 +486,11 @@ def register(mgr: Manager, *, byo: bool, workers: int = 5) -> Controller:
     """
     mgr.scheme.register(INFERENCESET, InferenceSet)
     reconciler = InferenceSetReconciler(
-        mgr.client, mgr.cache, mgr.event_recorder("kaito-inferenceset"), InferenceSetSettings(byo)
+        mgr.client,
+        mgr.cache,
+        mgr.event_recorder("kaito-inferenceset"),
+        InferenceSetSettings(byo=byo, activator_host=activator_host),
+        activator,
     )
     owned = EnqueueForOwner(INFERENCESET)
     mgr.metrics.registry.register(InferenceSetCollector(mgr.cache, INFERENCESET))

@@ -68,6 +68,7 @@ ALLOWED = [
     ("watch", "inferencesets.kaito.sh", "-A"),
     ("patch", "inferencesets.kaito.sh", "--subresource=status", "-n", "any"),
     ("update", "inferencesets.kaito.sh", "--subresource=finalizers", "-n", "any"),
+    ("patch", "inferencesets.kaito.sh", "--subresource=scale", "-n", "any"),
     ("create", "horizontalpodautoscalers.autoscaling", "-n", "any"),
     ("patch", "horizontalpodautoscalers.autoscaling", "-n", "any"),
     ("delete", "horizontalpodautoscalers.autoscaling", "-n", "any"),
