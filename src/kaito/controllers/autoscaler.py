@@ -48,6 +48,11 @@ QUANTITY = re.compile(r"^(\d+(\.\d*)?|\.\d+)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$"
 class AnnotationError(ValueError):
     """A scaledobject.kaito.sh annotation that cannot be used; the message names it and the fix."""
 
+    def __init__(self, key: str, message: str) -> None:
+        self.field = f"metadata.annotations[{key}]"
+        self.message = message
+        super().__init__(f"{self.field}: {message}")
+
 
 @dataclass(frozen=True)
 class Autoscaling:
@@ -90,12 +95,10 @@ def _int(annotations: Mapping[str, str], key: str, default: int, low: int, high:
         value = int(raw.strip())
     except ValueError:
         raise AnnotationError(
-            f'metadata.annotations[{key}]: {raw!r} is not a whole number; write e.g. "{default}"'
+            key, f'{raw!r} is not a whole number; write e.g. "{default}"'
         ) from None
     if not low <= value <= high:
-        raise AnnotationError(
-            f"metadata.annotations[{key}]: {value} is out of range; use {low}..{high}"
-        )
+        raise AnnotationError(key, f"{value} is out of range; use {low}..{high}")
     return value
 
 
@@ -107,15 +110,16 @@ def parse(annotations: Mapping[str, str], *, limit_replicas: int | None) -> Auto
     metric = (annotations.get(C.ANNOTATION_SCALE_METRIC_NAME) or C.DEFAULT_SCALE_METRIC).strip()
     if not METRIC_NAME.match(metric):
         raise AnnotationError(
-            f"metadata.annotations[{C.ANNOTATION_SCALE_METRIC_NAME}]: {metric!r} is not a "
-            f"Prometheus metric name; e.g. {C.DEFAULT_SCALE_METRIC} or vllm:kv_cache_usage_perc"
+            C.ANNOTATION_SCALE_METRIC_NAME,
+            f"{metric!r} is not a Prometheus metric name; e.g. {C.DEFAULT_SCALE_METRIC} or "
+            "vllm:kv_cache_usage_perc",
         )
     threshold = (annotations.get(C.ANNOTATION_SCALE_THRESHOLD) or "").strip()
     if not threshold:
         raise AnnotationError(
-            f"metadata.annotations[{C.ANNOTATION_SCALE_THRESHOLD}] is required with "
-            f"{C.ANNOTATION_SCALE_AUTO_PROVISION}: the target value of {metric} per replica, "
-            'e.g. "10" waiting requests or "0.8" KV-cache usage'
+            C.ANNOTATION_SCALE_THRESHOLD,
+            f"is required with {C.ANNOTATION_SCALE_AUTO_PROVISION}: the target value of "
+            f'{metric} per replica, e.g. "10" waiting requests or "0.8" KV-cache usage',
         )
     try:
         positive = QUANTITY.match(threshold) is not None and Decimal(
@@ -125,16 +129,16 @@ def parse(annotations: Mapping[str, str], *, limit_replicas: int | None) -> Auto
         positive = False
     if not positive:
         raise AnnotationError(
-            f"metadata.annotations[{C.ANNOTATION_SCALE_THRESHOLD}]: {threshold!r} is not a "
-            'positive number; write e.g. "10" or "0.8"'
+            C.ANNOTATION_SCALE_THRESHOLD,
+            f'{threshold!r} is not a positive number; write e.g. "10" or "0.8"',
         )
     default_max = limit_replicas if limit_replicas else DEFAULT_MAX_REPLICAS
     min_replicas = _int(annotations, C.ANNOTATION_SCALE_MIN_REPLICAS, 1, 0, 1000)
     max_replicas = _int(annotations, C.ANNOTATION_SCALE_MAX_REPLICAS, default_max, 1, 1000)
     if max_replicas < max(min_replicas, 1):
         raise AnnotationError(
-            f"metadata.annotations[{C.ANNOTATION_SCALE_MAX_REPLICAS}]: {max_replicas} is below "
-            f"min-replicas ({min_replicas}); raise max-replicas"
+            C.ANNOTATION_SCALE_MAX_REPLICAS,
+            f"{max_replicas} is below min-replicas ({min_replicas}); raise max-replicas",
         )
     return Autoscaling(
         metric=metric,

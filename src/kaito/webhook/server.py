@@ -16,7 +16,8 @@ from typing import Any
 
 from aiohttp import web
 
-from kaito.webhook.config import MUTATE_PATH, VALIDATE_PATH
+from kaito.webhook.config import MUTATE_PATH, VALIDATE_INFERENCESET_PATH, VALIDATE_PATH
+from kaito.webhook.inferenceset import validate_inferenceset
 from kaito.webhook.validation import (
     FieldError,
     Policy,
@@ -74,6 +75,7 @@ class WebhookServer:
     def app(self) -> web.Application:
         application = web.Application(client_max_size=MAX_BODY)
         application.router.add_post(VALIDATE_PATH, self._validate_http)
+        application.router.add_post(VALIDATE_INFERENCESET_PATH, self._validate_set_http)
         application.router.add_post(MUTATE_PATH, self._mutate_http)
         application.router.add_get("/healthz", self._healthz)
         return application
@@ -134,6 +136,25 @@ class WebhookServer:
             errors = await self.review(req)
         except Exception:
             log.exception("validating %s failed", req.get("name"))
+            errors = [FieldError("(root)", "internal error in the Kaito webhook; see its logs")]
+        return self._reply(review, _response(req["uid"], errors))
+
+    async def _validate_set_http(self, request: web.Request) -> web.Response:
+        review = await self._read_review(request)
+        if isinstance(review, web.Response):
+            return review
+        req = review["request"]
+        obj, old = req.get("object"), req.get("oldObject")
+        try:
+            if not isinstance(obj, Mapping):
+                errors = [FieldError("(root)", "the request carries no object")]
+            else:
+                old_obj = (
+                    old if req.get("operation") == "UPDATE" and isinstance(old, Mapping) else None
+                )
+                errors = validate_inferenceset(obj, old_obj, self.policy)
+        except Exception:
+            log.exception("validating InferenceSet %s failed", req.get("name"))
             errors = [FieldError("(root)", "internal error in the Kaito webhook; see its logs")]
         return self._reply(review, _response(req["uid"], errors))
 

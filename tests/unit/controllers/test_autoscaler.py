@@ -76,7 +76,7 @@ def test_min_replicas_zero_keeps_the_hpa_at_one() -> None:
 @pytest.mark.parametrize(
     ("override", "names"),
     [
-        ({"scaledobject.kaito.sh/threshold": ""}, "threshold] is required"),
+        ({"scaledobject.kaito.sh/threshold": ""}, "threshold]: is required"),
         ({"scaledobject.kaito.sh/threshold": "ten"}, "threshold]: 'ten' is not a positive"),
         ({"scaledobject.kaito.sh/threshold": "0"}, "not a positive number"),
         ({"scaledobject.kaito.sh/metricName": "vllm num"}, "metricName]"),

@@ -113,10 +113,12 @@ def test_chart_webhook_matches_the_one_the_code_builds() -> None:
         if d["kind"] == "Service" and d["metadata"]["name"] == "kaito-webhook"
     ]
     ref = ServiceRef(service["metadata"]["namespace"], service["metadata"]["name"])
-    (expected,) = validating_webhook_configuration(b"", service=ref)["webhooks"]
-    del expected["clientConfig"]["caBundle"]
-    assert expected.pop("namespaceSelector") == {}
-    assert config["webhooks"] == [expected]
+    expected = validating_webhook_configuration(b"", service=ref)["webhooks"]
+    for hook in expected:
+        del hook["clientConfig"]["caBundle"]
+        assert hook.pop("namespaceSelector") == {}
+    assert config["webhooks"] == expected
+    assert [h["rules"][0]["resources"] for h in expected] == [["workspaces"], ["inferencesets"]]
     (deploy,) = [d for d in _all_docs() if d["kind"] == "Deployment"]
     webhook = deploy["spec"]["template"]["spec"]["containers"][1]["command"]
     assert f"--configuration={config['metadata']['name']}" in webhook
