@@ -286,6 +286,18 @@ def template_hash(iset: InferenceSet) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:10]
 
 
+def owner_reference(iset: InferenceSet) -> dict[str, Any]:
+    """The controller reference every object the set owns carries (garbage collection)."""
+    return {
+        "apiVersion": iset.api_version,
+        "kind": C.INFERENCESET_KIND,
+        "name": iset.name,
+        "uid": iset.metadata.uid or "",
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
 def child_workspace(
     iset: InferenceSet, name: str, *, byo: bool = False, digest: str | None = None
 ) -> dict[str, Any]:
@@ -316,16 +328,7 @@ def child_workspace(
             "namespace": iset.namespace,
             "labels": labels,
             "annotations": annotations,
-            "ownerReferences": [
-                {
-                    "apiVersion": iset.api_version,
-                    "kind": C.INFERENCESET_KIND,
-                    "name": iset.name,
-                    "uid": iset.metadata.uid or "",
-                    "controller": True,
-                    "blockOwnerDeletion": True,
-                }
-            ],
+            "ownerReferences": [owner_reference(iset)],
         },
         "resource": resource,
         "inference": template.inference.to_dict(),

@@ -91,7 +91,6 @@ class Activator:
         self.hold_timeout_s = hold_timeout_s
         self.max_held = max_held
         self.serving_port = serving_port
-        self.started = time.monotonic()
         self.port: int | None = None
         self._sets: dict[tuple[str, str], _SetState] = {}
         self._busy: dict[str, int] = {}  # endpoint -> requests in flight there
@@ -120,13 +119,16 @@ class Activator:
 
     # ------------------------------------------------------------------ what the controller reads
     def idle_for(self, namespace: str, name: str) -> float:
-        """Seconds since the set's last request ended (since the activator started if none)."""
-        state = self._sets.get((namespace, name))
-        if state is None:
-            return time.monotonic() - self.started
+        """Seconds since the set's last request ended; the clock of a set that has had none
+        starts when it is first asked about (a new set, or any set after a restart)."""
+        state = self._sets.setdefault((namespace, name), _SetState(time.monotonic()))
         if state.in_flight or state.held:
             return 0.0
         return time.monotonic() - state.last_request
+
+    def forget(self, namespace: str, name: str) -> None:
+        """Drop what is kept about a deleted set."""
+        self._sets.pop((namespace, name), None)
 
     # ------------------------------------------------------------------ serving
     async def start(self, host: str, port: int) -> int:

@@ -27,6 +27,7 @@ from kaito.api.inferenceset import (
     InferenceSet,
     child_workspace,
     desired_replicas,
+    owner_reference,
     parse_inferenceset,
     template_hash,
     update_strategy,
@@ -36,7 +37,6 @@ from kaito.controllers.activator import Activator, scale
 from kaito.controllers.common import APPLIED_HASH, WORKSPACE, content_hash
 from kaito.controllers.inferenceset_metrics import InferenceSetCollector
 from kaito.controllers.inferenceset_objects import (
-    owner_reference,
     patchable,
     replica_ready,
     selector,
@@ -118,6 +118,8 @@ class InferenceSetReconciler:
     async def _reconcile(self, request: Request) -> Result | None:
         cached = self.cache.get(INFERENCESET, request.namespace, request.name)
         if cached is None:
+            if self.activator is not None:
+                self.activator.forget(request.namespace, request.name)
             return None
         iset = cached if isinstance(cached, InferenceSet) else parse_inferenceset(to_dict(cached))
         uid = iset.metadata.uid or ""

@@ -12,7 +12,7 @@ from typing import Any
 
 from kaito.api import WorkspaceBase, find_condition
 from kaito.api import constants as C
-from kaito.api.inferenceset import InferenceSet
+from kaito.api.inferenceset import InferenceSet, owner_reference
 
 POD_INDEX_LABEL = "apps.kubernetes.io/pod-index"
 SERVING_PORT = 5000
@@ -21,17 +21,6 @@ SERVING_PORT = 5000
 def selector(set_name: str) -> str:
     """The scale subresource's selector: every pod of every replica."""
     return f"{C.LABEL_INFERENCESET_CREATED_BY}={set_name}"
-
-
-def owner_reference(iset: InferenceSet) -> dict[str, Any]:
-    return {
-        "apiVersion": iset.api_version,
-        "kind": C.INFERENCESET_KIND,
-        "name": iset.name,
-        "uid": iset.metadata.uid or "",
-        "controller": True,
-        "blockOwnerDeletion": True,
-    }
 
 
 def service(iset: InferenceSet, activator_host: str | None = None) -> dict[str, Any]:

@@ -28,6 +28,7 @@ SERVING_PORT = 5000
 ADAPTER_ROOT = "/mnt/adapter"
 CONFIG_DIR = "/mnt/config"
 CONFIG_KEY = "inference_config.yaml"
+DRAIN_SECONDS = 5
 WEIGHTS_DIR = "/workspace/weights"
 PULL_SECRET_ROOT = "/root/.docker/config.d"
 GPU_TOLERATIONS: tuple[dict[str, str], ...] = (
@@ -377,6 +378,10 @@ def statefulset(work: InferenceWorkload) -> dict[str, Any]:
         "livenessProbe": _health_probe(periodSeconds=10, failureThreshold=3),
         "readinessProbe": _health_probe(periodSeconds=10, initialDelaySeconds=5),
     }
+    if work.inference_set:
+        # a replica behind the set's shared Service: stay up while the endpoint removal
+        # spreads, so a scale-down drops no request (SIGTERM then lets in-flight ones finish)
+        container["lifecycle"] = {"preStop": {"sleep": {"seconds": DRAIN_SECONDS}}}
     pod_spec: dict[str, Any] = {
         "containers": [container],
         "volumes": volumes,
