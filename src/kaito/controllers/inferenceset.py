@@ -150,7 +150,8 @@ class InferenceSetReconciler:
         rejected = await self._act(iset, plan, children, desired_child, memory)
         service_problem = await self._reconcile_service(iset)
         scaling = await self._reconcile_autoscaler(iset, plan, per_replica)
-        idle_wait = await self._scale_to_zero_when_idle(iset)
+        serving = any(replica_ready(ws) for ws in children.values())
+        idle_wait = await self._scale_to_zero_when_idle(iset, serving=serving)
         await self._write_status(
             iset,
             list(children.values()),
@@ -324,8 +325,13 @@ class InferenceSetReconciler:
         await self._apply_if_changed(SERVICE, desired)
         return None
 
-    async def _scale_to_zero_when_idle(self, iset: InferenceSet) -> float | None:
-        """Scale an idle scale-to-zero set to 0; seconds until it would be idle, if not yet."""
+    async def _scale_to_zero_when_idle(self, iset: InferenceSet, *, serving: bool) -> float | None:
+        """Scale an idle scale-to-zero set to 0; seconds until it would be idle, if not yet.
+
+        A set is idle only while it could serve: the clock stands still until a replica is
+        ready (a model load can outlast idle-seconds), so a new or waking set is not parked
+        before it ever answered.
+        """
         if self.activator is None or not self._scales_to_zero(iset):
             return None
         if desired_replicas(iset) == 0:
@@ -334,6 +340,9 @@ class InferenceSetReconciler:
             limit = autoscaler.idle_seconds(iset.metadata.annotations or {})
         except autoscaler.AnnotationError:
             return None
+        if not serving:
+            self.activator.touch(iset.namespace, iset.name)
+            return None  # the replica's readiness wakes this reconcile
         idle = self.activator.idle_for(iset.namespace, iset.name)
         if idle < limit:
             return max(1.0, limit - idle)
