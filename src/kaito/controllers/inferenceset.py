@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from kaito.api import Workspace, WorkspaceBase, set_condition
+from kaito.api import Workspace, WorkspaceBase
 from kaito.api import constants as C
 from kaito.api.inferenceset import (
     InferenceSet,
@@ -36,12 +36,8 @@ from kaito.controllers import autoscaler
 from kaito.controllers.activator import Activator, scale
 from kaito.controllers.common import APPLIED_HASH, WORKSPACE, content_hash
 from kaito.controllers.inferenceset_metrics import InferenceSetCollector
-from kaito.controllers.inferenceset_objects import (
-    patchable,
-    replica_ready,
-    selector,
-    service,
-)
+from kaito.controllers.inferenceset_objects import patchable, replica_ready, service
+from kaito.controllers.inferenceset_status import desired_status
 from kaito.controllers.replicas import Replica, ReplicaPlan, plan_replicas
 from kaito.presets import FitError, SpecError
 from kaito.presets.plan import plan_workspace
@@ -418,61 +414,17 @@ class InferenceSetReconciler:
         problem: str | None,
         scaling: tuple[bool, str, str] | None,
     ) -> None:
-        live = [ws for ws in children if ws.metadata.deletion_timestamp is None]
-        ready = sum(replica_ready(ws) for ws in live)
-        updated = sum(
-            (ws.metadata.annotations or {}).get(C.ANNOTATION_INFERENCESET_TEMPLATE_HASH) == digest
-            for ws in live
+        new = desired_status(
+            iset,
+            children,
+            digest=digest,
+            allowed=plan.allowed,
+            blocked_by_nodes=plan.blocked_by_nodes,
+            per_replica=per_replica,
+            problem=problem,
+            scaling=scaling,
         )
-        desired = desired_replicas(iset)
         current = iset.status
-        conditions = list(current.conditions or []) if current else []
-        generation = iset.metadata.generation
-        if problem:
-            ok, reason, message = False, "ReplicaRejected", problem
-        elif plan.allowed < desired:
-            ok, reason = False, "NodeCountLimitReached"
-            message = (
-                f"{ready}/{desired} replicas ready; nodeCountLimit "
-                f"{iset.spec.node_count_limit} allows {plan.allowed} replicas of "
-                f"{per_replica} node(s); raise nodeCountLimit or lower replicas"
-            )
-        elif ready >= desired and updated == len(live) == desired:
-            ok, reason, message = True, "inferencesetReady", f"{ready}/{desired} replicas ready"
-        else:
-            ok, reason = False, "inferencesetNotReady"
-            message = f"{ready}/{desired} replicas ready, {updated} on the current template"
-            if plan.blocked_by_nodes:
-                message += f"; {plan.blocked_by_nodes} waiting for nodes to be released"
-        conditions = set_condition(
-            conditions,
-            C.ConditionType.INFERENCESET_READY,
-            "True" if ok else "False",
-            reason,
-            message,
-            observed_generation=generation,
-        )
-        if scaling is not None:
-            conditions = set_condition(
-                conditions,
-                C.ConditionType.AUTOSCALER_READY,
-                "True" if scaling[0] else "False",
-                scaling[1],
-                scaling[2][:32768],
-                observed_generation=generation,
-            )
-        else:
-            conditions = [c for c in conditions if c.type != C.ConditionType.AUTOSCALER_READY]
-        new: dict[str, Any] = {
-            "replicas": len(live),
-            "readyReplicas": ready,
-            "updatedReplicas": updated,
-            "selector": selector(iset.name),
-            "observedGeneration": generation,
-            "conditions": [
-                c.model_dump(mode="json", by_alias=True, exclude_none=True) for c in conditions
-            ],
-        }
         old = current.model_dump(mode="json", by_alias=True, exclude_none=True) if current else {}
         if {k: old.get(k) for k in new} == new:
             return
