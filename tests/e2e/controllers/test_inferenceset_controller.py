@@ -10,6 +10,9 @@ endpoints are the replicas' leader pods, and makes the HPA its annotations ask f
 from __future__ import annotations
 
 import copy
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -145,6 +148,17 @@ def test_replicas_scale_with_the_scale_subresource_and_release_their_nodes(
         return names if names == ["phi-0-0", "phi-1-0"] else None
 
     wait_until("the Service's endpoints are both leaders", endpoints, timeout=30)
+
+    # kaito status shows the set and its replicas, read from the real API server
+    cli = subprocess.run(
+        [sys.executable, "-m", "kaito.cli", "status", "-n", ns],
+        env={**os.environ, "KUBECONFIG": str(cluster.kubeconfig), "PYTHONPATH": str(REPO / "src")},
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert cli.returncode == 0, cli.stderr
+    lines = cli.stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("INFERENCESET"))
+    assert lines[header + 1].split()[:6] == ["phi", "2", "2", "2", "-", "phi-0(ready),phi-1(ready)"]
 
     # kubectl scale goes through the scale subresource, as the HPA does
     cluster.kubectl("-n", ns, "scale", "inferenceset", "phi", "--replicas=3")
