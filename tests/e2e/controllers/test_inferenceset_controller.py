@@ -10,9 +10,6 @@ endpoints are the replicas' leader pods, and makes the HPA its annotations ask f
 from __future__ import annotations
 
 import copy
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +19,7 @@ import pytest
 import yaml
 
 from ..conftest import REPO, Cluster
-from .conftest import Operator, condition, get_json, wait_until
+from .conftest import Operator, condition, get_json, kaito_status, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -150,13 +147,7 @@ def test_replicas_scale_with_the_scale_subresource_and_release_their_nodes(
     wait_until("the Service's endpoints are both leaders", endpoints, timeout=30)
 
     # kaito status shows the set and its replicas, read from the real API server
-    cli = subprocess.run(
-        [sys.executable, "-m", "kaito.cli", "status", "-n", ns],
-        env={**os.environ, "KUBECONFIG": str(cluster.kubeconfig), "PYTHONPATH": str(REPO / "src")},
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
-    assert cli.returncode == 0, cli.stderr
-    lines = cli.stdout.splitlines()
+    lines = kaito_status(cluster, ns).splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("INFERENCESET"))
     assert lines[header + 1].split()[:6] == ["phi", "2", "2", "2", "-", "phi-0(ready),phi-1(ready)"]
 
