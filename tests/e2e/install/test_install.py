@@ -83,6 +83,7 @@ ALLOWED = [
     ("patch", "statefulsets.apps", "-n", "any"),
     ("create", "controllerrevisions.apps", "-n", "any"),
     ("patch", "services", "-n", "any"),
+    ("delete", "services", "-n", "any"),  # a set switching to or from scale to zero
     ("list", "pods", "-A"),
     ("get", "configmaps", "-n", "any"),
     ("watch", "configmaps", "-A"),  # the Workspace-owned default training configs
