@@ -126,12 +126,6 @@ class Activator:
             return 0.0
         return time.monotonic() - state.last_request
 
-    def touch(self, namespace: str, name: str) -> None:
-        """Restart the set's idle clock (it is starting: not idle, whatever the traffic)."""
-        self._sets.setdefault(
-            (namespace, name), _SetState(time.monotonic())
-        ).last_request = time.monotonic()
-
     def forget(self, namespace: str, name: str) -> None:
         """Drop what is kept about a deleted set."""
         self._sets.pop((namespace, name), None)

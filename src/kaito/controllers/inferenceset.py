@@ -16,12 +16,13 @@ on a stale cache cannot roll or delete a second replica past maxUnavailable.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from kaito.api import Workspace, WorkspaceBase
+from kaito.api import Workspace, WorkspaceBase, utcnow
 from kaito.api import constants as C
 from kaito.api.inferenceset import (
     InferenceSet,
@@ -36,7 +37,12 @@ from kaito.controllers import autoscaler
 from kaito.controllers.activator import Activator, scale
 from kaito.controllers.common import APPLIED_HASH, WORKSPACE, content_hash
 from kaito.controllers.inferenceset_metrics import InferenceSetCollector
-from kaito.controllers.inferenceset_objects import patchable, replica_ready, service
+from kaito.controllers.inferenceset_objects import (
+    patchable,
+    replica_ready,
+    service,
+    serving_since,
+)
 from kaito.controllers.inferenceset_status import desired_status
 from kaito.controllers.replicas import Replica, ReplicaPlan, plan_replicas
 from kaito.presets import FitError, SpecError
@@ -146,8 +152,7 @@ class InferenceSetReconciler:
         rejected = await self._act(iset, plan, children, desired_child, memory)
         service_problem = await self._reconcile_service(iset)
         scaling = await self._reconcile_autoscaler(iset, plan, per_replica)
-        serving = any(replica_ready(ws) for ws in children.values())
-        idle_wait = await self._scale_to_zero_when_idle(iset, serving=serving)
+        idle_wait = await self._scale_to_zero_when_idle(iset, serving_since(children.values()))
         await self._write_status(
             iset,
             list(children.values()),
@@ -321,12 +326,15 @@ class InferenceSetReconciler:
         await self._apply_if_changed(SERVICE, desired)
         return None
 
-    async def _scale_to_zero_when_idle(self, iset: InferenceSet, *, serving: bool) -> float | None:
+    async def _scale_to_zero_when_idle(
+        self, iset: InferenceSet, serving: dt.datetime | None
+    ) -> float | None:
         """Scale an idle scale-to-zero set to 0; seconds until it would be idle, if not yet.
 
-        A set is idle only while it could serve: the clock stands still until a replica is
-        ready (a model load can outlast idle-seconds), so a new or waking set is not parked
-        before it ever answered.
+        A set is idle only while it could serve: idle time counts from the later of its last
+        request and the moment a replica became ready (`serving`, None while none is), so a
+        new or waking set whose model load outlasts idle-seconds is not parked before it
+        ever answered.
         """
         if self.activator is None or not self._scales_to_zero(iset):
             return None
@@ -336,10 +344,12 @@ class InferenceSetReconciler:
             limit = autoscaler.idle_seconds(iset.metadata.annotations or {})
         except autoscaler.AnnotationError:
             return None
-        if not serving:
-            self.activator.touch(iset.namespace, iset.name)
+        if serving is None:
             return None  # the replica's readiness wakes this reconcile
-        idle = self.activator.idle_for(iset.namespace, iset.name)
+        idle = min(
+            self.activator.idle_for(iset.namespace, iset.name),
+            (utcnow() - serving).total_seconds(),
+        )
         if idle < limit:
             return max(1.0, limit - idle)
         await scale(self.client, INFERENCESET, iset.namespace, iset.name, 0)

@@ -7,7 +7,8 @@ an ExternalName for the activator (:mod:`kaito.controllers.activator`) instead.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import datetime as dt
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from kaito.api import WorkspaceBase, find_condition
@@ -82,3 +83,15 @@ def patchable(current: WorkspaceBase, desired: Mapping[str, Any]) -> bool:
         return False
     old_preset = (inference.get("preset") or {}).get("name")
     return old_preset == (new.get("preset") or {}).get("name")
+
+
+def serving_since(children: Iterable[WorkspaceBase]) -> dt.datetime | None:
+    """When the set last went from no ready replica to one: the earliest ready replica's
+    WorkspaceSucceeded transition (None while no replica is ready)."""
+    times = []
+    for ws in children:
+        if ws.metadata.deletion_timestamp is None and replica_ready(ws):
+            cond = find_condition(ws.status.conditions if ws.status else None, "WorkspaceSucceeded")
+            if cond is not None:
+                times.append(cond.last_transition_time)
+    return min(times) if times else None

@@ -193,12 +193,8 @@ async def test_a_set_that_never_gets_ready_answers_503_with_retry_after(harness:
         assert status == 503 and "no ready replica within 3s" in body["error"]["message"]
 
 
-async def test_the_idle_clock_starts_when_a_set_is_first_seen_and_on_touch(
-    harness: Harness,
-) -> None:
+async def test_the_idle_clock_starts_when_a_set_is_first_seen(harness: Harness) -> None:
     first = harness.activator.idle_for("team", "new")
     assert first < 0.5  # not "idle since the operator started"
     await asyncio.sleep(0.3)
     assert harness.activator.idle_for("team", "new") >= 0.3
-    harness.activator.touch("team", "new")  # starting replicas: not idle
-    assert harness.activator.idle_for("team", "new") < 0.1

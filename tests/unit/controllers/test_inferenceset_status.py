@@ -6,6 +6,7 @@ from typing import Any
 
 from kaito.api.inferenceset import parse_inferenceset, template_hash
 from kaito.api.v1beta1 import Workspace
+from kaito.controllers.inferenceset_objects import serving_since
 from kaito.controllers.inferenceset_status import desired_status
 
 SET: dict[str, Any] = {
@@ -123,3 +124,11 @@ def test_autoscaler_condition_comes_and_goes_with_the_annotations() -> None:
         scaling=None,
     )
     assert "AutoscalerReady" not in conditions(again)
+
+
+def test_a_set_serves_since_its_first_ready_replica_became_ready() -> None:
+    digest = template_hash(parse_inferenceset(SET))
+    assert serving_since([replica("phi-0", digest, False)]) is None
+    since = serving_since([replica("phi-0", digest, True), replica("phi-1", digest, False)])
+    assert since is not None and since.isoformat().startswith("2026-01-01T00:00:00")
+    assert serving_since([replica("phi-0", digest, True, deleting=True)]) is None
