@@ -42,6 +42,7 @@ HEADER = "X-Kaito-InferenceSet"
 POD_INDEX_LABEL = "apps.kubernetes.io/pod-index"
 SERVING_PORT = 5000
 POLL_S = 0.1
+WAKE_AGAIN_S = 5.0  # a wake-up the cache has not shown after this long is sent again
 MAX_BODY = 16 * 1024 * 1024
 HOP_BY_HOP = frozenset(
     {
@@ -69,6 +70,7 @@ class _SetState:
     in_flight: int = 0
     held: int = 0
     waking_since: float | None = None
+    woken_at: float = 0.0
 
 
 class Activator:
@@ -197,11 +199,15 @@ class Activator:
                 out.append(f"http://{status['podIP']}:{self.serving_port}")
         return out
 
-    async def _wake(self, namespace: str, name: str) -> None:
-        """spec.replicas 0 → 1 through the scale subresource (what an HPA writes)."""
+    async def _wake(self, namespace: str, name: str, state: _SetState) -> None:
+        """spec.replicas 0 → 1 through the scale subresource (what an HPA writes); once, not
+        once per held request, while the cache has not seen the new count yet."""
         obj = self.cache.get(self.inferenceset, namespace, name)
         if obj is None or (to_dict(obj).get("spec") or {}).get("replicas", 1) != 0:
             return
+        if time.monotonic() - state.woken_at < WAKE_AGAIN_S:
+            return
+        state.woken_at = time.monotonic()
         await self.scale(namespace, name, 1)
         log.info("woke InferenceSet %s/%s for a held request", namespace, name)
 
@@ -277,7 +283,7 @@ class Activator:
                         **{"Retry-After": "30"},
                     )  # fmt: skip
                 try:
-                    await self._wake(namespace, name)
+                    await self._wake(namespace, name, state)
                 except ApiError as exc:
                     log.warning("cannot wake %s/%s: %s", namespace, name, exc.message)
                 tried.clear()
