@@ -92,7 +92,7 @@ def test_plan_with_inference_config(capsys: pytest.CaptureFixture[str], tmp_path
         ({"inference": {"preset": {"name": "no-such-model"}}}, "inference.preset.name"),
         ({"resource": {"instanceType": "Standard_Nope"}}, "resource.instanceType"),
         ({"apiVersion": "kaito.sh/v9"}, "apiVersion"),
-        ({"resource": {"instanceType": "Standard_NC6s_v3", "count": 0}}, "resource.count"),
+        ({"resource": {"instanceType": "Standard_NC6s_v3", "count": -1}}, "resource.count"),
         (
             {
                 "inference": {

@@ -109,6 +109,8 @@ DEFAULT_SCALE_METRIC = "vllm:num_requests_waiting"
 
 # --- finalizers, taints ----------------------------------------------------------------------
 FINALIZER_WORKSPACE = "workspace.finalizer.kaito.sh"
+FINALIZER_KARPENTER_TERMINATION = "karpenter.sh/termination"
+"""Karpenter's finalizer on NodeClaims: the node goes before the claim does."""
 GPU_TAINT_KEY = "sku"
 GPU_TAINT_VALUE = "gpu"
 GPU_TAINT_EFFECT = "NoSchedule"
@@ -137,6 +139,8 @@ class ConditionType(enum.StrEnum):
     SERVICE_READY = "ServiceReady"
     INFERENCESET_READY = "InferenceSetReady"
     AUTOSCALER_READY = "AutoscalerReady"
+    INSTANCE_TYPE_RESOLVED = "InstanceTypeResolved"
+    """Ours: an instance type missing from Kaito's table, and where its figures came from."""
 
 
 class Reason(enum.StrEnum):

@@ -35,7 +35,8 @@ from kaito.api.inferenceset import (
 )
 from kaito.controllers import autoscaler
 from kaito.controllers.activator import Activator, scale
-from kaito.controllers.common import APPLIED_HASH, WORKSPACE, content_hash
+from kaito.controllers.apply import APPLIED_HASH
+from kaito.controllers.common import WORKSPACE, content_hash
 from kaito.controllers.inferenceset_metrics import InferenceSetCollector
 from kaito.controllers.inferenceset_objects import (
     patchable,

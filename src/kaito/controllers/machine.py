@@ -8,7 +8,6 @@ On delete it removes the node first and only then releases the claim's finalizer
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import datetime as dt
 import logging
@@ -18,10 +17,18 @@ from typing import Any
 
 from kaito.api import constants as C
 from kaito.controllers import diagnosis
-from kaito.provisioner.base import NodeProvisioner, NodeRequest, NodeStatus, Phase, Taint
+from kaito.controllers.common import remove_finalizer, requeue_on_conflict
+from kaito.provisioner.base import (
+    NODECLAIM_LABEL,
+    NodeProvisioner,
+    NodeRequest,
+    NodeStatus,
+    Phase,
+    Taint,
+)
 from kaito.runtime.cache import Cache
 from kaito.runtime.client import Client
-from kaito.runtime.errors import ApiError, Conflict, NotFound
+from kaito.runtime.errors import NotFound
 from kaito.runtime.events import EventRecorder
 from kaito.runtime.gvk import GVK, NODE
 from kaito.runtime.objects import to_dict
@@ -29,8 +36,6 @@ from kaito.runtime.request import Request, Result
 
 log = logging.getLogger("kaito.controllers.machine")
 
-TERMINATION_FINALIZER = "karpenter.sh/termination"
-NODECLAIM_LABEL = "kaito.sh/nodeclaim"
 LIFECYCLE = ("Launched", "Registered", "Initialized", "Ready")
 RETRY_FAILED_LAUNCH_S = 15.0
 STATUS_SETTLE_S = 5.0
@@ -156,13 +161,7 @@ class MachineReconciler:
         self._failed_at: dict[str, float] = {}  # claim name -> monotonic time of a failed launch
 
     async def __call__(self, request: Request) -> Result | None:
-        try:
-            return await self._reconcile_one(request)
-        except Conflict:
-            # Our cached copy is older than the server's (often our own write just moved it):
-            # not an error, the event carrying the new version is on its way.
-            log.debug("conflict on %s; retrying once the cache has caught up", request)
-            return Result(requeue=True)
+        return await requeue_on_conflict(log, request, self._reconcile_one)
 
     async def _reconcile_one(self, request: Request) -> Result | None:
         cached = self.cache.get(self.claim_gvk, None, request.name)
@@ -175,14 +174,14 @@ class MachineReconciler:
         if meta.get("deletionTimestamp"):
             return await self._terminate(claim)
         finalizers = list(meta.get("finalizers") or [])
-        if TERMINATION_FINALIZER not in finalizers:
+        if C.FINALIZER_KARPENTER_TERMINATION not in finalizers:
             await self.client.patch(
                 self.claim_gvk,
                 None,
                 request.name,
                 {
                     "metadata": {
-                        "finalizers": [*finalizers, TERMINATION_FINALIZER],
+                        "finalizers": [*finalizers, C.FINALIZER_KARPENTER_TERMINATION],
                         "resourceVersion": meta.get("resourceVersion"),
                     }
                 },
@@ -277,7 +276,7 @@ class MachineReconciler:
     async def _terminate(self, claim: dict[str, Any]) -> Result | None:
         meta = claim["metadata"]
         finalizers = list(meta.get("finalizers") or [])
-        if TERMINATION_FINALIZER not in finalizers:
+        if C.FINALIZER_KARPENTER_TERMINATION not in finalizers:
             return None
         try:
             gone = await self.provisioner.delete(meta["name"])
@@ -287,57 +286,18 @@ class MachineReconciler:
         log.debug("terminating %s: backend resources gone=%s", meta["name"], gone)
         if not gone:
             return Result(requeue_after=1.0)
-        index = finalizers.index(TERMINATION_FINALIZER)
-        with contextlib.suppress(NotFound, ApiError):
-            await self.client.patch(
-                self.claim_gvk,
-                None,
-                meta["name"],
-                [
-                    {
-                        "op": "test",
-                        "path": f"/metadata/finalizers/{index}",
-                        "value": TERMINATION_FINALIZER,
-                    },
-                    {"op": "remove", "path": f"/metadata/finalizers/{index}"},
-                ],
-                patch_type="json",
-            )
+        # Any failure but NotFound (a 5xx, a 403 from a broken RBAC) propagates: the key is
+        # retried with backoff and counted as an error, instead of the claim staying stuck
+        # until the next resync. A Conflict (our copy is stale) is retried by the wrapper.
+        await remove_finalizer(
+            self.client,
+            self.claim_gvk,
+            None,
+            meta["name"],
+            finalizers=finalizers,
+            finalizer=C.FINALIZER_KARPENTER_TERMINATION,
+        )
         return None
-
-
-async def garbage_collect(provisioner: NodeProvisioner, cache: Cache, claim_gvk: GVK) -> list[str]:
-    """Delete backend resources whose claim no longer exists; returns what was removed.
-
-    A backend only creates resources for claims the cache already holds, so a name the
-    backend knows but the synced cache lacks belongs to a claim that is gone.
-    """
-    removed = []
-    for name in await provisioner.list_requests():
-        if cache.get(claim_gvk, None, name) is None:
-            log.info("garbage-collecting node resources of vanished claim %s", name)
-            await provisioner.delete(name)
-            removed.append(name)
-    return removed
-
-
-async def run_garbage_collector(
-    provisioner: NodeProvisioner,
-    cache: Cache,
-    claim_gvk: GVK,
-    *,
-    interval_s: float = 60.0,
-    is_leader: Callable[[], bool] = lambda: True,
-) -> None:
-    """Periodic loop around :func:`garbage_collect` (leader only)."""
-    while True:
-        await asyncio.sleep(interval_s)
-        if not is_leader() or not cache.synced:
-            continue
-        try:
-            await garbage_collect(provisioner, cache, claim_gvk)
-        except Exception:  # a failed pass is retried next interval
-            log.exception("node garbage collection failed")
 
 
 def requests_for_node(node: Mapping[str, Any]) -> Iterable[Request]:

@@ -93,7 +93,9 @@ def _adapters(raw: Any) -> tuple[AdapterSpec, ...]:
     return tuple(result)
 
 
-def _sku(resource: Mapping[str, Any], api_version: str, notes: list[str]) -> Sku:
+def _sku(resource: Mapping[str, Any], api_version: str, notes: list[str], known: Sku | None) -> Sku:
+    if known is not None:
+        return known
     name = resource.get("instanceType")
     if name is None:
         if resource.get("labelSelector") and api_version.endswith("v1beta1"):
@@ -114,22 +116,30 @@ def _sku(resource: Mapping[str, Any], api_version: str, notes: list[str]) -> Sku
     return sku
 
 
-def _count(resource: Mapping[str, Any]) -> int | None:
+def _count(resource: Mapping[str, Any], notes: list[str]) -> int | None:
+    """The node count the user asked for; 0 means "size it for me", as upstream reads it."""
     count = resource.get("count")
     if count is None:
         return None
-    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-        raise SpecError("resource.count", f"expected a positive integer, got {count!r}")
+    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+        raise SpecError("resource.count", f"expected 0 or a positive integer, got {count!r}")
+    if count == 0:
+        notes.append("resource.count 0: the node count is Kaito's estimate")
+        return None
     return count
 
 
 def plan_workspace(
-    doc: Mapping[str, Any], *, inference_config: Mapping[str, Any] | None = None
+    doc: Mapping[str, Any],
+    *,
+    inference_config: Mapping[str, Any] | None = None,
+    sku: Sku | None = None,
 ) -> Plan:
     """Decide what `doc` (a Workspace) would run; SpecError/FitError name the field to fix.
 
     `inference_config` is the parsed inference_config.yaml from the ConfigMap that
-    `inference.config` names, when the caller has it.
+    `inference.config` names, when the caller has it.  `sku` describes the nodes when the
+    caller learned them elsewhere (bring-your-own nodes, an instance type newer than the table).
     """
     api_version = doc.get("apiVersion")
     if api_version not in API_VERSIONS:
@@ -159,13 +169,13 @@ def plan_workspace(
             raise SpecError("tuning.method", f"expected lora or qlora, got {method!r}")
         if not preset.supports_tuning:
             raise SpecError("tuning.preset.name", f"{preset.name} does not support tuning")
-        sku = _sku(resource, api_version, notes)
-        sized = estimate(preset, sku, requested_count=_count(resource))
+        node_sku = _sku(resource, api_version, notes, sku)
+        sized = estimate(preset, node_sku, requested_count=_count(resource, notes))
         return Plan(
             **common,
             mode="tuning",
             preset=preset,
-            sku=sku,
+            sku=node_sku,
             estimate=sized,
             tuning_method=method,
             notes=(*notes, *sized.notes),
@@ -178,7 +188,7 @@ def plan_workspace(
         "inference.preset.name",
     )
     adapters = _adapters(inference.get("adapters"))
-    sku = _sku(resource, api_version, notes)
+    node_sku = _sku(resource, api_version, notes, sku)
     config = inference_config
     if config is None and inference.get("config"):
         config = {}
@@ -187,14 +197,17 @@ def plan_workspace(
             "are not shown (pass its inference_config.yaml to see them)"
         )
     sized = estimate(
-        preset, sku, max_model_len=user_max_model_len(config), requested_count=_count(resource)
+        preset,
+        node_sku,
+        max_model_len=user_max_model_len(config),
+        requested_count=_count(resource, notes),
     )
-    launch = vllm_launch(preset, sku, sized, adapters=adapters, user_config=config)
+    launch = vllm_launch(preset, node_sku, sized, adapters=adapters, user_config=config)
     return Plan(
         **common,
         mode="inference",
         preset=preset,
-        sku=sku,
+        sku=node_sku,
         estimate=sized,
         launch=launch,
         adapters=adapters,

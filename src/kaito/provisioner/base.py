@@ -12,6 +12,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
+NODECLAIM_LABEL = "kaito.sh/nodeclaim"
+"""On every node a backend makes: the name of the claim it was made for."""
+
 
 @dataclass(frozen=True)
 class Taint:

@@ -9,11 +9,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from kaito.provisioner.base import NodeRequest, NodeStatus, Phase
+from kaito.provisioner.base import NODECLAIM_LABEL, NodeRequest, NodeStatus, Phase
 from kaito.provisioner.kwok_node import fake_gpu_node
 
 PROVISIONED_BY_LABEL = "kaito.sh/provisioned-by"
-NODECLAIM_LABEL = "kaito.sh/nodeclaim"
 
 # instance type -> (GPUs, vCPU, memory GiB); None when the type is unknown
 ShapeLookup = Callable[[str], tuple[int, int, int] | None]

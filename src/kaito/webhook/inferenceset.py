@@ -18,7 +18,8 @@ from pydantic import ValidationError
 
 from kaito.api.inferenceset import InferenceSet, child_workspace, parse_inferenceset
 from kaito.controllers import autoscaler
-from kaito.webhook.validation import FieldError, Policy, _loc, _short, check_spec, parse
+from kaito.webhook.validation import _loc, _short, check_spec, parse
+from kaito.webhook.view import FieldError, Policy
 
 CRON_FIELD = r"(\*|\?|[0-9A-Za-z,\-/*]+)"
 CRON = re.compile(rf"^{CRON_FIELD}(\s+{CRON_FIELD}){{4}}$")
@@ -52,7 +53,8 @@ def check_inferenceset(iset: InferenceSet, policy: Policy | None = None) -> list
     errors += [FieldError(_field(e.field), e.message) for e in child_errors]
     if child is not None:
         errors += [
-            FieldError(_field(e.field), e.message) for e in check_spec(child, policy or Policy())
+            FieldError(_field(e.field), e.message)
+            for e in check_spec(child, None, policy or Policy())
         ]
     annotations = iset.metadata.annotations or {}
     if autoscaler.enabled(annotations):

@@ -12,27 +12,43 @@ import json
 import logging
 import ssl
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
+from kaito import presets
+from kaito.api import WorkspaceBase, constants
+from kaito.presets.skus import LearnedSku
 from kaito.webhook.config import MUTATE_PATH, VALIDATE_INFERENCESET_PATH, VALIDATE_PATH
+from kaito.webhook.configs import config_map_names
 from kaito.webhook.inferenceset import validate_inferenceset
 from kaito.webhook.validation import (
-    FieldError,
-    Policy,
-    byo_selector,
     default_patch,
-    label_query,
     parse,
     validate_create,
     validate_update,
 )
+from kaito.webhook.view import ClusterView, FieldError, Policy
 
 log = logging.getLogger(__name__)
 
 NodeLister = Callable[[str], Awaitable[Sequence[Mapping[str, Any]]]]
 """Lists nodes matching an API label selector string (e.g. "apps=phi-3")."""
+ConfigMapReader = Callable[[str, str], Awaitable[Mapping[str, str] | None]]
+"""(namespace, name) → the ConfigMap's data; None when it does not exist."""
+CloudSkuReader = Callable[[str], Awaitable[LearnedSku | None]]
+"""An instance type → its figures from the cloud (None: the cloud has no such size)."""
+
+
+@dataclass(frozen=True)
+class Lookups:
+    """How the server reads the cluster (and the cloud) for the rules that need it."""
+
+    nodes: NodeLister
+    config_map: ConfigMapReader
+    cloud_sku: CloudSkuReader | None = None
+
 
 MAX_BODY = 16 * 1024 * 1024
 """AdmissionReviews carry object and oldObject; 16 MiB covers the API server's own limits."""
@@ -62,12 +78,8 @@ def _response(uid: str, errors: list[FieldError]) -> dict[str, Any]:
 class WebhookServer:
     """Serves /validate-workspace, /mutate-workspace and /healthz."""
 
-    def __init__(
-        self,
-        node_lister: NodeLister | None = None,
-        policy: Policy | None = None,
-    ) -> None:
-        self.node_lister = node_lister
+    def __init__(self, lookups: Lookups | None = None, policy: Policy | None = None) -> None:
+        self.lookups = lookups
         self.policy = policy or Policy()
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
@@ -163,20 +175,44 @@ class WebhookServer:
         obj = req.get("object")
         if not isinstance(obj, Mapping):
             return [FieldError("(root)", "the request carries no object")]
+        ws, _ = parse(obj)
+        view = await self.view(ws, str(req.get("namespace") or "")) if ws is not None else None
         if req.get("operation") == "UPDATE":
             old = req.get("oldObject")
-            return validate_update(obj, old if isinstance(old, Mapping) else None, self.policy)
-        nodes = await self._byo_nodes(obj)
-        return validate_create(obj, nodes, self.policy)
+            return validate_update(
+                obj, old if isinstance(old, Mapping) else None, self.policy, view
+            )
+        return validate_create(obj, view, self.policy)
 
-    async def _byo_nodes(self, obj: Mapping[str, Any]) -> Sequence[Mapping[str, Any]] | None:
-        if self.node_lister is None:
+    async def view(self, ws: WorkspaceBase, namespace: str) -> ClusterView | None:
+        """Look up what the rules for `ws` need: nodes, ConfigMaps, an unknown instance type."""
+        if self.lookups is None:
             return None
-        ws, _ = parse(obj)
-        selector = byo_selector(ws) if ws is not None else None
-        if selector is None:
-            return None
-        return await self.node_lister(label_query(selector))
+        lookups = self.lookups
+        namespace = ws.namespace or namespace
+        selected = None
+        if ws.resource.instance_type is None:
+            selected = await lookups.nodes(label_query(ws.resource.label_selector.match_labels))
+        typed = None
+        cloud_sku: LearnedSku | None = None
+        cloud_error: str | None = None
+        name = ws.resource.instance_type
+        if name is not None and presets.get_sku(name) is None:
+            typed = await lookups.nodes(f"{constants.LABEL_INSTANCE_TYPE}={name}")
+            if lookups.cloud_sku is not None:
+                try:
+                    cloud_sku = await lookups.cloud_sku(name)
+                except Exception as exc:  # the cloud's answer is shown, never a traceback
+                    log.warning("looking up instance type %s failed: %s", name, exc)
+                    cloud_error = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        maps = {n: await lookups.config_map(namespace, n) for n in config_map_names(ws)}
+        return ClusterView(
+            selected_nodes=selected,
+            typed_nodes=typed,
+            cloud_sku=cloud_sku,
+            cloud_error=cloud_error,
+            config_maps=maps,
+        )
 
     async def _mutate_http(self, request: web.Request) -> web.Response:
         review = await self._read_review(request)
@@ -193,9 +229,19 @@ class WebhookServer:
         return self._reply(review, response)
 
 
-def kube_node_lister(api_client: Any) -> NodeLister:
-    """A NodeLister over a kubernetes_asyncio ApiClient (raw JSON, no model conversion)."""
+def label_query(match_labels: Mapping[str, str] | None) -> str:
+    """matchLabels as an API label selector string (expressions are filtered client-side)."""
+    return ",".join(
+        f"{k}={v}"
+        for k, v in sorted((match_labels or {}).items())
+        if k not in constants.RESERVED_SELECTOR_KEYS
+    )
+
+
+def kube_lookups(api_client: Any, cloud_sku: CloudSkuReader | None = None) -> Lookups:
+    """Lookups over a kubernetes_asyncio ApiClient (raw JSON, no model conversion)."""
     from kubernetes_asyncio import client  # noqa: PLC0415 - the webhook core needs no client
+    from kubernetes_asyncio.client.exceptions import ApiException  # noqa: PLC0415
 
     core = client.CoreV1Api(api_client)
 
@@ -205,4 +251,21 @@ def kube_node_lister(api_client: Any) -> NodeLister:
         items: list[Mapping[str, Any]] = data.get("items") or []
         return items
 
-    return list_nodes
+    async def read_config_map(namespace: str, name: str) -> Mapping[str, str] | None:
+        try:
+            response: Any = await core.read_namespaced_config_map(
+                name, namespace, _preload_content=False
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        if response.status == 404:
+            return None
+        body = json.loads(await response.read())
+        if body.get("kind") != "ConfigMap":
+            raise RuntimeError(f"reading ConfigMap {namespace}/{name}: {body.get('message')}")
+        data: Mapping[str, str] = body.get("data") or {}
+        return data
+
+    return Lookups(list_nodes, read_config_map, cloud_sku)

@@ -137,3 +137,36 @@ def test_crash_loop_carries_the_termination_message() -> None:
     assert found is not None
     assert "model-weights-downloader" in found.message
     assert "registry refused the credentials" in found.message
+
+
+def test_a_failed_run_between_restarts_is_a_crash_with_its_message() -> None:
+    # the kubelet shows the failed run itself until the back-off starts (kubectl: Init:Error)
+    cs = {
+        "name": "model-weights-downloader",
+        "state": {"terminated": {"exitCode": 1, "reason": "Error", "message": "401 Unauthorized"}},
+        "lastState": {},
+    }
+    found = d.pod_problem(pod(initContainerStatuses=[cs]))
+    assert found is not None and found.reason == "ContainerCrashLoopBackOff"
+    assert "model-weights-downloader" in found.message and "401 Unauthorized" in found.message
+    done = {"name": "ok", "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}}
+    assert d.pod_problem(pod(initContainerStatuses=[done])) is None
+
+
+def test_an_oom_kill_shows_while_the_container_is_still_terminated() -> None:
+    cs = {"name": "main", "state": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}}
+    found = d.pod_problem(pod(containerStatuses=[cs]))
+    assert found is not None and found.reason == "ContainerOOMKilled"
+
+
+def test_a_container_running_again_after_a_failed_run_is_a_crash() -> None:
+    cs = {
+        "name": "main",
+        "ready": False,
+        "restartCount": 1,
+        "state": {"running": {}},
+        "lastState": {"terminated": {"exitCode": 2, "message": "no config.json"}},
+    }
+    found = d.pod_problem(pod(containerStatuses=[cs]))
+    assert found is not None and "no config.json" in found.message
+    assert d.pod_problem(pod(containerStatuses=[cs | {"ready": True}])) is None

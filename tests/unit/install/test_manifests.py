@@ -17,9 +17,9 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from kaito.controllers import metrics as kaito_metrics
+from kaito.controllers.common import NODECLAIM, WORKSPACE
 from kaito.controllers.inferenceset import INFERENCESET
 from kaito.controllers.inferenceset_metrics import InferenceSetCollector
-from kaito.controllers.workspace import NODECLAIM, WORKSPACE
 from kaito.runtime.cache import Cache
 from kaito.runtime.client import Client
 from kaito.runtime.config import ClientConfig

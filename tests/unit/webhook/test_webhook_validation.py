@@ -24,7 +24,7 @@ from kaito.webhook import (
     validating_webhook_configuration,
 )
 from kaito.webhook.addresses import url_problem
-from kaito.webhook.validation import Policy
+from kaito.webhook.view import ClusterView, Policy
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 
@@ -163,23 +163,27 @@ GPU = {
 
 def test_byo_needs_matching_nodes_with_gpu_labels() -> None:
     ws = _byo()
-    (err,) = validate_create(ws, [])
+    (err,) = validate_create(ws, ClusterView(selected_nodes=[]))
     assert err.field == "resource.labelSelector" and "no node matches" in err.message
-    (err,) = validate_create(ws, [_node("n1", {"apps": "phi-3"}), _node("n2", {"apps": "x"})])
+    (err,) = validate_create(
+        ws, ClusterView(selected_nodes=[_node("n1", {"apps": "phi-3"}), _node("n2", {"apps": "x"})])
+    )
     assert err.field == "resource.labelSelector" and "n1" in err.message and "n2" not in err.message
-    assert validate_create(ws, [_node("n1", GPU)]) == []
+    assert validate_create(ws, ClusterView(selected_nodes=[_node("n1", GPU)])) == []
 
 
 def test_byo_preferred_nodes_must_be_selected() -> None:
     ws = _byo()
     ws["resource"]["preferredNodes"] = ["n1", "ghost"]
-    assert fields(validate_create(ws, [_node("n1", GPU)])) == ["resource.preferredNodes[1]"]
+    assert fields(validate_create(ws, ClusterView(selected_nodes=[_node("n1", GPU)]))) == [
+        "resource.preferredNodes[1]"
+    ]
 
 
 def test_byo_nodes_too_small() -> None:
     ws = _byo()
     small = GPU | {"nvidia.com/gpu.memory": "1024"}
-    (err,) = validate_create(ws, [_node("n1", small)])
+    (err,) = validate_create(ws, ClusterView(selected_nodes=[_node("n1", small)]))
     assert err.field == "resource.labelSelector"
 
 
@@ -194,7 +198,7 @@ def test_update_only_checks_spec_changes() -> None:
     bad = load("workspace-falcon-7b-adapter.yaml")
     bad_new = copy.deepcopy(bad)
     bad_new["inference"]["adapters"][0]["source"]["urls"] = ["http://10.0.0.1/a"]
-    assert fields(validate_update(bad_new, bad)) == ["inference.adapters[0].source.urls[0]"]
+    assert fields(validate_update(bad_new, bad)) == ["inference.adapters[0].source.urls"]
     bad_new["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
     assert validate_update(bad_new, bad) == []
 

@@ -24,6 +24,7 @@ from azure.core.polling import AsyncLROPoller
 from azure.mgmt.containerservice.aio import ContainerServiceClient
 from azure.mgmt.containerservice.models import AgentPool
 
+from kaito.presets.skus import LearnedSku
 from kaito.provisioner.azure.errors import (
     INVALID_REQUEST,
     NOT_FOUND,
@@ -41,6 +42,7 @@ from kaito.provisioner.azure.mapping import (
 )
 from kaito.provisioner.azure.naming import pool_name, provider_id_from_resource_id
 from kaito.provisioner.azure.settings import AzureSettings
+from kaito.provisioner.azure.skus import ResourceSkus
 from kaito.provisioner.base import NodeRequest, NodeStatus, Phase, ProvisionerError
 
 log = logging.getLogger(__name__)
@@ -117,6 +119,7 @@ class AzureProvisioner:
         self._client = ContainerServiceClient(
             credential, settings.subscription_id, base_url=settings.arm_endpoint, **options
         )
+        self._skus = ResourceSkus(settings, credential)
         self._creates: dict[str, asyncio.Task[None]] = {}
         self._deletes: dict[str, asyncio.Task[None]] = {}
         self._failures: dict[str, NodeStatus] = {}  # pool → terminal failure of its last try
@@ -125,6 +128,10 @@ class AzureProvisioner:
     def from_env(cls, credential: AsyncTokenCredential | None = None) -> AzureProvisioner:
         """Settings from the environment, DefaultAzureCredential unless one is given."""
         return cls(AzureSettings.from_env(), credential)
+
+    async def describe_instance_type(self, name: str) -> LearnedSku | None:
+        """A VM size Kaito's table lacks, from the region's resource SKU list."""
+        return await self._skus.describe(name)
 
     # ------------------------------------------------------------------ interface
 
@@ -243,6 +250,7 @@ class AzureProvisioner:
                 await task
         self._creates.clear()
         self._deletes.clear()
+        await self._skus.close()
         await self._client.close()
         if self._owns_credential:
             close = getattr(self._credential, "close", None)
