@@ -35,8 +35,8 @@ from kaito.api.inferenceset import (
 )
 from kaito.controllers import autoscaler
 from kaito.controllers.activator import Activator, scale
-from kaito.controllers.apply import APPLIED_HASH
-from kaito.controllers.common import WORKSPACE, content_hash
+from kaito.controllers.apply import Applier
+from kaito.controllers.common import WORKSPACE
 from kaito.controllers.inferenceset_metrics import InferenceSetCollector
 from kaito.controllers.inferenceset_objects import (
     patchable,
@@ -108,6 +108,9 @@ class InferenceSetReconciler:
         self.settings = settings or InferenceSetSettings()
         self.activator = activator
         self._memory: dict[str, _Memory] = {}
+        self._uids: dict[tuple[str, str], str] = {}  # (namespace, name) -> uid, to forget
+        # the set's Service and HPA: applied on change, set back after a hand edit
+        self.applier = Applier(client, cache, field_manager=FIELD_MANAGER)
         self._nodes: dict[str, int] = {}  # template hash -> nodes per replica
 
     async def __call__(self, request: Request) -> Result | None:
@@ -123,12 +126,17 @@ class InferenceSetReconciler:
         if cached is None:
             if self.activator is not None:
                 self.activator.forget(request.namespace, request.name)
+            self._forget(self._uids.pop((request.namespace, request.name), None))
             return None
         iset = cached if isinstance(cached, InferenceSet) else parse_inferenceset(to_dict(cached))
         uid = iset.metadata.uid or ""
         if iset.metadata.deletion_timestamp is not None:
-            self._memory.pop(uid, None)
+            self._forget(uid)
             return None  # the garbage collector deletes the replicas
+        previous = self._uids.get((request.namespace, request.name))
+        if previous != uid:
+            self._forget(previous)  # a set deleted and created again under the same name
+            self._uids[(request.namespace, request.name)] = uid
         digest = template_hash(iset)
         desired_child = child_workspace(iset, "", byo=self.settings.byo, digest=digest)
         children = {
@@ -279,16 +287,11 @@ class InferenceSetReconciler:
         updated = await self.client.patch(WORKSPACE, ws.namespace, ws.name, ops, patch_type="json")
         return int(to_dict(updated).get("metadata", {}).get("generation") or 0)
 
-    async def _apply_if_changed(self, gvk: GVK, desired: dict[str, Any]) -> None:
-        digest = content_hash(desired)
-        meta = desired["metadata"]
-        current = self.cache.get(gvk, meta.get("namespace"), meta["name"])
-        if current is not None and (
-            (to_dict(current)["metadata"].get("annotations") or {}).get(APPLIED_HASH) == digest
-        ):
-            return
-        meta.setdefault("annotations", {})[APPLIED_HASH] = digest
-        await self.client.apply(desired, field_manager=FIELD_MANAGER, force=True)
+    def _forget(self, uid: str | None) -> None:
+        """Drop what was remembered of a set that is gone."""
+        if uid is not None:
+            self._memory.pop(uid, None)
+            self.applier.forget(uid)
 
     def _scales_to_zero(self, iset: InferenceSet) -> bool:
         return (
@@ -324,7 +327,7 @@ class InferenceSetReconciler:
                         iset.name,
                         preconditions=Preconditions(uid=current["metadata"].get("uid")),
                     )
-        await self._apply_if_changed(SERVICE, desired)
+        await self.applier.apply_if_changed(SERVICE, desired)
         return None
 
     async def _scale_to_zero_when_idle(
@@ -395,7 +398,7 @@ class InferenceSetReconciler:
                 f"remove it or the {C.ANNOTATION_SCALE_AUTO_PROVISION} annotation",
             )
         try:
-            await self._apply_if_changed(
+            await self.applier.apply_if_changed(
                 autoscaler.HPA,
                 autoscaler.hpa(iset.name, iset.namespace, owner_reference(iset), settings),
             )

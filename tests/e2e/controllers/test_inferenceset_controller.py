@@ -131,6 +131,18 @@ def test_replicas_scale_with_the_scale_subresource_and_release_their_nodes(
     assert svc is not None
     assert svc["spec"]["selector"] == {CREATED_BY: "phi", "apps.kubernetes.io/pod-index": "0"}
     assert svc["spec"]["ports"][0]["port"] == 80 and svc["spec"]["ports"][0]["targetPort"] == 5000
+    # the Service's fields are the operator's: a hand edit is set back (as for a Workspace's)
+    cluster.kubectl(
+        "-n", ns, "patch", "service", "phi", "--type=merge",
+        "-p", '{"spec": {"selector": {"apps.kubernetes.io/pod-index": "1"}}}',
+    )  # fmt: skip
+    leaders = {CREATED_BY: "phi", "apps.kubernetes.io/pod-index": "0"}
+
+    def set_back() -> bool:
+        live = cluster.get("service", "phi", ns)
+        return live is not None and live["spec"]["selector"] == leaders
+
+    wait_until("the edited Service set back", set_back, timeout=30)
 
     def endpoints() -> list[str] | None:
         slices = get_json(
