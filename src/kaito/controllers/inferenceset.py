@@ -287,6 +287,21 @@ class InferenceSetReconciler:
         updated = await self.client.patch(WORKSPACE, ws.namespace, ws.name, ops, patch_type="json")
         return int(to_dict(updated).get("metadata", {}).get("generation") or 0)
 
+    async def _live(self, gvk: GVK, namespace: str, name: str) -> Any | None:
+        """The object from the cache, or from the API server when the cache has none.
+
+        The set's informers see only objects with its label; a user's own Service or HPA
+        of the set's name is found by the read, so it is reported, never taken over. The
+        read happens only while the cache shows nothing (before the first apply).
+        """
+        cached = self.cache.get(gvk, namespace, name)
+        if cached is not None:
+            return cached
+        try:
+            return await self.client.get(gvk, namespace, name)
+        except NotFound:
+            return None
+
     def _forget(self, uid: str | None) -> None:
         """Drop what was remembered of a set that is gone."""
         if uid is not None:
@@ -309,7 +324,7 @@ class InferenceSetReconciler:
         desired = service(
             iset, self.settings.activator_host if self._scales_to_zero(iset) else None
         )
-        existing = self.cache.get(SERVICE, iset.namespace, iset.name)
+        existing = await self._live(SERVICE, iset.namespace, iset.name)
         if existing is not None:
             current = to_dict(existing)
             owners = current["metadata"].get("ownerReferences") or []
@@ -370,7 +385,7 @@ class InferenceSetReconciler:
     ) -> tuple[bool, str, str] | None:
         """Own the HPA the annotations ask for; (ok, reason, message) for AutoscalerReady."""
         annotations = iset.metadata.annotations or {}
-        current = self.cache.get(autoscaler.HPA, iset.namespace, iset.name)
+        current = await self._live(autoscaler.HPA, iset.namespace, iset.name)
         ours = (
             current is not None
             and (to_dict(current)["metadata"].get("annotations") or {}).get(

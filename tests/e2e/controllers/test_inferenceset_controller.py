@@ -322,6 +322,57 @@ def test_autoscaling_annotations_make_an_hpa_whose_problems_show_on_the_set(
     assert condition(cluster.get("inferenceset", "auto", ns), "AutoscalerReady") is None
 
 
+def test_a_users_own_service_and_hpa_of_the_sets_name_are_left_alone(
+    cluster: Cluster, ns: str
+) -> None:
+    """Objects without the set's label are outside its informers: it asks the API server."""
+    cluster.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "mine"},
+            "spec": {"selector": {"app": "mine"}, "ports": [{"port": 8000}]},
+        },
+        ns,
+    )
+    cluster.apply(
+        {
+            "apiVersion": "autoscaling/v2",
+            "kind": "HorizontalPodAutoscaler",
+            "metadata": {"name": "mine"},
+            "spec": {
+                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "x"},
+                "minReplicas": 1,
+                "maxReplicas": 2,
+            },
+        },
+        ns,
+    )
+    doc = inference_set("mine", 1)
+    doc["metadata"]["annotations"] = {
+        "scaledobject.kaito.sh/auto-provision": "true",
+        "scaledobject.kaito.sh/threshold": "10",
+    }
+    cluster.apply(doc, ns)
+
+    def refused() -> dict[str, Any] | None:
+        iset = cluster.get("inferenceset", "mine", ns)
+        cond, hpa = condition(iset, "InferenceSetReady"), condition(iset, "AutoscalerReady")
+        if not (cond and cond["reason"] == "ReplicaRejected" and hpa):
+            return None
+        return iset
+
+    iset = wait_until("the set names the Service and the HPA it found", refused, timeout=60)
+    assert "Service mine already exists" in condition(iset, "InferenceSetReady")["message"]  # type: ignore[index]
+    assert condition(iset, "AutoscalerReady")["reason"] == "HPAExists"  # type: ignore[index]
+    svc, hpa = cluster.get("service", "mine", ns), cluster.get("hpa", "mine", ns)
+    assert svc is not None and hpa is not None
+    assert svc["spec"]["selector"] == {"app": "mine"} and not svc["metadata"].get("ownerReferences")
+    assert hpa["spec"]["scaleTargetRef"]["kind"] == "Deployment"
+    assert not hpa["metadata"].get("ownerReferences")
+    cluster.kubectl("-n", ns, "delete", "service,hpa", "mine")
+
+
 def test_deleting_the_set_deletes_its_replicas_and_their_nodes(cluster: Cluster, ns: str) -> None:
     cluster.apply(inference_set("gone", 2), ns)
     wait_until("2 replicas ready", lambda: settled(cluster, ns, "gone", 2), timeout=60)
