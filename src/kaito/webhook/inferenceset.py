@@ -5,7 +5,8 @@ As upstream does, the set is judged by the Workspace it would create: the replic
 is reported at the InferenceSet's own field (``spec.template.inference.preset.name``, not
 ``inference.preset.name``).  The scaledobject.kaito.sh annotations and the maintenance window's
 cron are checked too, so a typo is refused with the fix instead of surfacing later as a
-condition.  Pure functions of the object.
+condition.  Pure functions of the object, the operator's policy and the cluster view the
+server looked up for the replica (as for a Workspace).
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from kaito.api import WorkspaceBase
 from kaito.api.inferenceset import InferenceSet, child_workspace, parse_inferenceset
 from kaito.controllers import autoscaler
 from kaito.webhook.validation import _loc, _short, check_spec, parse
-from kaito.webhook.view import FieldError, Policy
+from kaito.webhook.view import ClusterView, FieldError, Policy
 
 CRON_FIELD = r"(\*|\?|[0-9A-Za-z,\-/*]+)"
 CRON = re.compile(rf"^{CRON_FIELD}(\s+{CRON_FIELD}){{4}}$")
@@ -46,16 +48,28 @@ def _parse(obj: Mapping[str, Any]) -> tuple[InferenceSet | None, list[FieldError
         ]
 
 
-def check_inferenceset(iset: InferenceSet, policy: Policy | None = None) -> list[FieldError]:
-    """The replica Workspace's catalog rules, the autoscaling annotations, the cron."""
-    errors: list[FieldError] = []
-    child, child_errors = parse(child_workspace(iset, f"{iset.name or 'set'}-0"))
-    errors += [FieldError(_field(e.field), e.message) for e in child_errors]
+def replica(
+    iset: InferenceSet, policy: Policy | None = None
+) -> tuple[WorkspaceBase | None, list[FieldError]]:
+    """The Workspace the controller would make for the set (parsed), or the set's errors.
+
+    With bring-your-own nodes the replica carries no instance type, as the controller
+    makes it (``InferenceSetSettings.byo``).
+    """
+    byo = (policy or Policy()).node_provisioner == "byo"
+    child, errors = parse(child_workspace(iset, f"{iset.name or 'set'}-0", byo=byo))
+    return child, [FieldError(_field(e.field), e.message) for e in errors]
+
+
+def check_inferenceset(
+    iset: InferenceSet, policy: Policy | None = None, view: ClusterView | None = None
+) -> list[FieldError]:
+    """The replica Workspace's rules (with the cluster `view` looked up for it, when given),
+    the autoscaling annotations, the cron."""
+    policy = policy or Policy()
+    child, errors = replica(iset, policy)
     if child is not None:
-        errors += [
-            FieldError(_field(e.field), e.message)
-            for e in check_spec(child, None, policy or Policy())
-        ]
+        errors += [FieldError(_field(e.field), e.message) for e in check_spec(child, view, policy)]
     annotations = iset.metadata.annotations or {}
     if autoscaler.enabled(annotations):
         try:
@@ -75,8 +89,16 @@ def check_inferenceset(iset: InferenceSet, policy: Policy | None = None) -> list
     return errors
 
 
+def parse_set(obj: Mapping[str, Any]) -> InferenceSet | None:
+    """The set, or None when it does not parse (validate_inferenceset says why)."""
+    return _parse(obj)[0] if isinstance(obj, Mapping) else None
+
+
 def validate_inferenceset(
-    obj: Mapping[str, Any], old: Mapping[str, Any] | None, policy: Policy | None = None
+    obj: Mapping[str, Any],
+    old: Mapping[str, Any] | None,
+    policy: Policy | None = None,
+    view: ClusterView | None = None,
 ) -> list[FieldError]:
     """Field errors for an InferenceSet CREATE (old None) or UPDATE; empty means allowed.
 
@@ -98,4 +120,4 @@ def validate_inferenceset(
     iset, errors = _parse(obj)
     if iset is None:
         return errors
-    return check_inferenceset(iset, policy)
+    return check_inferenceset(iset, policy, view)

@@ -9,8 +9,11 @@ from typing import Any
 
 import pytest
 import yaml
+from aiohttp.test_utils import TestClient, TestServer
 
 from kaito.webhook.inferenceset import validate_inferenceset
+from kaito.webhook.server import Lookups, WebhookServer
+from kaito.webhook.view import ClusterView, Policy
 
 UPSTREAM = Path(__file__).resolve().parents[2] / "fixtures" / "upstream" / "inferenceset"
 SET: dict[str, Any] = {
@@ -99,3 +102,55 @@ def test_type_errors_come_back_as_field_errors() -> None:
     doc["spec"]["replicas"] = "many"
     errors = validate_inferenceset(doc, None)
     assert errors and errors[0].field == "spec.replicas"
+
+
+GPU_LABELS = {
+    "nvidia.com/gpu.product": "NVIDIA-H200",
+    "nvidia.com/gpu.count": "8",
+    "nvidia.com/gpu.memory": "144384",
+}
+
+
+def test_with_bring_your_own_nodes_the_replica_has_no_instance_type() -> None:
+    """As the controller makes it: the template's instanceType is left out, not refused."""
+    assert validate_inferenceset(SET, None, Policy(node_provisioner="byo")) == []
+
+
+def test_the_cluster_view_judges_the_replica_as_a_workspace() -> None:
+    doc = copy.deepcopy(SET)
+    doc["spec"]["template"]["resource"]["instanceType"] = "Standard_ND96isr_H200_v9"
+    assert fields(validate_inferenceset(doc, None, view=ClusterView(typed_nodes=[]))) == [
+        "spec.template.resource.instanceType"
+    ]
+    h200 = {"metadata": {"name": "h200-0", "labels": GPU_LABELS}}
+    assert validate_inferenceset(doc, None, view=ClusterView(typed_nodes=[h200])) == []
+    doc = copy.deepcopy(SET)
+    doc["spec"]["template"]["inference"]["config"] = "params"
+    errors = validate_inferenceset(doc, None, view=ClusterView(config_maps={"params": None}))
+    assert fields(errors) == ["spec.template.inference.config"]
+
+
+async def test_the_server_looks_up_what_the_replica_needs() -> None:
+    asked: list[tuple[str, str]] = []
+
+    async def nodes(selector: str) -> list[dict[str, Any]]:
+        return []
+
+    async def config_map(namespace: str, name: str) -> dict[str, str] | None:
+        asked.append((namespace, name))
+        return None
+
+    doc = copy.deepcopy(SET)
+    doc["spec"]["template"]["inference"]["config"] = "params"
+    review = {
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {"uid": "u-1", "operation": "CREATE", "namespace": "team", "object": doc},
+    }
+    server = WebhookServer(Lookups(nodes, config_map))
+    async with TestClient(TestServer(server.app())) as client:
+        body = await (await client.post("/validate-inferenceset", json=review)).json()
+    assert asked == [("team", "params")]
+    assert body["response"]["allowed"] is False
+    causes = body["response"]["status"]["details"]["causes"]
+    assert [c["field"] for c in causes] == ["spec.template.inference.config"]
