@@ -75,6 +75,24 @@ def test_helm_lint_is_clean(helm: str) -> None:
         assert out.returncode == 0, out.stdout + out.stderr
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """Refuses a mapping key given twice, as kubectl does (PyYAML keeps the last one)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        keys = [self.construct_object(k, deep=deep) for k, _ in node.value]
+        twice = sorted({str(k) for k in keys if keys.count(k) > 1})
+        if twice:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"keys given twice: {twice}", node.start_mark
+            )
+        return super().construct_mapping(node, deep=deep)
+
+
+def test_plain_manifests_give_no_key_twice() -> None:
+    for path in sorted(BASE.glob("*.yaml")):
+        list(yaml.load_all(path.read_text(), Loader=_StrictLoader))
+
+
 def test_rbac_has_no_wildcards_and_no_broad_secret_access() -> None:
     roles = [d for d in _all_docs() if d["kind"] in ("ClusterRole", "Role")]
     assert {r["kind"] for r in roles} == {"ClusterRole", "Role"}
