@@ -38,7 +38,7 @@ def fields(errors: list[Any]) -> list[str]:
     return [e.field for e in errors]
 
 
-@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted(EXAMPLES.rglob("*.yaml")), ids=lambda p: p.name)
 def test_examples_are_accepted(path: Path) -> None:
     assert validate_create(yaml.safe_load(path.read_text()), None) == []
 
