@@ -290,6 +290,70 @@ def status_rows(items: Sequence[Mapping[str, Any]], now: dt.datetime) -> list[li
     return rows
 
 
+INFERENCESET_LABEL = "inferenceset.kaito.sh/created-by"
+
+
+def _condition_text(obj: Mapping[str, Any], kind: str) -> str:
+    """ "True", or "False/Reason" (the reason says why), or "-" when absent."""
+    for condition in (obj.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == kind:
+            status = str(condition.get("status", ""))
+            reason = condition.get("reason")
+            return status if status == "True" or not reason else f"{status}/{reason}"
+    return "-"
+
+
+def inferenceset_rows(
+    sets: Sequence[Mapping[str, Any]],
+    workspaces: Sequence[Mapping[str, Any]],
+    now: dt.datetime,
+) -> list[list[str]]:
+    """One row per InferenceSet: its replica counts, autoscaler, and replica Workspaces."""
+    rows = [
+        ["INFERENCESET", "REPLICAS", "READY", "UPDATED", "AUTOSCALER", "REPLICA WORKSPACES", "AGE"]
+    ]
+    for obj in sets:
+        meta = obj.get("metadata") or {}
+        name = str(meta.get("name", ""))
+        status = obj.get("status") or {}
+        members = sorted(
+            str((w.get("metadata") or {}).get("name", ""))
+            + ("(ready)" if _condition(w, "WorkspaceSucceeded") == "True" else "(not ready)")
+            for w in workspaces
+            if ((w.get("metadata") or {}).get("labels") or {}).get(INFERENCESET_LABEL) == name
+        )
+        rows.append(
+            [
+                name,
+                str((obj.get("spec") or {}).get("replicas", 1)),
+                str(status.get("readyReplicas", 0)),
+                str(status.get("updatedReplicas", 0)),
+                _condition_text(obj, "AutoscalerReady"),
+                ",".join(members) or "-",
+                _age(meta.get("creationTimestamp"), now),
+            ]
+        )
+    return rows
+
+
+async def _get_inferencesets(namespace: str) -> list[Mapping[str, Any]]:
+    """The namespace's InferenceSets; none when the cluster does not serve the kind."""
+    from kubernetes_asyncio import client  # noqa: PLC0415
+
+    api = await _api_client()
+    async with api:
+        custom = client.CustomObjectsApi(api)
+        try:
+            listed = await custom.list_namespaced_custom_object(
+                GROUP, "v1beta1", namespace, "inferencesets"
+            )
+        except Exception as err:
+            if getattr(err, "status", None) == 404:
+                return []
+            raise _api_error(err, f"inferencesets in {namespace}") from None
+        return list(listed.get("items", []))
+
+
 async def _api_client() -> Any:
     from kubernetes_asyncio import client, config  # noqa: PLC0415 (cluster verbs only)
 
@@ -342,14 +406,34 @@ async def _get_workspaces(namespace: str, name: str | None) -> list[Mapping[str,
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    items = _run(_get_workspaces(args.namespace, args.name))
+    sets = _run(_get_inferencesets(args.namespace))
+    if args.name:
+        chosen = [s for s in sets if (s.get("metadata") or {}).get("name") == args.name]
+        if chosen:  # an InferenceSet: it and its replicas
+            sets = chosen
+            items = [
+                w
+                for w in _run(_get_workspaces(args.namespace, None))
+                if ((w.get("metadata") or {}).get("labels") or {}).get(INFERENCESET_LABEL)
+                == args.name
+            ]
+        else:
+            sets, items = [], _run(_get_workspaces(args.namespace, args.name))
+    else:
+        items = _run(_get_workspaces(args.namespace, None))
     if args.json:
-        print(json.dumps(items, indent=2, default=str))
+        print(json.dumps([*items, *sets], indent=2, default=str))
         return 0
-    if not items:
+    if not items and not sets:
         print(f"No workspaces in namespace {args.namespace}.")
         return 0
-    print(_table(status_rows(items, dt.datetime.now(dt.UTC))))
+    now = dt.datetime.now(dt.UTC)
+    if items:
+        print(_table(status_rows(items, now)))
+    if sets:
+        if items:
+            print()
+        print(_table(inferenceset_rows(sets, items, now)))
     return 0
 
 
@@ -537,8 +621,10 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     pl.add_argument("--config", help="the inference_config.yaml that inference.config names")
     pl.add_argument("--json", action="store_true", help="machine-readable output")
 
-    st = add("status", cmd_status, "show workspaces and their readiness")
-    st.add_argument("name", nargs="?", help="one workspace (default: all in the namespace)")
+    st = add("status", cmd_status, "show workspaces, InferenceSets and their readiness")
+    st.add_argument(
+        "name", nargs="?", help="one workspace or InferenceSet (default: all in the namespace)"
+    )
     namespace(st)
     st.add_argument("--json", action="store_true", help="print the objects as JSON")
 

@@ -18,8 +18,9 @@ from typing import Any
 
 from kaito import featuregates
 from kaito.api import Workspace
-from kaito.controllers import garbage, machine, workspace_watches
+from kaito.controllers import garbage, inferenceset, machine, workspace_watches
 from kaito.controllers import metrics as kaito_metrics
+from kaito.controllers.activator import Activator
 from kaito.controllers.common import MACHINE, NODECLAIM, WORKSPACE, WorkspaceSettings
 from kaito.controllers.workspace import WorkspaceReconciler
 from kaito.presets import get_sku
@@ -123,6 +124,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=_env("feature-gates", ""),
         help="upstream's gates, e.g. vLLM=true,disableNodeAutoProvisioning=false",
     )
+    p.add_argument(
+        "--activator-port",
+        type=int,
+        default=int(_env("activator-port", "0") or 0),
+        help="serve scale-to-zero InferenceSets' requests on this port (0: off)",
+    )
+    p.add_argument(
+        "--activator-host",
+        default=_env("activator-host")
+        or f"kaito-activator.{os.environ.get('POD_NAMESPACE') or 'kaito-system'}.svc.cluster.local",
+        help="DNS name of the activator's Service (scale-to-zero Services point there)",
+    )
     p.add_argument("--workers", type=int, default=int(_env("workers", "20") or 20))
     p.add_argument(
         "--gc-interval",
@@ -155,7 +168,9 @@ def build_provisioner(name: str, client: Client, cache: Cache) -> NodeProvisione
     return None
 
 
-def build(mgr: Manager, args: argparse.Namespace) -> NodeProvisioner | None:
+def build(
+    mgr: Manager, args: argparse.Namespace, activator: Activator | None = None
+) -> NodeProvisioner | None:
     """Register the controllers and watches on `mgr`; returns the node backend, if any."""
     mgr.scheme.register(WORKSPACE, Workspace)
     claim_gvk = MACHINE if args.legacy_machines else NODECLAIM
@@ -202,6 +217,14 @@ def build(mgr: Manager, args: argparse.Namespace) -> NodeProvisioner | None:
             .watches(claim_gvk, label_selector=workspace_watches.CLAIM_SELECTOR)
             .watches(NODE, EnqueueMapped(machine.requests_for_node))
         )
+    if featuregates.parse(args.feature_gates).enabled("enableInferenceSetController"):
+        inferenceset.register(
+            mgr,
+            byo=args.node_provisioner == "byo",
+            workers=args.workers,
+            activator=activator,
+            activator_host=args.activator_host if activator is not None else None,
+        )
     return provisioner
 
 
@@ -237,11 +260,20 @@ async def run(args: argparse.Namespace) -> int:
         bind_address=args.bind_address,
         leader_election=election,
     )
-    provisioner = build(mgr, args)
+    activator = (
+        Activator(mgr.client, mgr.cache, inferenceset.INFERENCESET, registry=mgr.metrics.registry)
+        if args.activator_port
+        else None
+    )
+    provisioner = build(mgr, args, activator)
+    if activator is not None:
+        await activator.start(args.bind_address, args.activator_port)
     gc_task = start_garbage_collector(mgr, provisioner, args)
     try:
         await mgr.run()
     finally:
+        if activator is not None:
+            await activator.stop()
         if gc_task is not None:
             gc_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kaito.cli import human_duration, main, status_rows
+from kaito.cli import human_duration, inferenceset_rows, main, status_rows
 
 DATA = Path(__file__).parent / "presets" / "data"
 SEED = DATA / "workspace-phi-3-mini.yaml"
@@ -330,3 +330,48 @@ def test_console_entry_point_runs() -> None:
 )
 def test_age_like_kubectl(seconds: int, text: str) -> None:
     assert human_duration(seconds) == text
+
+
+def test_inferenceset_rows_show_replicas_and_the_autoscaler() -> None:
+    now = dt.datetime(2026, 1, 2, 3, 0, tzinfo=dt.UTC)
+    sets = [
+        {
+            "metadata": {"name": "tiny", "creationTimestamp": "2026-01-02T02:58:00Z"},
+            "spec": {"replicas": 2},
+            "status": {
+                "readyReplicas": 1,
+                "updatedReplicas": 2,
+                "conditions": [
+                    {"type": "AutoscalerReady", "status": "False", "reason": "FailedGetPodsMetric"}
+                ],
+            },
+        }
+    ]
+    label = {"inferenceset.kaito.sh/created-by": "tiny"}
+    workspaces = [
+        {
+            "metadata": {"name": "tiny-0", "labels": label},
+            "status": {"conditions": [{"type": "WorkspaceSucceeded", "status": "True"}]},
+        },
+        {"metadata": {"name": "tiny-1", "labels": label}},
+        {"metadata": {"name": "other"}},
+    ]
+    rows = inferenceset_rows(sets, workspaces, now)
+    assert rows[0] == [
+        "INFERENCESET",
+        "REPLICAS",
+        "READY",
+        "UPDATED",
+        "AUTOSCALER",
+        "REPLICA WORKSPACES",
+        "AGE",
+    ]
+    assert rows[1] == [
+        "tiny",
+        "2",
+        "1",
+        "2",
+        "False/FailedGetPodsMetric",
+        "tiny-0(ready),tiny-1(not ready)",
+        "2m",
+    ]

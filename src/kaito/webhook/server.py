@@ -20,8 +20,9 @@ from aiohttp import web
 from kaito import presets
 from kaito.api import WorkspaceBase, constants
 from kaito.presets.skus import LearnedSku
-from kaito.webhook.config import MUTATE_PATH, VALIDATE_PATH
+from kaito.webhook.config import MUTATE_PATH, VALIDATE_INFERENCESET_PATH, VALIDATE_PATH
 from kaito.webhook.configs import config_map_names
+from kaito.webhook.inferenceset import parse_set, replica, validate_inferenceset
 from kaito.webhook.validation import (
     default_patch,
     parse,
@@ -86,6 +87,7 @@ class WebhookServer:
     def app(self) -> web.Application:
         application = web.Application(client_max_size=MAX_BODY)
         application.router.add_post(VALIDATE_PATH, self._validate_http)
+        application.router.add_post(VALIDATE_INFERENCESET_PATH, self._validate_set_http)
         application.router.add_post(MUTATE_PATH, self._mutate_http)
         application.router.add_get("/healthz", self._healthz)
         return application
@@ -148,6 +150,32 @@ class WebhookServer:
             log.exception("validating %s failed", req.get("name"))
             errors = [FieldError("(root)", "internal error in the Kaito webhook; see its logs")]
         return self._reply(review, _response(req["uid"], errors))
+
+    async def _validate_set_http(self, request: web.Request) -> web.Response:
+        review = await self._read_review(request)
+        if isinstance(review, web.Response):
+            return review
+        req = review["request"]
+        obj, old = req.get("object"), req.get("oldObject")
+        try:
+            if not isinstance(obj, Mapping):
+                errors = [FieldError("(root)", "the request carries no object")]
+            else:
+                old_obj = (
+                    old if req.get("operation") == "UPDATE" and isinstance(old, Mapping) else None
+                )
+                view = await self._replica_view(obj, str(req.get("namespace") or ""))
+                errors = validate_inferenceset(obj, old_obj, self.policy, view)
+        except Exception:
+            log.exception("validating InferenceSet %s failed", req.get("name"))
+            errors = [FieldError("(root)", "internal error in the Kaito webhook; see its logs")]
+        return self._reply(review, _response(req["uid"], errors))
+
+    async def _replica_view(self, obj: Mapping[str, Any], namespace: str) -> ClusterView | None:
+        """The cluster facts for the Workspace a set would create (None: nothing to judge)."""
+        iset = parse_set(obj)
+        child = replica(iset, self.policy)[0] if iset is not None else None
+        return await self.view(child, namespace) if child is not None else None
 
     async def review(self, req: Mapping[str, Any]) -> list[FieldError]:
         """Field errors for one AdmissionRequest (empty: allowed)."""
