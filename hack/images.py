@@ -270,7 +270,7 @@ def build(name: str) -> str:
 
 
 def figures() -> dict[str, dict[str, object]]:
-    """What the last build of each image took and weighed (bench/realnode.py prints it)."""
+    """What the last build of each image took and weighed (bench/real_node.py prints it)."""
     try:
         data: dict[str, dict[str, object]] = json.loads((images_dir() / "figures.json").read_text())
     except (FileNotFoundError, json.JSONDecodeError):

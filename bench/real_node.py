@@ -10,7 +10,7 @@ Prints figures (no asserts), measured on this machine in one run:
   /health answering) and readiness (until the kubelet's probe marks the pod Ready).
 
 Needs root and what hack/setup installs for a real node; uses a cluster of its own and the
-machine's one real node. Usage: ``.venv/bin/python bench/realnode.py``
+machine's one real node. Usage: ``.venv/bin/python bench/real_node.py``
 """
 
 from __future__ import annotations
@@ -158,7 +158,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.parse_args()
     if os.geteuid() != 0:
-        raise SystemExit("bench/realnode.py needs root (a real node)")
+        raise SystemExit("bench/real_node.py needs root (a real node)")
     print("images (hack/images, last build and push on this machine):")
     for name, fig in images.figures().items():
         print(f"  {name:<9} {fig.get('size_mib', '?'):>6} MiB  build {fig.get('build_s', '?')} s"
