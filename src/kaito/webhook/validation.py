@@ -7,6 +7,7 @@ nodes the caller looked up), so the rules are unit-tested without a server.  Eve
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -74,12 +75,17 @@ def _names(items: Sequence[str]) -> str:
     return shown + (f" and {len(items) - _SHOWN} more" if len(items) > _SHOWN else "")
 
 
-def _preset_names(*, tunable: bool = False) -> list[str]:
-    return sorted(
+def _preset_names(*, tunable: bool = False, near: str | None = None) -> list[str]:
+    """Curated preset names, those closest to `near` (a mistyped name) first."""
+    names = sorted(
         p.name
         for p in presets.list_presets(include_test=False)
         if not p.deprecated and (p.supports_tuning or not tunable)
     )
+    if near:
+        close = difflib.get_close_matches(near.lower(), names, n=5, cutoff=0.5)
+        names = close + [n for n in names if n not in close]
+    return names
 
 
 def _check_annotations(ws: WorkspaceBase) -> list[FieldError]:
@@ -160,7 +166,8 @@ def _preset(
         return None, [
             FieldError(
                 field,
-                f"unknown preset {name!r}; accepted: {_names(_preset_names(tunable=tuning))}",
+                f"unknown preset {name!r}; accepted: "
+                f"{_names(_preset_names(tunable=tuning, near=name))}",
             )
         ]
     if preset.deprecated:
