@@ -176,6 +176,8 @@ def build(mgr: Manager, args: argparse.Namespace) -> NodeProvisioner | None:
         claim_gvk=claim_gvk,
         serving_image=args.serving_image,
         preset_registry=args.preset_registry,
+        # the model hub, as the Hugging Face libraries read it; passed on to the serving pods
+        hub_endpoint=(os.environ.get("HF_ENDPOINT") or "").rstrip("/") or None,
     )
     cache = mgr.cache
     ws = WorkspaceReconciler(mgr.client, cache, mgr.event_recorder("kaito-workspace"), settings)

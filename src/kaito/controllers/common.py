@@ -37,6 +37,7 @@ class WorkspaceSettings:
     node_image_family: str = "ubuntu"
     claims_finalized_by_us: bool = True  # our machine controller handles the claims
     preset_registry: str = "kaito-py"  # where preset model images live (PRESET_REGISTRY_NAME)
+    hub_endpoint: str | None = None  # HF_ENDPOINT: the model hub to size and download from
 
 
 @dataclass

@@ -103,6 +103,11 @@ class TuningRun:
                 model_access_secret=options.model_access_secret if options else None,
                 weights_image=weights_image,
                 image_pull_secrets=weights_secrets,
+                env=(
+                    {"HF_ENDPOINT": self.settings.hub_endpoint}
+                    if self.settings.hub_endpoint and not weights_image
+                    else {}
+                ),
             )
         )
         current_obj = self.cache.get(JOB, ws.namespace, ws.name)

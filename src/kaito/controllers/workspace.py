@@ -7,6 +7,7 @@ object makes "unchanged" a dictionary lookup), so an idle operator issues no req
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import json
@@ -44,13 +45,16 @@ from kaito.controllers.common import (
     weights_source,
 )
 from kaito.controllers.tuning_run import TuningRun
+from kaito.hub import ACCESS_FIELD, HubClient, HubPresets
 from kaito.presets import FitError, SpecError
-from kaito.presets.plan import Plan, plan_workspace
+from kaito.presets.catalog import Preset
+from kaito.presets.errors import SourceUnavailable
+from kaito.presets.plan import Plan, hub_model, plan_workspace
 from kaito.runtime.cache import Cache
 from kaito.runtime.client import Client
 from kaito.runtime.errors import AlreadyExists, Conflict, Forbidden, NotFound
 from kaito.runtime.events import EventRecorder
-from kaito.runtime.gvk import GVK, NODE, POD, SERVICE, STATEFULSET
+from kaito.runtime.gvk import GVK, NODE, POD, SECRET, SERVICE, STATEFULSET
 from kaito.runtime.objects import to_dict
 from kaito.runtime.request import Request, Result
 
@@ -58,6 +62,7 @@ log = logging.getLogger("kaito.controllers.workspace")
 
 WAIT_FOR_NODES_S = 2.0
 STATUS_SETTLE_S = 3.0
+HUB_UNAVAILABLE = "ModelHubUnavailable"  # the model hub could not be read; retried
 # reasons that mean "on its way", not "something is wrong"
 PROGRESS_REASONS = frozenset(
     {
@@ -90,12 +95,18 @@ class WorkspaceReconciler:
     """Reconciles one Workspace; see the module docstring."""
 
     def __init__(
-        self, client: Client, cache: Cache, recorder: EventRecorder, settings: WorkspaceSettings
+        self,
+        client: Client,
+        cache: Cache,
+        recorder: EventRecorder,
+        settings: WorkspaceSettings,
+        hub: HubPresets | None = None,
     ) -> None:
         self.client = client
         self.cache = cache
         self.recorder = recorder
         self.settings = settings
+        self.hub = hub or HubPresets(HubClient(settings.hub_endpoint))
         self._plans: dict[tuple[str, str], Plan | SpecError] = {}
         self._tuning = TuningRun(client, cache, recorder, settings, self._apply_if_changed)
 
@@ -129,10 +140,12 @@ class WorkspaceReconciler:
         plan = await self._plan(ws, digest)
         result: Result | None = None
         if isinstance(plan, SpecError):
-            facts.set(ConditionType.RESOURCE_READY, False, "InvalidSpec", str(plan))
+            reason = HUB_UNAVAILABLE if isinstance(plan, SourceUnavailable) else "InvalidSpec"
+            facts.set(ConditionType.RESOURCE_READY, False, reason, str(plan))
             facts.set(ConditionType.WORKSPACE_SUCCEEDED, False, Reason.WORKSPACE_FAILED, str(plan))
-            if plan.field == "inference.config":
-                # the user's ConfigMap is not watched: look again in a while, it may be fixed
+            if self._plans.get((ws.metadata.uid or ws.name, digest)) is not plan:
+                # not settled by the spec alone (the user's ConfigMap or Secret, the model hub):
+                # look again in a while, it may be fixed
                 result = Result(requeue_after=CONFIG_RETRY_S)
         else:
             result = await self._reconcile(ws, plan, revision, facts)
@@ -262,7 +275,16 @@ class WorkspaceReconciler:
             except SpecError as exc:
                 return exc  # not memoised: the ConfigMap may appear later
         try:
-            plan: Plan | SpecError = plan_workspace(doc, inference_config=config)
+            hub_presets = await self._hub_presets(ws, doc)
+        except SpecError as exc:
+            return exc  # not memoised: the hub, the model or the Secret may change
+        try:
+            plan: Plan | SpecError = plan_workspace(
+                doc,
+                inference_config=config,
+                hub_presets=hub_presets,
+                hub_endpoint=self.settings.hub_endpoint,
+            )
         except (SpecError, FitError) as exc:
             plan = (
                 exc if isinstance(exc, SpecError) else SpecError("resource.instanceType", str(exc))
@@ -271,6 +293,44 @@ class WorkspaceReconciler:
         self._plans = {k: v for k, v in self._plans.items() if k[0] != key[0]}
         self._plans[key] = plan
         return plan
+
+    async def _hub_presets(self, ws: WorkspaceBase, doc: dict[str, Any]) -> dict[str, Preset]:
+        """The preset of a Workspace naming a hub id the catalog lacks, sized from the hub."""
+        found = hub_model(doc)
+        if found is None:
+            return {}
+        section = ws.inference if ws.inference is not None else ws.tuning
+        options = section.preset.preset_options if section and section.preset else None
+        secret = options.model_access_secret if options else None
+        token = await self._hub_token(ws.namespace, secret) if secret else None
+        return {found[0]: await self.hub.preset(found[0], token=token)}
+
+    async def _hub_token(self, namespace: str, name: str) -> str | None:
+        """HF_TOKEN from the modelAccessSecret, read when needed (Secrets are not cached)."""
+        try:
+            secret = to_dict(await self.client.get(SECRET, namespace, name))
+        except NotFound:
+            raise SpecError(
+                ACCESS_FIELD,
+                f"Secret {name!r} not found in {namespace}; create it with key HF_TOKEN, or "
+                "remove presetOptions.modelAccessSecret for a model that is not gated",
+            ) from None
+        except Forbidden:
+            raise SpecError(
+                ACCESS_FIELD,
+                f"the operator may not read Secret {name!r} to size this hub model: install it "
+                "with the chart value modelHub.readAccessSecrets=true, or use a model that is "
+                "not gated",
+            ) from None
+        raw = (secret.get("data") or {}).get("HF_TOKEN")
+        if raw is None:
+            return None
+        try:
+            return base64.b64decode(raw).decode().strip() or None
+        except (ValueError, UnicodeDecodeError):
+            raise SpecError(
+                ACCESS_FIELD, f"Secret {name!r}: HF_TOKEN is not base64-encoded text"
+            ) from None
 
     async def _inference_config(self, namespace: str, name: str) -> dict[str, Any]:
         try:

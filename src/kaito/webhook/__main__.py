@@ -26,6 +26,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from kaito.hub import HubClient, HubPresets
 from kaito.webhook import certs, incluster
 from kaito.webhook.config import (
     local_url,
@@ -115,9 +116,11 @@ async def _serve(args: argparse.Namespace) -> int:
     bundle = await _bundle(args, api_client)
     if args.configuration:
         await incluster.inject_ca_bundle(api_client, args.configuration, bundle.ca_pem)
+    hub_client = HubClient()  # HF_ENDPOINT, as the Hugging Face libraries read it
     server = WebhookServer(
         node_lister=kube_node_lister(api_client) if api_client is not None else None,
         policy=Policy(allow_private_urls=args.allow_private_urls),
+        hub=HubPresets(hub_client),
     )
     port = await server.start(args.host, args.port, certs.server_context(args.cert_dir))
     configs = _configurations(args, bundle.ca_pem, port)
@@ -132,6 +135,7 @@ async def _serve(args: argparse.Namespace) -> int:
     if args.register and api_client is not None:
         await _apply(api_client, configs, delete=True)
     await server.stop()
+    await hub_client.close()
     if api_client is not None:
         await api_client.close()
     return 0

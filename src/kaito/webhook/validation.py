@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from kaito import presets
 from kaito.api import LabelSelector, WorkspaceBase, constants, parse_workspace
 from kaito.api.workspace import DataSource
+from kaito.presets.hub_sizing import is_hub_id
 from kaito.webhook.addresses import url_problem
 
 DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
@@ -158,16 +159,23 @@ def _check_instance_type(ws: WorkspaceBase) -> tuple[presets.Sku | None, list[Fi
     return sku, []
 
 
+HubPresets = Mapping[str, presets.Preset]
+"""Presets sized from the hub for the Workspace's hub id (lowercased), read by the caller."""
+
+
 def _preset(
-    name: str, field: str, *, tuning: bool
+    name: str, field: str, *, tuning: bool, hub_presets: HubPresets
 ) -> tuple[presets.Preset | None, list[FieldError]]:
-    preset = presets.get_preset(name)
+    preset = presets.get_preset(name) or hub_presets.get(name.strip().lower())
+    if preset is None and is_hub_id(name):
+        return None, []  # a hub model the caller could not read: the operator sizes it
     if preset is None:
         return None, [
             FieldError(
                 field,
                 f"unknown preset {name!r}; accepted: "
-                f"{_names(_preset_names(tunable=tuning, near=name))}",
+                f"{_names(_preset_names(tunable=tuning, near=name))}"
+                + ("" if tuning else ", or a Hugging Face model id (owner/name)"),
             )
         ]
     if preset.deprecated:
@@ -221,8 +229,14 @@ def _fit(preset: presets.Preset, sku: presets.Sku | None, ws: WorkspaceBase) -> 
     return []
 
 
-def check_spec(ws: WorkspaceBase, policy: Policy = Policy()) -> list[FieldError]:
-    """Catalog rules for a parsed Workspace: presets, instance type, fit, adapters, data URLs."""
+def check_spec(
+    ws: WorkspaceBase, policy: Policy = Policy(), hub_presets: HubPresets | None = None
+) -> list[FieldError]:
+    """Catalog rules for a parsed Workspace: presets, instance type, fit, adapters, data URLs.
+
+    A preset named by hub id is checked like a curated one when `hub_presets` has it.
+    """
+    hubs = hub_presets or {}
     errors = _check_annotations(ws) + _check_selector(ws)
     sku, sku_errors = _check_instance_type(ws)
     errors += sku_errors
@@ -230,7 +244,7 @@ def check_spec(ws: WorkspaceBase, policy: Policy = Policy()) -> list[FieldError]
         inference = ws.inference
         if inference.preset is not None:
             preset, preset_errors = _preset(
-                inference.preset.name, "inference.preset.name", tuning=False
+                inference.preset.name, "inference.preset.name", tuning=False, hub_presets=hubs
             )
             errors += preset_errors
             if preset is not None:
@@ -246,7 +260,9 @@ def check_spec(ws: WorkspaceBase, policy: Policy = Policy()) -> list[FieldError]
         for i, adapter in enumerate(inference.adapters or ()):
             errors += _check_urls(f"inference.adapters[{i}].source", adapter.source, policy)
     if ws.tuning is not None:
-        _, preset_errors = _preset(ws.tuning.preset.name, "tuning.preset.name", tuning=True)
+        _, preset_errors = _preset(
+            ws.tuning.preset.name, "tuning.preset.name", tuning=True, hub_presets=hubs
+        )
         errors += preset_errors
         errors += _check_urls("tuning.input", ws.tuning.input, policy)
     return errors
@@ -287,7 +303,9 @@ def label_query(selector: LabelSelector) -> str:
     )
 
 
-def check_byo_nodes(ws: WorkspaceBase, nodes: Sequence[Mapping[str, Any]]) -> list[FieldError]:
+def check_byo_nodes(
+    ws: WorkspaceBase, nodes: Sequence[Mapping[str, Any]], hub_presets: HubPresets | None = None
+) -> list[FieldError]:
     """Bring-your-own nodes must exist and carry GPU Feature Discovery labels."""
     selector = byo_selector(ws)
     if selector is None:
@@ -321,7 +339,11 @@ def check_byo_nodes(ws: WorkspaceBase, nodes: Sequence[Mapping[str, Any]]) -> li
     preset_name = ws.inference.preset.name if ws.inference and ws.inference.preset else None
     if ws.tuning is not None:
         preset_name = ws.tuning.preset.name
-    preset = presets.get_preset(preset_name) if preset_name else None
+    preset = (
+        presets.get_preset(preset_name) or (hub_presets or {}).get(preset_name.strip().lower())
+        if preset_name
+        else None
+    )
     if preset is not None and "vllm" not in preset.runtimes:
         return errors  # a CPU-only model needs no GPU labels
     missing = [
@@ -371,20 +393,26 @@ def spec_changed(obj: Mapping[str, Any], old: Mapping[str, Any]) -> bool:
 
 
 def validate_create(
-    obj: Mapping[str, Any], nodes: Sequence[Mapping[str, Any]] | None, policy: Policy = Policy()
+    obj: Mapping[str, Any],
+    nodes: Sequence[Mapping[str, Any]] | None,
+    policy: Policy = Policy(),
+    hub_presets: HubPresets | None = None,
 ) -> list[FieldError]:
     """All webhook rules for a new Workspace; `nodes` are those matching its BYO selector."""
     ws, errors = parse(obj)
     if ws is None:
         return errors
-    errors = _check_name(ws) + check_spec(ws, policy)
+    errors = _check_name(ws) + check_spec(ws, policy, hub_presets)
     if nodes is not None:
-        errors += check_byo_nodes(ws, nodes)
+        errors += check_byo_nodes(ws, nodes, hub_presets)
     return errors
 
 
 def validate_update(
-    obj: Mapping[str, Any], old: Mapping[str, Any] | None, policy: Policy = Policy()
+    obj: Mapping[str, Any],
+    old: Mapping[str, Any] | None,
+    policy: Policy = Policy(),
+    hub_presets: HubPresets | None = None,
 ) -> list[FieldError]:
     """Rules for a changed Workspace; finalizer/label-only updates and deletions pass."""
     if not isinstance(obj, Mapping):
@@ -397,7 +425,7 @@ def validate_update(
     ws, errors = parse(obj)
     if ws is None:
         return errors
-    return check_spec(ws, policy)
+    return check_spec(ws, policy, hub_presets)
 
 
 def default_patch(obj: Mapping[str, Any], api_version: str) -> list[dict[str, Any]]:
