@@ -122,10 +122,8 @@ def test_parsers_the_operator_may_pass_are_registered_in_this_vllm() -> None:
 
     tables = yaml.safe_load(PARSERS.read_text())
     tools = set(tables["tool_parser_by_name_prefix"].values())
-    tools |= set(tables["tool_parser_by_architecture"].values())
     tools |= {p.tool_parser for p in list_presets() if p.tool_parser}
     reasoning = set(tables["reasoning_parser_by_name_prefix"].values())
-    reasoning |= set(tables["reasoning_parser_by_architecture"].values())
     reasoning |= {p.reasoning_parser for p in list_presets() if p.reasoning_parser}
     assert tools <= set(ToolParserManager.list_registered())
     assert reasoning <= set(ReasoningParserManager.list_registered())

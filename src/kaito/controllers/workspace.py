@@ -7,7 +7,6 @@ object makes "unchanged" a dictionary lookup), so an idle operator issues no req
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import hashlib
 import json
@@ -25,7 +24,7 @@ from kaito.api import (
 )
 from kaito.api import constants as C
 from kaito.api.constants import ConditionType, Reason, WorkspaceState
-from kaito.controllers import diagnosis
+from kaito.controllers import diagnosis, hub_models
 from kaito.controllers import objects as o
 from kaito.controllers.common import (
     APPLIED_HASH,
@@ -45,16 +44,15 @@ from kaito.controllers.common import (
     weights_source,
 )
 from kaito.controllers.tuning_run import TuningRun
-from kaito.hub import ACCESS_FIELD, HubClient, HubPresets
+from kaito.hub import HubClient, HubPresets
 from kaito.presets import FitError, SpecError
-from kaito.presets.catalog import Preset
 from kaito.presets.errors import SourceUnavailable
-from kaito.presets.plan import Plan, hub_model, plan_workspace
+from kaito.presets.plan import Plan, plan_workspace
 from kaito.runtime.cache import Cache
 from kaito.runtime.client import Client
 from kaito.runtime.errors import AlreadyExists, Conflict, Forbidden, NotFound
 from kaito.runtime.events import EventRecorder
-from kaito.runtime.gvk import GVK, NODE, POD, SECRET, SERVICE, STATEFULSET
+from kaito.runtime.gvk import GVK, NODE, POD, SERVICE, STATEFULSET
 from kaito.runtime.objects import to_dict
 from kaito.runtime.request import Request, Result
 
@@ -63,6 +61,7 @@ log = logging.getLogger("kaito.controllers.workspace")
 WAIT_FOR_NODES_S = 2.0
 STATUS_SETTLE_S = 3.0
 HUB_UNAVAILABLE = "ModelHubUnavailable"  # the model hub could not be read; retried
+HUB_RETRY_S = 10.0
 # reasons that mean "on its way", not "something is wrong"
 PROGRESS_REASONS = frozenset(
     {
@@ -143,7 +142,9 @@ class WorkspaceReconciler:
             reason = HUB_UNAVAILABLE if isinstance(plan, SourceUnavailable) else "InvalidSpec"
             facts.set(ConditionType.RESOURCE_READY, False, reason, str(plan))
             facts.set(ConditionType.WORKSPACE_SUCCEEDED, False, Reason.WORKSPACE_FAILED, str(plan))
-            if self._plans.get((ws.metadata.uid or ws.name, digest)) is not plan:
+            if isinstance(plan, SourceUnavailable):
+                result = Result(requeue_after=HUB_RETRY_S)
+            elif self._plans.get((ws.metadata.uid or ws.name, digest)) is not plan:
                 # not settled by the spec alone (the user's ConfigMap or Secret, the model hub):
                 # look again in a while, it may be fixed
                 result = Result(requeue_after=CONFIG_RETRY_S)
@@ -275,7 +276,7 @@ class WorkspaceReconciler:
             except SpecError as exc:
                 return exc  # not memoised: the ConfigMap may appear later
         try:
-            hub_presets = await self._hub_presets(ws, doc)
+            hub_presets = await hub_models.presets_for(self.client, self.hub, ws, doc)
         except SpecError as exc:
             return exc  # not memoised: the hub, the model or the Secret may change
         try:
@@ -293,44 +294,6 @@ class WorkspaceReconciler:
         self._plans = {k: v for k, v in self._plans.items() if k[0] != key[0]}
         self._plans[key] = plan
         return plan
-
-    async def _hub_presets(self, ws: WorkspaceBase, doc: dict[str, Any]) -> dict[str, Preset]:
-        """The preset of a Workspace naming a hub id the catalog lacks, sized from the hub."""
-        found = hub_model(doc)
-        if found is None:
-            return {}
-        section = ws.inference if ws.inference is not None else ws.tuning
-        options = section.preset.preset_options if section and section.preset else None
-        secret = options.model_access_secret if options else None
-        token = await self._hub_token(ws.namespace, secret) if secret else None
-        return {found[0]: await self.hub.preset(found[0], token=token)}
-
-    async def _hub_token(self, namespace: str, name: str) -> str | None:
-        """HF_TOKEN from the modelAccessSecret, read when needed (Secrets are not cached)."""
-        try:
-            secret = to_dict(await self.client.get(SECRET, namespace, name))
-        except NotFound:
-            raise SpecError(
-                ACCESS_FIELD,
-                f"Secret {name!r} not found in {namespace}; create it with key HF_TOKEN, or "
-                "remove presetOptions.modelAccessSecret for a model that is not gated",
-            ) from None
-        except Forbidden:
-            raise SpecError(
-                ACCESS_FIELD,
-                f"the operator may not read Secret {name!r} to size this hub model: install it "
-                "with the chart value modelHub.readAccessSecrets=true, or use a model that is "
-                "not gated",
-            ) from None
-        raw = (secret.get("data") or {}).get("HF_TOKEN")
-        if raw is None:
-            return None
-        try:
-            return base64.b64decode(raw).decode().strip() or None
-        except (ValueError, UnicodeDecodeError):
-            raise SpecError(
-                ACCESS_FIELD, f"Secret {name!r}: HF_TOKEN is not base64-encoded text"
-            ) from None
 
     async def _inference_config(self, namespace: str, name: str) -> dict[str, Any]:
         try:

@@ -16,6 +16,8 @@ figure reads the config the way vLLM reads it, and records where it came from
   listed in ``_SLIDING_RULES``) hold only their window;
 * context: the smallest of the config's length keys, capped by the tokenizer's
   ``model_max_length`` and stretched by a RoPE scaling factor, as vLLM derives max_model_len;
+* parsers: upstream's tool/reasoning parser by model name prefix (not by architecture, which
+  says nothing about whether the tokenizer has the parser's tokens);
 * architecture: the config's ``architectures`` must include one vLLM serves (the list recorded
   from the serving image's vLLM, ``data/vllm-architectures.txt``).
 """
@@ -390,7 +392,8 @@ def _served_name(repo_id: str) -> str:
     return cleaned if cleaned and cleaned[0].isalnum() else f"model-{cleaned}".strip("-")
 
 
-def _parsers(name: str, architecture: str) -> tuple[str | None, str | None, list[str]]:
+def _parsers(name: str) -> tuple[str | None, str | None, list[str]]:
+    """Tool and reasoning parsers by name prefix (upstream's tables; see hub-parsers.yaml)."""
     tables = _parser_tables()
     notes: list[str] = []
     tool: str | None = None
@@ -399,9 +402,6 @@ def _parsers(name: str, architecture: str) -> tuple[str | None, str | None, list
             tool = tables["tool_parser_by_name_prefix"][prefix]
             notes.append(f"tool parser {tool}: name prefix {prefix!r}")
             break
-    if tool is None and architecture in tables["tool_parser_by_architecture"]:
-        tool = tables["tool_parser_by_architecture"][architecture]
-        notes.append(f"tool parser {tool}: architecture {architecture}")
     reasoning: str | None = None
     if name not in tables["non_reasoning_models"]:
         for prefix in sorted(tables["reasoning_parser_by_name_prefix"], key=len, reverse=True):
@@ -409,9 +409,6 @@ def _parsers(name: str, architecture: str) -> tuple[str | None, str | None, list
                 reasoning = tables["reasoning_parser_by_name_prefix"][prefix]
                 notes.append(f"reasoning parser {reasoning}: name prefix {prefix!r}")
                 break
-        if reasoning is None and architecture in tables["reasoning_parser_by_architecture"]:
-            reasoning = tables["reasoning_parser_by_architecture"][architecture]
-            notes.append(f"reasoning parser {reasoning}: architecture {architecture}")
     return tool, reasoning, notes
 
 
@@ -477,7 +474,7 @@ def preset_from_hub(model: HubModel) -> Preset:
     )
     context, context_where = _context(config, model.tokenizer_config)
     name = _served_name(model.repo_id)
-    tool, reasoning, parser_notes = _parsers(name, architecture)
+    tool, reasoning, parser_notes = _parsers(name)
     extra_args: dict[str, str | int | float | bool] = {}
     if mistral_format:
         extra_args = {"tokenizer-mode": "mistral", "config-format": "mistral"}

@@ -293,3 +293,12 @@ def test_names_and_ids() -> None:
     preset = preset_from_hub(renamed)
     assert preset.name == "my-model-x"
     assert "Qwen3ForCausalLM" in supported_architectures()
+
+
+def test_parsers_come_from_the_name_never_from_the_architecture_alone() -> None:
+    """vLLM 0.32 refuses to start when a tool parser's tokens are not in the tokenizer."""
+    llama = hub_model("meta-llama/Llama-3.1-8B-Instruct")
+    other = preset_from_hub(llama.model_copy(update={"repo_id": "kaito-test/tiny-llama"}))
+    assert other.architecture == "LlamaForCausalLM"
+    assert (other.tool_parser, other.reasoning_parser) == (None, None)
+    assert "parsers" not in other.provenance
