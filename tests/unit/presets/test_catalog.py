@@ -179,6 +179,42 @@ def test_every_upstream_curated_id_is_a_catalog_preset(hf_id: str) -> None:
     assert preset.architecture
 
 
+# Upstream's legacy short preset names (kaito.md §4.4, LegacyBuiltinToCatalog): all 25 still answer.
+UPSTREAM_LEGACY = {
+    "phi-4": "microsoft/phi-4",
+    "phi-4-mini-instruct": "microsoft/Phi-4-mini-instruct",
+    "llama-3.1-8b-instruct": "meta-llama/Llama-3.1-8B-Instruct",
+    "llama-3.3-70b-instruct": "meta-llama/Llama-3.3-70B-Instruct",
+    "deepseek-r1-distill-llama-8b": "deepseek-ai/DeepSeek-R1-Distill-Llama-8B",
+    "deepseek-r1-distill-qwen-14b": "deepseek-ai/DeepSeek-R1-Distill-Qwen-14B",
+    "deepseek-r1-0528": "deepseek-ai/DeepSeek-R1-0528",
+    "deepseek-v3-0324": "deepseek-ai/DeepSeek-V3-0324",
+    "phi-3-mini-4k-instruct": "microsoft/Phi-3-mini-4k-instruct",
+    "phi-3-mini-128k-instruct": "microsoft/Phi-3-mini-128k-instruct",
+    "phi-3-medium-4k-instruct": "microsoft/Phi-3-medium-4k-instruct",
+    "phi-3-medium-128k-instruct": "microsoft/Phi-3-medium-128k-instruct",
+    "phi-3.5-mini-instruct": "microsoft/Phi-3.5-mini-instruct",
+    "qwen2.5-coder-7b-instruct": "Qwen/Qwen2.5-Coder-7B-Instruct",
+    "qwen2.5-coder-32b-instruct": "Qwen/Qwen2.5-Coder-32B-Instruct",
+    "gpt-oss-20b": "openai/gpt-oss-20b",
+    "gpt-oss-120b": "openai/gpt-oss-120b",
+    "gemma-3-4b-instruct": "google/gemma-3-4b-it",
+    "gemma-3-27b-instruct": "google/gemma-3-27b-it",
+    "mistral-7b": "mistralai/Mistral-7B-v0.3",
+    "mistral-7b-instruct": "mistralai/Mistral-7B-Instruct-v0.3",
+    "ministral-3-3b-instruct": "mistralai/Ministral-3-3B-Instruct-2512",
+    "ministral-3-8b-instruct": "mistralai/Ministral-3-8B-Instruct-2512",
+    "ministral-3-14b-instruct": "mistralai/Ministral-3-14B-Instruct-2512",
+    "mistral-large-3-675b-instruct": "mistralai/Mistral-Large-3-675B-Instruct-2512",
+}
+
+
+@pytest.mark.parametrize(("legacy", "hf_id"), sorted(UPSTREAM_LEGACY.items()))
+def test_upstreams_legacy_names_answer_as_their_hub_ids(legacy: str, hf_id: str) -> None:
+    preset = get_preset(legacy)
+    assert preset is not None and preset is get_preset(hf_id)
+
+
 VALID = """\
 presets:
   - name: ok-model
