@@ -92,10 +92,11 @@ class HubClient:
         *,
         repo_id: str,
         token: str | None,
-        limit: int = MAX_JSON_BYTES,
+        limit: int | None = None,
         what: str = "",
     ) -> tuple[Any, Mapping[str, str]]:
-        """GET JSON; typed errors for every failure."""
+        """GET JSON of at most `limit` bytes (MAX_JSON_BYTES); typed errors for every failure."""
+        limit = limit or MAX_JSON_BYTES
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         try:
             async with self._open().get(url, headers=headers, allow_redirects=True) as resp:
@@ -109,11 +110,17 @@ class HubClient:
                         what=what,
                         body=body,
                     )
+                too_big = SpecError(MODEL_FIELD, f"{repo_id}: {what} is larger than {limit} bytes")
                 if resp.content_length is not None and resp.content_length > limit:
-                    raise SpecError(MODEL_FIELD, f"{repo_id}: {what} is larger than {limit} bytes")
-                raw = await resp.content.read(limit + 1)
-                if len(raw) > limit:
-                    raise SpecError(MODEL_FIELD, f"{repo_id}: {what} is larger than {limit} bytes")
+                    raise too_big
+                chunks: list[bytes] = []
+                size = 0
+                async for chunk in resp.content.iter_chunked(1 << 16):
+                    size += len(chunk)
+                    if size > limit:
+                        raise too_big
+                    chunks.append(chunk)
+                raw = b"".join(chunks)
                 headers_out = dict(resp.headers)
         except (aiohttp.ClientError, TimeoutError, OSError) as err:
             reason = str(err) or type(err).__name__

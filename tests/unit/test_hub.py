@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
+import kaito.hub
 from hack.hub import Hub, load_repos, serve
 from kaito.hub import HubClient, HubPresets, hub_endpoint
 from kaito.presets import SpecError
@@ -161,3 +163,26 @@ async def test_a_token_is_part_of_the_cache_key(client: HubClient) -> None:
     with pytest.raises(SpecError, match="is gated"):
         await presets.preset(gated)
     assert (await presets.preset(gated, token=TOKEN)).name == "llama-3.1-8b-instruct"
+
+
+async def test_large_answers_are_read_whole_and_oversized_ones_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo = tmp_path / "org" / "many-files"
+    repo.mkdir(parents=True)
+    (repo / "config.json").write_text(
+        (FIXTURES / "Qwen" / "Qwen3-0.6B" / "config.json").read_text()
+    )
+    sizes = {f"shards/part-{i:05d}.bin": i for i in range(3000)} | {"model.safetensors": 10}
+    (repo / "hub.json").write_text(json.dumps({"files": sizes}))
+    state = Hub(load_repos([tmp_path], {}), page_size=10_000)
+    runner, url = await serve(state, "127.0.0.1", 0)
+    try:
+        async with HubClient(url) as c:
+            model = await c.model("org/many-files")  # one listing of about 400 kB
+            assert len(model.files) == 3002
+            monkeypatch.setattr(kaito.hub, "MAX_JSON_BYTES", 1000)
+            with pytest.raises(SpecError, match="is larger than 1000 bytes"):
+                await c.model("org/many-files")
+    finally:
+        await runner.cleanup()
