@@ -168,6 +168,8 @@ def build(mgr: Manager, args: argparse.Namespace) -> NodeProvisioner | None:
         plain_http_registries=frozenset(
             r.strip() for r in args.plain_http_registries.split(",") if r.strip()
         ),
+        # the model hub, as the Hugging Face libraries read it; passed on to the serving pods
+        hub_endpoint=(os.environ.get("HF_ENDPOINT") or "").rstrip("/") or None,
     )
     cache = mgr.cache
     provisioner = build_provisioner(args.node_provisioner, mgr.client, cache)
