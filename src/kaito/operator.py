@@ -40,7 +40,8 @@ from kaito.runtime.client import Client
 from kaito.runtime.errors import AlreadyExists, NotFound
 from kaito.runtime.gvk import GVK, NODE, POD, SERVICE, STATEFULSET
 from kaito.runtime.handlers import EnqueueForOwner, EnqueueMapped
-from kaito.runtime.leaderelection import LeaderElection
+from kaito.runtime.leaderelection import LeaderElection, LeadershipLost
+from kaito.runtime.logs import LOG_FORMATS, setup_logging
 from kaito.runtime.manager import Manager
 from kaito.runtime.objects import KObject, to_dict
 from kaito.runtime.predicates import (
@@ -138,6 +139,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=int(_env("workers", "20") or 20))
     p.add_argument("--gc-interval", type=float, default=60.0, help="node garbage collection (s)")
     p.add_argument("--log-level", default=_env("log-level", "info"))
+    p.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default=_env("log-format", "text"),
+        help="json: one object per line with controller, key and reconcile_id fields",
+    )
     args = p.parse_args(argv)
     if args.workers < 1:
         p.error("--workers must be at least 1")
@@ -302,15 +309,16 @@ async def run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(
-        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
+    setup_logging(
+        getattr(logging, str(args.log_level).upper(), logging.INFO), log_format=args.log_format
     )
     try:
         return asyncio.run(run(args))
     except KeyboardInterrupt:
         return 130
+    except LeadershipLost as exc:  # a standby leads now; restart and queue up behind it
+        print(f"kaito-operator: {exc}", file=sys.stderr)
+        return 1
     except (OSError, ValueError) as exc:
         print(f"kaito-operator: {exc}", file=sys.stderr)
         return 1

@@ -76,6 +76,7 @@ class Manager:
         self.ready = asyncio.Event()
         self.bound_ports: dict[str, int] = {}
         self._stop = asyncio.Event()
+        self.lost_leadership: str | None = None  # why, once the Lease was lost
         self._runner: list[web.AppRunner] = []
 
     @classmethod
@@ -206,7 +207,7 @@ class Manager:
                 acquire = self._until_stopped(self.elector.acquire(), stop_wait)
                 if not await acquire:
                     return
-                hold = asyncio.create_task(self.elector.hold(), name="lease renewal")
+                hold = asyncio.create_task(self._hold(self.elector), name="lease renewal")
             for ctrl in self.controllers:
                 await ctrl.start()
             self.ready.set()
@@ -222,6 +223,23 @@ class Manager:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     with contextlib.suppress(NotImplementedError, RuntimeError):
                         loop.remove_signal_handler(sig)
+
+    async def _hold(self, elector: LeaderElector) -> None:
+        """Renew the Lease; on its loss fence the client before anything else can run.
+
+        Fencing happens in the same step as the loss (no await in between), so no worker,
+        event recorder or background task gets another write out; the workers are then
+        cancelled rather than drained, as controller-runtime does on lease loss.
+        """
+        try:
+            await elector.hold()
+        except LeadershipLost as exc:
+            self.lost_leadership = str(exc)
+            self.client.fence(f"leadership lost ({exc})")
+            for ctrl in self.controllers:
+                ctrl.queue.shut_down()  # no reconcile starts from here on
+            log.error("%s; stopping at once", exc)
+            raise
 
     async def _until_stopped(self, work: Awaitable[object], stop_wait: asyncio.Task[bool]) -> bool:
         """Await ``work`` unless a stop comes first; True when ``work`` finished."""
@@ -244,8 +262,12 @@ class Manager:
     ) -> None:
         self.ready.clear()
         stop_wait.cancel()
+        lost = self.lost_leadership is not None
         await asyncio.gather(
-            *(c.stop(self.graceful_shutdown_timeout) for c in self.controllers),
+            *(
+                c.abort() if lost else c.stop(self.graceful_shutdown_timeout)
+                for c in self.controllers
+            ),
             return_exceptions=True,
         )
         if hold is not None and not hold.done():
@@ -253,9 +275,10 @@ class Manager:
             with contextlib.suppress(asyncio.CancelledError, LeadershipLost):
                 await hold
         for recorder in self.recorders:
-            await recorder.close()
+            await recorder.close(flush=not lost)  # a lost leader's Events would be writes
         if (
-            self.elector is not None
+            not lost
+            and self.elector is not None
             and self.leader_election
             and self.leader_election.release_on_cancel
         ):
