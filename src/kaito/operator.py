@@ -12,7 +12,9 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
 import sys
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -270,8 +272,9 @@ def _pod_owner(pod: KObject) -> list[Request]:
 
 
 async def run(args: argparse.Namespace) -> int:
+    identity = f"{socket.gethostname()}_{uuid.uuid4()}"
     election = (
-        LeaderElection(args.leader_election_namespace, "kaito-operator")
+        LeaderElection(args.leader_election_namespace, "kaito-operator", identity=identity)
         if args.leader_elect
         else None
     )
@@ -281,6 +284,8 @@ async def run(args: argparse.Namespace) -> int:
         health_port=args.health_port,
         bind_address=args.bind_address,
         leader_election=election,
+        # tells the replicas apart in the apiserver's audit log
+        user_agent=f"kaito-operator/{identity}",
     )
     provisioner = build(mgr, args)
     gc_task: asyncio.Task[None] | None = None

@@ -14,7 +14,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlencode
@@ -80,6 +80,7 @@ class Client:
         self._discovered: dict[str, dict[str, Resource]] = {}
         self._discovery_lock = asyncio.Lock()
         self._fenced: str | None = None
+        self._write_guard: Callable[[], str | None] | None = None
 
     # ------------------------------------------------------------------ transport
     @property
@@ -110,6 +111,15 @@ class Client:
         """
         self._fenced = why
 
+    def guard_writes(self, check: Callable[[], str | None] | None) -> None:
+        """Ask ``check`` before every write; a reason it returns refuses the write (``Fenced``).
+
+        The manager's check is the leader Lease's own deadline on the monotonic clock, so a
+        process that was frozen (SIGSTOP, a long GC pause) past its renew deadline refuses
+        its writes the moment it wakes, before the renewal task has even run.
+        """
+        self._write_guard = check
+
     @property
     def fenced(self) -> bool:
         return self._fenced is not None
@@ -135,8 +145,11 @@ class Client:
         timeout: float | None,  # noqa: ASYNC109
     ) -> aiohttp.ClientResponse:
         """One attempt; returns an open response (the caller reads and releases it)."""
-        if self._fenced is not None and method not in _READS:
-            raise Fenced(self._fenced)
+        if method not in _READS:
+            if self._fenced is not None:
+                raise Fenced(self._fenced)
+            if self._write_guard is not None and (why := self._write_guard()) is not None:
+                raise Fenced(why)
         headers = await self.config.auth_headers()
         if content_type:
             headers["Content-Type"] = content_type

@@ -64,6 +64,7 @@ class LeaderElector:
         self._observed: tuple[str, str] | None = None  # (holder, renewTime) last seen
         self._observed_at = 0.0
         self._lease: dict[str, Any] | None = None
+        self.valid_until = 0.0  # monotonic: renew deadline counted from the last renewal's start
         metrics.leader_status.labels(config.name).set(0)
 
     def _set_leader(self, value: bool) -> None:
@@ -83,6 +84,7 @@ class LeaderElector:
     async def try_acquire_or_renew(self) -> bool:
         """One attempt; True when we hold the Lease afterwards."""
         cfg = self.config
+        started = time.monotonic()
         now_s = _micro_time()
         spec_mine = {
             "holderIdentity": cfg.identity,
@@ -105,6 +107,7 @@ class LeaderElector:
             except (AlreadyExists, Conflict):
                 return False
             self._observe(self._lease)
+            self.valid_until = started + cfg.renew_deadline
             return True
         spec = lease.get("spec") or {}
         self._observe(lease)
@@ -130,6 +133,7 @@ class LeaderElector:
         except Conflict:
             return False
         self._observe(self._lease)
+        self.valid_until = started + cfg.renew_deadline
         return True
 
     def _observe(self, lease: dict[str, Any]) -> None:
@@ -185,6 +189,17 @@ class LeaderElector:
                     f"could not renew lease {cfg.namespace}/{cfg.name} "
                     f"within {cfg.renew_deadline:g}s"
                 )
+
+    def write_check(self) -> str | None:
+        """For ``Client.guard_writes``: why a write must be refused now (None: go ahead)."""
+        if not self.is_leader:
+            return f"not the leader of lease {self.config.namespace}/{self.config.name}"
+        if time.monotonic() >= self.valid_until:
+            return (
+                f"lease {self.config.namespace}/{self.config.name} not renewed within "
+                f"{self.config.renew_deadline:g}s"
+            )
+        return None
 
     @property
     def observed_holder(self) -> str:

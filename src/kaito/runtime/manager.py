@@ -52,10 +52,13 @@ class Manager:
         graceful_shutdown_timeout: float = 30.0,
         cache_sync_timeout: float = 120.0,
         handle_signals: bool = True,
+        user_agent: str = "kaito-runtime",
     ) -> None:
         self.metrics = metrics if metrics is not None else Metrics()
         self.scheme = scheme if scheme is not None else Scheme()
-        self.client = Client(client_config, scheme=self.scheme, metrics=self.metrics)
+        self.client = Client(
+            client_config, scheme=self.scheme, metrics=self.metrics, user_agent=user_agent
+        )
         self.cache = Cache(
             self.client, scheme=self.scheme, transform=transform, resync_period=resync_period
         )
@@ -63,8 +66,18 @@ class Manager:
         self.health_port = health_port
         self.bind_address = bind_address
         self.leader_election = leader_election
+        # the elector has a client of its own: its Lease writes must pass when the manager's
+        # client refuses writes for want of a valid Lease
         self.elector = (
-            LeaderElector(self.client, leader_election, self.metrics) if leader_election else None
+            LeaderElector(
+                Client(
+                    client_config, scheme=self.scheme, metrics=self.metrics, user_agent=user_agent
+                ),
+                leader_election,
+                self.metrics,
+            )
+            if leader_election
+            else None
         )
         self.graceful_shutdown_timeout = graceful_shutdown_timeout
         self.cache_sync_timeout = cache_sync_timeout
@@ -207,6 +220,7 @@ class Manager:
                 acquire = self._until_stopped(self.elector.acquire(), stop_wait)
                 if not await acquire:
                     return
+                self.client.guard_writes(self.elector.write_check)
                 hold = asyncio.create_task(self._hold(self.elector), name="lease renewal")
             for ctrl in self.controllers:
                 await ctrl.start()
@@ -288,4 +302,6 @@ class Manager:
             await runner.cleanup()
         self._runner.clear()
         await self.client.close()
+        if self.elector is not None:
+            await self.elector.client.close()
         log.info("manager stopped")

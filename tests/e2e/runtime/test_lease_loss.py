@@ -162,3 +162,48 @@ async def test_unreachable_apiserver_past_renew_deadline(
                     mgr.stop()
                 with contextlib.suppress(LeadershipLost):
                     await task
+
+
+async def test_a_frozen_leader_refuses_writes_the_moment_it_wakes(
+    client_config: ClientConfig, client: Client, namespace: str
+) -> None:
+    """A process frozen past its renew deadline (SIGSTOP, a stall) must not write on waking.
+
+    The freeze is simulated by blocking the event loop; on waking, the reconcile's write runs
+    before the renewal task could notice anything, so only the write's own check stops it.
+    """
+    await client.create(configmap(namespace, "counter"))
+    mgr = Manager(
+        client_config,
+        metrics_port=None,
+        health_port=None,
+        handle_signals=False,
+        leader_election=LeaderElection(
+            namespace, "lease", identity="sleepy", lease_duration=4, renew_deadline=2,
+            retry_period=0.5,
+        ),
+    )  # fmt: skip
+    outcome: list[str] = []
+
+    async def freeze_then_write(_: Request) -> Result:
+        if outcome:
+            return Result()
+        time.sleep(2.5)  # noqa: ASYNC251  (the point: the whole process stalls)
+        try:
+            await mgr.client.patch(CONFIGMAP, namespace, "counter", {"data": {"late": "yes"}})
+            outcome.append("written")
+        except Fenced as exc:
+            outcome.append(exc.message)
+        return Result()
+
+    mgr.controller("sleepy", freeze_then_write).watches(CONFIGMAP, namespace=namespace)
+    run = asyncio.create_task(mgr.run())
+    try:
+        await eventually("the reconcile to wake and try its write", lambda: outcome, timeout=30)
+        assert "not renewed within 2s" in outcome[0], outcome
+        _, data = await counter(client, namespace)
+        assert "late" not in data
+    finally:
+        mgr.stop()
+        with contextlib.suppress(LeadershipLost):
+            await run
