@@ -23,6 +23,7 @@ from kaito.api import Workspace
 from kaito.api import constants as C
 from kaito.controllers import machine
 from kaito.controllers import metrics as kaito_metrics
+from kaito.controllers.claim_liveness import REGISTRATION_TIMEOUT_S
 from kaito.controllers.workspace import (
     CONFIGMAP,
     CONTROLLER_REVISION,
@@ -140,6 +141,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--workers", type=int, default=int(_env("workers", "20") or 20))
     p.add_argument("--gc-interval", type=float, default=60.0, help="node garbage collection (s)")
+    p.add_argument(
+        "--registration-timeout",
+        type=float,
+        default=float(_env("registration-timeout", str(REGISTRATION_TIMEOUT_S)) or 900),
+        help="seconds a launched node may take to register before its claim is replaced",
+    )
     p.add_argument("--log-level", default=_env("log-level", "info"))
     p.add_argument(
         "--log-format",
@@ -247,12 +254,15 @@ def build(mgr: Manager, args: argparse.Namespace) -> NodeProvisioner | None:
             provisioner=provisioner,
             claim_gvk=claim_gvk,
             gpus_of=sku_gpus,
+            registration_timeout_s=args.registration_timeout,
         )
-        (
+        machine_ctrl = (
             mgr.controller("machine", mc, workers=args.workers)
             .watches(claim_gvk, label_selector=CLAIM_SELECTOR)
             .watches(NODE, _map(machine.requests_for_node))
         )
+        mc.enqueue = machine_ctrl.queue.add
+        provisioner.on_settled = mc.wake  # a finished cloud operation wakes its claim
     return provisioner
 
 

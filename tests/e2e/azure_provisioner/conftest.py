@@ -89,6 +89,22 @@ async def arm(fake_arm: FakeArmProcess) -> AsyncIterator[FakeArmAdmin]:
     await admin.close()
 
 
+def operator_env(fake_arm: FakeArmProcess) -> dict[str, str]:
+    """The environment an operator with ``--node-provisioner=azure`` reads (as the chart sets)."""
+    return {
+        "AZURE_TENANT_ID": TENANT_ID,
+        "AZURE_CLIENT_ID": CLIENT_ID,
+        "AZURE_CLIENT_SECRET": CLIENT_SECRET,
+        "AZURE_AUTHORITY_HOST": fake_arm.url,
+        "AZURE_SUBSCRIPTION_ID": SUBSCRIPTION_ID,
+        "AZURE_RESOURCE_GROUP": RESOURCE_GROUP,
+        "AZURE_CLUSTER_NAME": CLUSTER_NAME,
+        "AZURE_LOCATION": LOCATION,
+        "AZURE_ARM_ENDPOINT": fake_arm.url,
+        "AZURE_CA_BUNDLE": fake_arm.ca_file,
+    }
+
+
 def settings_for(fake_arm: FakeArmProcess, **overrides: Any) -> AzureSettings:
     values: dict[str, Any] = {
         "subscription_id": SUBSCRIPTION_ID,
