@@ -88,7 +88,12 @@ def claim_conditions(
     old = {c.get("type"): dict(c) for c in existing}
     wanted: dict[str, tuple[str, str, str]] = {}
     if backend is None or backend.phase is Phase.PENDING:
-        wanted["Launched"] = ("Unknown", "Launching", "asked the node provisioner for a node")
+        # the backend's own words when it has them (a pool being created, replaced, deleted)
+        wanted["Launched"] = (
+            "Unknown",
+            (backend and backend.reason) or "Launching",
+            (backend and backend.message) or "asked the node provisioner for a node",
+        )
     elif backend.phase is Phase.FAILED:
         wanted["Launched"] = ("False", backend.reason or "LaunchFailed", backend.message)
     elif backend.phase is Phase.THROTTLED:

@@ -207,10 +207,13 @@ class Controller:
         except Exception as exc:
             self.metrics.reconcile_total.labels(self.name, "error").inc()
             self.metrics.reconcile_errors.labels(self.name).inc()
-            if not isinstance(exc, (ApiError, OSError, TimeoutError)):
-                # an unexpected exception is Python's panic: a bug, not an API hiccup
+            if isinstance(exc, (ApiError, OSError, TimeoutError)):
+                # an API or network hiccup: one line, as controller-runtime logs an error
+                log.error("reconcile failed: %s: %s", type(exc).__name__, exc, extra=extra)
+            else:
+                # an unexpected exception is Python's panic: a bug, so its traceback
                 self.metrics.reconcile_panics.labels(self.name).inc()
-            log.exception("reconcile failed: %s", exc, extra=extra)
+                log.exception("reconcile failed: %s", exc, extra=extra)
             self.queue.add_rate_limited(request, priority)
             return
         finally:
