@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from kaito.operator import parse_args
+from kaito.runtime.errors import ServerError
 from kaito.runtime.logs import setup_logging
 from kaito.runtime.ratelimiter import ItemExponentialFailureRateLimiter
 from kaito.runtime.request import Request, Result
@@ -83,3 +84,30 @@ def test_operator_flag_and_env(monkeypatch: pytest.MonkeyPatch) -> None:
     assert parse_args([]).log_format == "json"
     with pytest.raises(SystemExit):
         parse_args(["--log-format", "xml"])
+
+
+async def test_api_errors_are_one_line_and_panics_keep_their_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def reconcile(req: Request) -> Result:
+        if req.name == "api":
+            raise ServerError(503, "ServiceUnavailable", "apiserver is restarting")
+        raise KeyError("bug")
+
+    ctrl, metrics, cache = make(reconcile, rate_limiter=ItemExponentialFailureRateLimiter(60, 60))
+    ctrl.watches(OWNER)
+    inf = cache.informer(OWNER)
+    offline(inf)
+    await ctrl.start()
+    inf.apply("ADDED", obj("api"))
+    inf.apply("ADDED", obj("bug"))
+    await asyncio.sleep(0.1)
+    await ctrl.stop()
+    by_key = {r.key: r for r in caplog.records if r.getMessage().startswith("reconcile failed")}
+    assert by_key["ns/api"].exc_info is None
+    assert "ServerError" in by_key["ns/api"].getMessage()
+    assert by_key["ns/bug"].exc_info is not None
+    panics = metrics.registry.get_sample_value(
+        "controller_runtime_reconcile_panics_total", {"controller": "test"}
+    )
+    assert panics == 1
