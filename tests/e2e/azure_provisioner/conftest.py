@@ -6,6 +6,7 @@ its token endpoint only accepts :data:`CLIENT_SECRET`, so the real azure-identit
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -43,16 +44,17 @@ class FakeArmProcess:
     directory: Path
 
 
-@pytest.fixture(scope="session")
-def fake_arm(cluster: Any) -> Iterator[FakeArmProcess]:
+@contextlib.contextmanager
+def running_fake_arm(kubeconfig: Path, *extra: str) -> Iterator[FakeArmProcess]:
+    """hack/fake_arm.py as a process registering joining nodes in the cluster of `kubeconfig`."""
     directory = Path(tempfile.mkdtemp(prefix="kaito-fake-arm-"))
     log = (directory / "fake-arm.log").open("w")
     env = dict(os.environ, FAKE_ARM_CLIENT_SECRET=CLIENT_SECRET)
     proc = subprocess.Popen(
         [
             sys.executable, str(REPO / "hack" / "fake_arm.py"), "--dir", str(directory),
-            "--kubeconfig", str(cluster.kubeconfig), "--client-id", CLIENT_ID,
-            "--location", LOCATION, "--create-delay", "1.0", "--delete-delay", "0.3",
+            "--kubeconfig", str(kubeconfig), "--client-id", CLIENT_ID,
+            "--location", LOCATION, "--create-delay", "1.0", "--delete-delay", "0.3", *extra,
         ],
         stdout=log, stderr=subprocess.STDOUT, env=env,
     )  # fmt: skip
@@ -74,6 +76,12 @@ def fake_arm(cluster: Any) -> Iterator[FakeArmProcess]:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait()
         log.close()
+
+
+@pytest.fixture(scope="session")
+def fake_arm(cluster: Any) -> Iterator[FakeArmProcess]:
+    with running_fake_arm(cluster.kubeconfig) as arm:
+        yield arm
 
 
 @pytest.fixture
