@@ -32,11 +32,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "src"), str(REPO)]
 
 from hack.fake_arm import FakeArmAdmin  # noqa: E402
+from tests.chaos.edge_trials import azure_fault_storm, bad_input_at_every_edge  # noqa: E402
 from tests.chaos.harness import LoopThread, Trial, tracebacks  # noqa: E402
 from tests.chaos.trials import (  # noqa: E402
     Figures,
-    azure_fault_storm,
-    bad_input_at_every_edge,
     control_plane_faults,
     kill_during_rollout_and_delete,
     leader_failover,

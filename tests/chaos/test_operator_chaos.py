@@ -13,10 +13,9 @@ import pytest
 
 from hack.fake_arm import FakeArmAdmin
 from tests.chaos.conftest import SCALE, OperatorFactory
+from tests.chaos.edge_trials import azure_fault_storm, bad_input_at_every_edge
 from tests.chaos.harness import LoopThread, Trial, tracebacks
 from tests.chaos.trials import (
-    azure_fault_storm,
-    bad_input_at_every_edge,
     control_plane_faults,
     kill_during_rollout_and_delete,
     leader_failover,
