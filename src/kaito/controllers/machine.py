@@ -24,7 +24,14 @@ from kaito.controllers.claim_liveness import (
     BackendPolls,
     registration_left,
 )
-from kaito.provisioner.base import NodeProvisioner, NodeRequest, NodeStatus, Phase, Taint
+from kaito.provisioner.base import (
+    NodeProvisioner,
+    NodeRequest,
+    NodeStatus,
+    Phase,
+    ProvisionerError,
+    Taint,
+)
 from kaito.runtime.cache import Cache
 from kaito.runtime.client import Client, Preconditions
 from kaito.runtime.errors import ApiError, Conflict, NotFound
@@ -419,7 +426,9 @@ async def run_garbage_collector(
             continue
         try:
             await garbage_collect(provisioner, cache, claim_gvk)
-        except Exception:  # a failed pass is retried next interval
+        except (ProvisionerError, ApiError, OSError) as exc:  # retried next interval
+            log.warning("node garbage collection failed: %s", exc)
+        except Exception:  # a bug: its traceback
             log.exception("node garbage collection failed")
 
 
