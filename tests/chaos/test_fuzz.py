@@ -20,10 +20,19 @@ from hypothesis import seed as hypothesis_seed
 from kaito.runtime.client import Client
 from kaito.runtime.config import load_config
 from kaito.runtime.errors import ApiError
+from kaito.runtime.gvk import GVK
 from kaito.runtime.metrics import Metrics
 from tests.chaos.conftest import OperatorFactory
 from tests.chaos.fuzz import Spec, schemas, workspace_specs
-from tests.chaos.harness import LoopThread, Trial, final_state, get_list, tracebacks, webhook
+from tests.chaos.harness import (
+    LoopThread,
+    Trial,
+    final_state,
+    get_list,
+    tracebacks,
+    wait_gone,
+    webhook,
+)
 from tests.chaos.test_operator_chaos import seed
 from tests.e2e.conftest import Cluster
 
@@ -31,6 +40,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 SPECS = int(os.environ.get("KAITO_FUZZ_SPECS", "1000"))
 FINAL_WITHIN_S = 180.0
+BATCH = 250
+WORKSPACE = GVK("kaito.sh", "v1beta1", "Workspace")
 FIELD = re.compile(
     r"\b(metadata|resource|inference|tuning)\b|\b[a-z][A-Za-z]*(\.[a-z][A-Za-z]*|\[\d+\])+"
 )
@@ -74,7 +85,7 @@ def test_generated_specs_through_admission_and_reconcile(
     generate()
     trial.say(f"generated {len(specs)} specs")
 
-    async def submit_all() -> None:
+    async def submit_all(batch: list[tuple[int, Spec]]) -> None:
         gate = asyncio.Semaphore(16)
 
         async def submit(i: int, spec: Spec) -> None:
@@ -89,11 +100,43 @@ def test_generated_specs_through_admission_and_reconcile(
                     return
             submitted[name] = (spec, "admitted")
 
-        await asyncio.gather(*(submit(i, spec) for i, spec in enumerate(specs)))
+        await asyncio.gather(*(submit(i, spec) for i, spec in batch))
 
+    async def delete(names: list[str]) -> None:
+        gate = asyncio.Semaphore(16)
+
+        async def one(name: str) -> None:
+            async with gate:
+                await client.delete(WORKSPACE, chaos_namespace, name, ignore_not_found=True)
+
+        await asyncio.gather(*(one(n) for n in names))
+
+    finals: dict[str, str] = {}
+    pending: set[str] = set()
+    known: list[str] = []
     try:
         with webhook(chaos_cluster, chaos_namespace, tmp_path / "certs"):
-            loop.run(submit_all(), timeout=600)
+            # in batches, each settled and deleted before the next: at most a few dozen
+            # admitted Workspaces (nodes, pods) exist at once on the 2-core machine
+            numbered = list(enumerate(specs))
+            for start in range(0, len(numbered), BATCH):
+                batch = numbered[start : start + BATCH]
+                loop.run(submit_all(batch), timeout=600)
+                names = [f"fz-{i:04d}" for i, _ in batch]
+                admitted = [n for n in names if submitted[n][1] == "admitted"]
+                waiting = {n for n in admitted if known_open(submitted[n][0]) is None}
+                known += [n for n in admitted if n not in waiting]
+                deadline = time.monotonic() + FINAL_WITHIN_S
+                while waiting and time.monotonic() < deadline:
+                    time.sleep(2)
+                    for ws in get_list(chaos_cluster, "workspaces", "-n", chaos_namespace):
+                        name = ws["metadata"]["name"]
+                        if name in waiting and (state := final_state(ws)) is not None:
+                            finals[name] = state
+                            waiting.discard(name)
+                pending |= waiting
+                loop.run(delete(admitted), timeout=600)
+                trial.say(f"batch {start // BATCH + 1}: {len(admitted)} admitted, settled, deleted")
         nameless = {
             n: (submitted[n][0].manifest(n), out)
             for n, (_, out) in submitted.items()
@@ -107,24 +150,6 @@ def test_generated_specs_through_admission_and_reconcile(
             f"{len(submitted)} specs: {rejected} rejected (each naming a field), "
             f"{len(admitted)} admitted ({len(mutated_admitted)} of them mutated but valid)"
         )
-        pending = {n for n in admitted if known_open(submitted[n][0]) is None}
-        known = [n for n in admitted if n not in pending]
-        finals: dict[str, str] = {}
-        deadline = time.monotonic() + FINAL_WITHIN_S
-        while pending and time.monotonic() < deadline:
-            for ws in get_list(chaos_cluster, "workspaces", "-n", chaos_namespace):
-                name = ws["metadata"]["name"]
-                if name in pending and (state := final_state(ws)) is not None:
-                    finals[name] = state
-                    pending.discard(name)
-            done = [n for n in finals if n in admitted]
-            if done:  # make room: what reached its final state is deleted at once
-                chaos_cluster.kubectl(
-                    "delete", "workspaces", "-n", chaos_namespace, "--wait=false",
-                    "--ignore-not-found", *done, check=False,
-                )  # fmt: skip
-                admitted = [n for n in admitted if n not in finals]
-            time.sleep(2)
         counts: dict[str, int] = {}
         for state in finals.values():
             counts[state] = counts.get(state, 0) + 1
@@ -142,6 +167,8 @@ def test_generated_specs_through_admission_and_reconcile(
     finally:
         loop.run(client.close())
         loop.close()
+        # gone before this operator stops: the next test's operator must not inherit them
         chaos_cluster.kubectl(
             "delete", "workspaces", "--all", "-n", chaos_namespace, "--wait=false", check=False
         )
+        wait_gone(chaos_cluster, chaos_namespace, timeout=300, trial=trial)
