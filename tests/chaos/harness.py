@@ -121,12 +121,12 @@ def wait_final(
             trial.say(f"all {len(wanted)} Workspaces final: {summary(states)}")
             return {k: str(v) for k, v in states.items()}
         if time.monotonic() > deadline:
-            stuck = {n: _brief(items.get(n)) for n, s in states.items() if not s}
+            stuck = {n: brief(items.get(n)) for n, s in states.items() if not s}
             raise AssertionError(f"{trial.name} (seed {trial.seed}): not final: {stuck}")
         time.sleep(1.0)
 
 
-def _brief(ws: Obj | None) -> list[str]:
+def brief(ws: Obj | None) -> list[str]:
     if ws is None:
         return ["missing"]
     return [

@@ -27,6 +27,7 @@ from tests.chaos.fuzz import Spec, schemas, workspace_specs
 from tests.chaos.harness import (
     LoopThread,
     Trial,
+    brief,
     final_state,
     get_list,
     tracebacks,
@@ -134,6 +135,14 @@ def test_generated_specs_through_admission_and_reconcile(
                         if name in waiting and (state := final_state(ws)) is not None:
                             finals[name] = state
                             waiting.discard(name)
+                if waiting:
+                    items = get_list(chaos_cluster, "workspaces", "-n", chaos_namespace)
+                    for ws in items:
+                        if ws["metadata"]["name"] in waiting:
+                            trial.say(
+                                f"NOT FINAL {ws['metadata']['name']} "
+                                f"{submitted[ws['metadata']['name']][0].body}: {brief(ws)}"
+                            )
                 pending |= waiting
                 loop.run(delete(admitted), timeout=600)
                 trial.say(f"batch {start // BATCH + 1}: {len(admitted)} admitted, settled, deleted")
