@@ -38,6 +38,7 @@ class WorkspaceSettings:
     claims_finalized_by_us: bool = True  # our machine controller handles the claims
     preset_registry: str = "kaito-py"  # where preset model images live (PRESET_REGISTRY_NAME)
     plain_http_registries: frozenset[str] = frozenset()  # reached over HTTP, not HTTPS
+    hub_endpoint: str | None = None  # HF_ENDPOINT: the model hub to size and download from
 
 
 @dataclass

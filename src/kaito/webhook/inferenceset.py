@@ -94,6 +94,22 @@ def parse_set(obj: Mapping[str, Any]) -> InferenceSet | None:
     return _parse(obj)[0] if isinstance(obj, Mapping) else None
 
 
+def set_update_checked(obj: Mapping[str, Any], old: Mapping[str, Any] | None) -> bool:
+    """Whether the rules run: not for a set being deleted, nor for an update that changes
+    neither spec nor annotations (status, finalizers, labels)."""
+    meta = obj.get("metadata")
+    if isinstance(meta, Mapping) and meta.get("deletionTimestamp"):
+        return False
+    if isinstance(old, Mapping):
+        old_meta = old.get("metadata") or {}
+        new_meta = meta if isinstance(meta, Mapping) else {}
+        if obj.get("spec") == old.get("spec") and new_meta.get("annotations") == old_meta.get(
+            "annotations"
+        ):
+            return False
+    return True
+
+
 def validate_inferenceset(
     obj: Mapping[str, Any],
     old: Mapping[str, Any] | None,
@@ -107,16 +123,8 @@ def validate_inferenceset(
     """
     if not isinstance(obj, Mapping):
         return [FieldError("(root)", "the object must be a JSON object")]
-    meta = obj.get("metadata")
-    if isinstance(meta, Mapping) and meta.get("deletionTimestamp"):
+    if not set_update_checked(obj, old):
         return []
-    if isinstance(old, Mapping):
-        old_meta = old.get("metadata") or {}
-        new_meta = meta if isinstance(meta, Mapping) else {}
-        if obj.get("spec") == old.get("spec") and new_meta.get("annotations") == old_meta.get(
-            "annotations"
-        ):
-            return []
     iset, errors = _parse(obj)
     if iset is None:
         return errors

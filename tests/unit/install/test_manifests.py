@@ -211,3 +211,28 @@ def test_dashboard_names_only_metrics_vllm_exports() -> None:
         pytest.skip("no serving venv with vLLM under ~/.cache/kaito-py")
     missing = used - known
     assert not missing, f"dashboard uses metrics vLLM does not export: {missing}"
+
+
+def _template(helm: str, *sets: str) -> list[dict[str, Any]]:
+    args = [helm, "template", "kaito", str(REPO / "charts" / "kaito")]
+    for value in sets:
+        args += ["--set", value]
+    out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+def test_model_hub_values_set_hf_endpoint_and_opt_in_to_reading_access_secrets(
+    helm: str,
+) -> None:
+    """Off by default (no Secret access); on, a get-only rule and HF_ENDPOINT in both containers."""
+    docs = _template(helm, "modelHub.readAccessSecrets=true", "modelHub.endpoint=https://hub.test")
+    roles = [d for d in docs if d["kind"] == "ClusterRole"]
+    secret_rules = [r for d in roles for r in d["rules"] if "secrets" in r["resources"]]
+    assert secret_rules == [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]
+    (deploy,) = [d for d in docs if d["kind"] == "Deployment"]
+    for container in deploy["spec"]["template"]["spec"]["containers"]:
+        env = {e["name"]: e.get("value") for e in container.get("env", [])}
+        assert env["HF_ENDPOINT"] == "https://hub.test", container["name"]
+    for doc in _template(helm):
+        if doc["kind"] == "ClusterRole":
+            assert all("secrets" not in r["resources"] for r in doc["rules"]), doc["metadata"]
