@@ -37,6 +37,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 SUITE = "bookworm"
@@ -236,36 +237,41 @@ def ref(name: str, registry: str | None = None) -> str:
 
 
 def build(name: str) -> str:
+    """Build `name` unless today's tree already has its image; returns the local reference."""
+    with storage_lock():
+        return _build_locked(name)
+
+
+def _build_locked(name: str) -> str:
     if name not in IMAGES:
         raise ImageError(f"unknown image {name!r}; one of {', '.join(IMAGES)}")
     spec = IMAGES[name]
     out = local_ref(name)
-    with storage_lock():
-        if local_exists(out):
-            return out
-        t0 = time.monotonic()
-        # --layers: an unchanged step (the 6 GB venv of the serving image) is reused, so a
-        # change to serving/ rebuilds and pushes only the layer it touches
-        args = ["bud", "--isolation", "chroot", "--pull-never", "--layers",
-                "-f", str(REPO / spec.dockerfile), "-t", out]  # fmt: skip
-        for k, v in spec.build_args.items():
-            args += ["--build-arg", f"{k}={v}"]
-        if spec.uses_base:
-            args += ["--build-arg", f"BASE_IMAGE={build_base()}"]
-        if spec.wheels:
-            args += ["--build-context", f"wheels={wheelhouse(spec.wheels)}"]
-        with tempfile.TemporaryDirectory(prefix=f"kaito-{name}-") as tmp:
-            context = REPO
-            if name == "pause":  # the context is the static binary (no compiler in an image)
-                context = Path(tmp)
-                _run_logged(["gcc", "-Os", "-static", "-o", str(context / "pause"),
-                             str(REPO / "docker" / "pause.c")], "pause-gcc")  # fmt: skip
-            say(f"building {name} ({spec.dockerfile})")
-            _run_logged(buildah(*args, str(context)), f"build-{name}")
-        took, size = time.monotonic() - t0, size_mib(out)
-        say(f"{name}: built in {took:.0f} s, {size:.0f} MiB")
-        record_figures(name, {"tag": tag(name), "build_s": round(took, 1), "size_mib": round(size)})
-        prune_local(name, keep=out)
+    if local_exists(out):
+        return out
+    t0 = time.monotonic()
+    # --layers: an unchanged step (the 6 GB venv of the serving image) is reused, so a
+    # change to serving/ rebuilds and pushes only the layer it touches
+    args = ["bud", "--isolation", "chroot", "--pull-never", "--layers",
+            "-f", str(REPO / spec.dockerfile), "-t", out]  # fmt: skip
+    for k, v in spec.build_args.items():
+        args += ["--build-arg", f"{k}={v}"]
+    if spec.uses_base:
+        args += ["--build-arg", f"BASE_IMAGE={build_base()}"]
+    if spec.wheels:
+        args += ["--build-context", f"wheels={wheelhouse(spec.wheels)}"]
+    with tempfile.TemporaryDirectory(prefix=f"kaito-{name}-") as tmp:
+        context = REPO
+        if name == "pause":  # the context is the static binary (no compiler in an image)
+            context = Path(tmp)
+            _run_logged(["gcc", "-Os", "-static", "-o", str(context / "pause"),
+                         str(REPO / "docker" / "pause.c")], "pause-gcc")  # fmt: skip
+        say(f"building {name} ({spec.dockerfile})")
+        _run_logged(buildah(*args, str(context)), f"build-{name}")
+    took, size = time.monotonic() - t0, size_mib(out)
+    say(f"{name}: built in {took:.0f} s, {size:.0f} MiB")
+    record_figures(name, {"tag": tag(name), "build_s": round(took, 1), "size_mib": round(size)})
+    prune_local(name, keep=out)
     return out
 
 
@@ -284,12 +290,32 @@ def record_figures(name: str, values: dict[str, object]) -> None:
     (images_dir() / "figures.json").write_text(json.dumps(data, indent=1))
 
 
-def prune_local(name: str, keep: str) -> None:
-    """Drop this image's older builds (several GB each for serving); `keep` stays."""
-    listing = subprocess.run(buildah("images", "--format", "{{.Name}}:{{.Tag}}"),
-                             capture_output=True, text=True, check=False).stdout  # fmt: skip
+KEEP_RECENT = 3
+"""Builds of one image kept besides the new one: other checkouts on the machine (a branch
+with another serving/) use theirs, and removing them would make each rebuild the other's."""
+
+
+def stale_builds(entries: list[dict[str, Any]], name: str, keep: str) -> list[str]:
+    """The references to remove from `buildah images --json`: builds of `name` other than
+    `keep` and the KEEP_RECENT newest."""
     mine = f"localhost/{PREFIX}/{name}:"
-    stale = [r for r in listing.split() if r.startswith(mine) and r != keep]
+    builds = sorted(
+        ((int(e.get("created") or 0), ref) for e in entries for ref in e.get("names") or []
+         if ref.startswith(mine) and ref != keep),
+        reverse=True,
+    )  # fmt: skip
+    return [ref for _, ref in builds[KEEP_RECENT:]]
+
+
+def prune_local(name: str, keep: str) -> None:
+    """Drop this image's older builds (several GB each for serving) but the newest few."""
+    listing = subprocess.run(buildah("images", "--json"),
+                             capture_output=True, text=True, check=False).stdout  # fmt: skip
+    try:
+        entries = json.loads(listing) or []
+    except json.JSONDecodeError:
+        return
+    stale = stale_builds(entries, name, keep)
     for old in stale:
         subprocess.run(buildah("rmi", "--force", old), capture_output=True, check=False)
     if stale:
@@ -329,18 +355,19 @@ def remote_exists(registry: str, remote: str) -> bool:
 
 def push(name: str, registry: str) -> str:
     """Build if needed, then push to a plain-HTTP registry (a no-op when it has the tag)."""
-    local = build(name)  # its tag is the one the build started with, whatever changed since
-    remote = f"{registry}/{PREFIX}/{name}:{local.rsplit(':', 1)[1]}"
-    if remote_exists(registry, remote):
-        return remote
-    t0 = time.monotonic()
-    # zstd: a fraction of gzip's CPU for the 6 GB serving image, and containerd reads it.
-    _run_logged(
-        buildah("push", "--tls-verify=false", "--compression-format", "zstd",
-                local, f"docker://{remote}"),
-        f"push-{name}",
-    )  # fmt: skip
-    took = time.monotonic() - t0
+    with storage_lock():  # another checkout's build may not prune the image mid-push
+        local = _build_locked(name)  # its tag is the one the build started with
+        remote = f"{registry}/{PREFIX}/{name}:{local.rsplit(':', 1)[1]}"
+        if remote_exists(registry, remote):
+            return remote
+        t0 = time.monotonic()
+        # zstd: a fraction of gzip's CPU for the 6 GB serving image, and containerd reads it.
+        _run_logged(
+            buildah("push", "--tls-verify=false", "--compression-format", "zstd",
+                    local, f"docker://{remote}"),
+            f"push-{name}",
+        )  # fmt: skip
+        took = time.monotonic() - t0
     say(f"{name}: pushed to {registry} in {took:.0f} s")
     record_figures(name, {**figures().get(name, {}), "push_s": round(took, 1)})
     return remote
