@@ -10,15 +10,18 @@ node started with one taken after ``down``, and fails the module when they diffe
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import os
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -242,3 +245,34 @@ def pull_secret(cluster: Cluster, namespace: str, name: str, config: bytes) -> N
 def wrong_pull_secret(registry: LocalRegistry) -> bytes:
     wrong = base64.b64encode(f"{registry.user}:not-the-password".encode()).decode()
     return json.dumps({"auths": {registry.host: {"auth": wrong}}}).encode()
+
+
+WRITE_CHAT_PARQUET = """
+import sys, pyarrow as pa, pyarrow.parquet as pq
+rows = [{"messages": [{"role": "user", "content": f"what is {i}"},
+                      {"role": "assistant", "content": f"the answer is {i} blue green"}]}
+        for i in range(8)]
+pq.write_table(pa.Table.from_pylist(rows), sys.argv[1])
+"""
+
+
+@pytest.fixture
+def data_url(tmp_path: Path) -> Iterator[str]:
+    """A parquet file served on the node's address, where the Job's pod can fetch it."""
+    py = serving_python()
+    assert py is not None
+    root = tmp_path / "http"
+    root.mkdir()
+    subprocess.run([str(py), "-c", WRITE_CHAT_PARQUET, str(root / "chat.parquet")], check=True)
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *_: object) -> None:
+            pass
+
+    handler = functools.partial(Quiet, directory=str(root))
+    server = ThreadingHTTPServer((realnode.GATEWAY, 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://{realnode.GATEWAY}:{server.server_address[1]}/chat.parquet"
+    server.shutdown()
+    server.server_close()

@@ -129,11 +129,12 @@ def test_prometheus_scrapes_the_operator_through_its_service(chart: Chart, tmp_p
     target = f"{svc['spec']['clusterIP']}:{svc['spec']['ports'][0]['port']}"
     prom = Prometheus(tmp_path, {"kaito-operator": target})
     try:
-        # the Service spreads scrapes over both replicas; each serves the operator's metrics
+        # Prometheus keeps its connection, so its scrapes stay with whichever replica the
+        # Service picked: ask for what the standby exports too (its API client's requests)
         def scraped() -> bool:
             with contextlib.suppress(OSError, AssertionError, KeyError, IndexError):
                 up = prom.query('max_over_time(up{job="kaito-operator"}[1m])')
-                found = prom.query("max_over_time(controller_runtime_active_workers[1m])")
+                found = prom.query("max_over_time(rest_client_requests_total[1m])")
                 return up[0]["value"][1] == "1" and bool(found)
             return False
 
@@ -145,52 +146,110 @@ def test_prometheus_scrapes_the_operator_through_its_service(chart: Chart, tmp_p
         prom.stop()
 
 
-def _publish_standin(tmp_path: Path) -> tuple[subprocess.Popen[str], str]:
-    """The tiny test model on a local hub, under phi-3's id, on the node's address."""
+def _standins(tmp_path: Path) -> dict[str, Path]:
+    """Tiny Phi-3 models under the seed's model ids, and a LoRA adapter for them."""
     py = serving_python()
     assert py is not None
-    built = (
-        subprocess.run(
-            [str(REPO / "hack" / "tiny-model")], capture_output=True, text=True, check=True
-        )
-        .stdout.strip()
-        .splitlines()[-1]
-    )
-    standin = tmp_path / "phi-3-standin"
-    shutil.copytree(built, standin)
-    config = json.loads((standin / "config.json").read_text())
-    config["max_position_embeddings"] = 4096  # phi-3-mini-4k's context; RoPE needs no weights
-    (standin / "config.json").write_text(json.dumps(config))
-    hub = subprocess.Popen(
-        [str(py), str(REPO / "hack" / "hub.py"), "--host", realnode.GATEWAY,
-         "--publish", f"microsoft/Phi-3-mini-4k-instruct={standin}"],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": "."}
+    out = {}
+    for model_id in ("microsoft/Phi-3-mini-4k-instruct", "microsoft/Phi-3-mini-128k-instruct"):
+        dest = tmp_path / model_id.split("/")[1]
+        args = [str(py), "-m", "tests.serving.standin", model_id, str(dest)]
+        if "128k" in model_id:
+            args += ["--adapter", str(tmp_path / "adapter")]
+        subprocess.run(args, cwd=REPO, env=env, check=True, capture_output=True, text=True)
+        out[model_id] = dest
+    out["adapter"] = tmp_path / "adapter"
+    return out
+
+
+def _hub(standins: dict[str, Path]) -> tuple[subprocess.Popen[str], str]:
+    """hack/hub.py on the node's address, serving the stand-ins under the real ids."""
+    py = serving_python()
+    assert py is not None
+    args = [str(py), str(REPO / "hack" / "hub.py"), "--host", realnode.GATEWAY]
+    for model_id, path in standins.items():
+        if "/" in model_id:
+            args += ["--publish", f"{model_id}={path}"]
+    hub = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
     assert hub.stdout is not None
-    url = json.loads(hub.stdout.readline())["url"]
-    return hub, url
+    return hub, str(json.loads(hub.stdout.readline())["url"])
 
 
-def test_the_seed_walkthrough_answers_through_the_service(chart: Chart, tmp_path: Path) -> None:
+def _succeeded(chart: Chart, name: str, timeout: int = 1200) -> None:
+    chart.cluster.kubectl(
+        "wait", "--for=condition=WorkspaceSucceeded", f"workspace/{name}", "-n", "default",
+        f"--timeout={timeout}s", timeout=timeout + 60,
+    )  # fmt: skip
+
+
+def test_the_seed_walkthrough_answers_through_the_service(
+    chart: Chart, tmp_path: Path, data_url: str
+) -> None:
+    """The seed's inference, adapter and tuning manifests, on the installed chart."""
     if not (REPO / "hack" / "hub.py").exists():
         pytest.skip("needs the local model hub (hack/hub.py)")
-    hub, url = _publish_standin(tmp_path)
+    standins = _standins(tmp_path)
+    hub, url = _hub(standins)
+    k = chart.cluster.kubectl
     try:
         helm = subprocess.run(
             [str(REPO / "hack" / "helm"), "upgrade", "kaito", "charts/kaito", "-n", NAMESPACE,
-             "--reuse-values", f"--set=modelHub.endpoint={url}", "--wait", "--timeout=10m"],
+             "--reset-then-reuse-values", f"--set=modelHub.endpoint={url}",
+             "--wait", "--timeout=10m"],
             cwd=REPO, env=chart.env, capture_output=True, text=True, check=False,
         )  # fmt: skip
         assert helm.returncode == 0, helm.stderr
+        # 1. inference: the guide's block, verbatim
         out = chart.run("walkthrough")
         assert re.search(r"NAME\s+INSTANCE\s+RESOURCEREADY\s+INFERENCEREADY\s+WORKSPACEREADY", out)
         assert re.search(r"workspace-phi-3-mini\s+Standard_NC6s_v3\s+True\s+True\s+True", out)
-        assert "80/TCP,29500/TCP" in out
+        assert re.search(r"workspace-phi-3-mini\s+ClusterIP\s+\S+\s+<none>\s+80/TCP", out)
+        assert '{"Result"' in out, out[-3000:]
         answer = json.loads(out[out.index('{"Result"') :].splitlines()[0])
         assert isinstance(answer["Result"], str) and answer["Result"]
+
+        # 2. adapters: the example with its placeholder replaced by an image we publish
+        adapter = f"{chart.cluster.registry}/adapter-phi-3:0.0.1"
+        subprocess.run(
+            [str(REPO / "hack" / "push-model"), str(standins["adapter"]), adapter, "--plain-http"],
+            check=True, capture_output=True, text=True,
+        )  # fmt: skip
+        k("delete", "workspace", "workspace-phi-3-mini", "-n", "default", "--timeout=300s")
+        k("label", "node", chart.cluster.node, "apps=phi-3-adapter", "--overwrite")
+        example = REPO / "examples" / "inference" / "kaito_workspace_phi_3_with_adapters.yaml"
+        text = example.read_text().replace("registry.example.com/adapter-phi-3:0.0.1", adapter)
+        k("apply", "-n", "default", "-f", "-", stdin=text)
+        _succeeded(chart, "workspace-phi-3-mini-adapter")
+        svc = chart.cluster.get("service", "workspace-phi-3-mini-adapter", "default")
+        assert svc is not None
+        body = {"prompt": "What is Kubernetes?", "model": "phi-3-adapter",
+                "generate_kwargs": {"max_new_tokens": 8}}  # fmt: skip
+        said = chart.cluster.run_curl(
+            "default", "-sS", "-X", "POST", f"http://{svc['spec']['clusterIP']}/chat",
+            "-H", "Content-Type: application/json", "-d", json.dumps(body),
+        )  # fmt: skip
+        assert json.loads(said)["Result"]
+
+        # 3. tuning: the example with a dataset and an output registry this machine reaches
+        chart.cluster.apply(
+            {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/dockerconfigjson",
+             "metadata": {"name": "registry-push-secret", "namespace": "default"},
+             "stringData": {".dockerconfigjson": json.dumps({"auths": {}})}}
+        )  # fmt: skip
+        tuning = (REPO / "examples" / "workspace-tuning-phi-3.yaml").read_text()
+        source = re.search(r'- "(https://huggingface\.co/[^"]+)"', tuning)
+        assert source is not None
+        tuning = tuning.replace(source.group(1), data_url).replace(
+            "registry.example.com/adapter-tuning-phi-3:0.0.1",
+            f"{chart.cluster.registry}/adapter-tuning-phi-3:0.0.1",
+        )
+        k("apply", "-n", "default", "-f", "-", stdin=tuning)
+        _succeeded(chart, "workspace-tuning-phi-3")
     finally:
-        chart.cluster.kubectl("delete", "workspace", "workspace-phi-3-mini", "--timeout=120s",
-                              check=False)  # fmt: skip
+        for name in ("workspace-phi-3-mini", "workspace-phi-3-mini-adapter",
+                     "workspace-tuning-phi-3"):  # fmt: skip
+            k("delete", "workspace", name, "-n", "default", "--timeout=300s", check=False)
         hub.terminate()
         hub.wait(30)
 
@@ -276,14 +335,21 @@ def test_a_deleted_leader_is_replaced_within_the_lease_duration(chart: Chart) ->
 def test_uninstall_leaves_nothing_of_the_release_behind(chart: Chart) -> None:
     chart.run("uninstall", timeout=600)
     k = chart.cluster.kubectl
-    left = k("-n", NAMESPACE, "get", "all,secrets,serviceaccounts,roles,rolebindings",
-             "-l", "app.kubernetes.io/instance=kaito", "-o", "name").stdout.split()  # fmt: skip
-    left += [
-        name for name in k("get", "clusterroles,clusterrolebindings,"
-                           "validatingwebhookconfigurations", "-o", "name").stdout.split()
-        if "kaito" in name
-    ]  # fmt: skip
-    assert left == []
+
+    def left() -> list[str]:
+        kinds = "all,secrets,serviceaccounts,roles,rolebindings"
+        release = "app.kubernetes.io/instance=kaito"
+        names = k("-n", NAMESPACE, "get", kinds, "-l", release, "-o", "name").stdout.split()
+        return names + [
+            name for name in k("get", "clusterroles,clusterrolebindings,"
+                               "validatingwebhookconfigurations", "-o", "name").stdout.split()
+            if "kaito" in name
+        ]  # fmt: skip
+
+    # pods finish their termination (the webhook's drain) after helm has returned
+    with contextlib.suppress(AssertionError):
+        chart.cluster.wait_for("the release's objects to go", lambda: not left(), 120)
+    assert left() == []
     assert chart.pods() == []
     crds = k("get", "crd", "-o", "name").stdout
     assert "workspaces.kaito.sh" in crds  # Helm keeps CRDs

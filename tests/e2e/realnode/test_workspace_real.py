@@ -10,18 +10,13 @@ the Workspace's conditions in words.
 
 from __future__ import annotations
 
-import functools
 import json
 import subprocess
-import threading
-from collections.abc import Iterator
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from hack import realnode
 from hack.registry import LocalRegistry
 
 from ..controllers.conftest import Operator, condition
@@ -235,37 +230,6 @@ def test_a_crash_loop_shows_its_termination_message(
     real_cluster.apply(ws, ns)
     message = wait_condition_says(real_cluster, ns, "broken", "keeps crashing")
     assert "config.json" in message or "weights" in message.lower()
-
-
-WRITE_CHAT_PARQUET = """
-import sys, pyarrow as pa, pyarrow.parquet as pq
-rows = [{"messages": [{"role": "user", "content": f"what is {i}"},
-                      {"role": "assistant", "content": f"the answer is {i} blue green"}]}
-        for i in range(8)]
-pq.write_table(pa.Table.from_pylist(rows), sys.argv[1])
-"""
-
-
-@pytest.fixture
-def data_url(tmp_path: Path) -> Iterator[str]:
-    """A parquet file served on the node's address, where the Job's pod can fetch it."""
-    py = serving_python()
-    assert py is not None
-    root = tmp_path / "http"
-    root.mkdir()
-    subprocess.run([str(py), "-c", WRITE_CHAT_PARQUET, str(root / "chat.parquet")], check=True)
-
-    class Quiet(SimpleHTTPRequestHandler):
-        def log_message(self, *_: object) -> None:
-            pass
-
-    handler = functools.partial(Quiet, directory=str(root))
-    server = ThreadingHTTPServer((realnode.GATEWAY, 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://{realnode.GATEWAY}:{server.server_address[1]}/chat.parquet"
-    server.shutdown()
-    server.server_close()
 
 
 def test_a_tuning_job_trains_in_real_containers_and_its_adapter_then_serves(
