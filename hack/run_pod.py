@@ -9,7 +9,15 @@ container, with the serving venv's ``python3`` first on PATH:
   Secrets and ConfigMaps (from the cluster or from the same file) are written as files,
   projected pull secrets included;
 * each mount path is rewritten to its directory in command, args and env values;
-* container port 5000 becomes a free 127.0.0.1 port; the URL is printed once /health answers.
+* each container port becomes a free 127.0.0.1 port; the URL is printed once /health answers.
+
+A StatefulSet runs all its replicas, each pod with its ordinal (the ``apps.kubernetes.io/pod-index``
+label, ``HOSTNAME``, ``metadata.name``) and its own ports and volumes; the headless Service's
+names of the pods (``<sts>-<i>.<service>[.<ns>[.svc[.cluster.local]]][:port]``) resolve to
+127.0.0.1 and that pod's port, so a multi-node group talks to itself on loopback only. The URL
+printed is pod 0's (the client Service's target). ``--restart`` restarts a main container that
+exits, as the kubelet does (restartPolicy Always); each pod's current process id is in
+``<work>/[<pod>/]main.pid``.
 
 For the serving image's own defaults (``/mnt/adapter`` and ``/mnt/config``) the launcher's flags
 are made explicit, since a default cannot be rewritten. Stop with SIGTERM/SIGINT: the container
@@ -20,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import json
 import os
 import re
@@ -178,7 +187,37 @@ def expand_vars(text: str, env: dict[str, str]) -> str:
     )
 
 
-def container_env(c: Doc, src: Source, pod_name: str) -> dict[str, str]:
+FIELD_LABEL = re.compile(r"metadata\.labels\['([^']+)'\]")
+
+
+class Peers:
+    """A StatefulSet's pods as its headless Service names them, resolved to 127.0.0.1 ports."""
+
+    def __init__(self, sts: str, service: str, namespace: str, ports: list[dict[int, int]]):
+        self.ports = ports
+        suffix = rf"(?:\.{re.escape(namespace)}(?:\.svc(?:\.cluster\.local)?)?)?"
+        self.patterns = [
+            re.compile(
+                rf"(?<![\w.-]){re.escape(sts)}-{i}\.{re.escape(service)}{suffix}(?::(\d+))?(?![\w-])"
+            )
+            for i in range(len(ports))
+        ]
+
+    def rewrite(self, text: str) -> str:
+        for pattern, ports in zip(self.patterns, self.ports, strict=True):
+
+            def local(m: re.Match[str], ports: dict[int, int] = ports) -> str:
+                if m.group(1) is None:
+                    return "127.0.0.1"
+                return f"127.0.0.1:{ports.get(int(m.group(1)), int(m.group(1)))}"
+
+            text = pattern.sub(local, text)
+        return text
+
+
+def container_env(
+    c: Doc, src: Source, pod_name: str, labels: dict[str, str] | None = None, namespace: str = ""
+) -> dict[str, str]:
     env: dict[str, str] = {}
     for ef in c.get("envFrom", []):
         prefix = ef.get("prefix", "")
@@ -203,7 +242,13 @@ def container_env(c: Doc, src: Source, pod_name: str) -> dict[str, str]:
             value = raw.decode() if raw is not None else None
         elif "fieldRef" in ref:
             path = ref["fieldRef"]["fieldPath"]
-            value = {"metadata.name": pod_name, "status.podIP": "127.0.0.1"}.get(path, "")
+            fields = {
+                "metadata.name": pod_name,
+                "metadata.namespace": namespace,
+                "status.podIP": "127.0.0.1",
+            }
+            label = FIELD_LABEL.fullmatch(path)
+            value = (labels or {}).get(label.group(1), "") if label else fields.get(path, "")
         if value is not None:
             env[e["name"]] = value
     return env
@@ -235,6 +280,7 @@ class PodRunner:
         maps: dict[str, Path],
         python_bin: Path,
         pod_name: str,
+        labels: dict[str, str] | None = None,
     ) -> None:
         self.spec = spec
         self.src = src
@@ -242,8 +288,19 @@ class PodRunner:
         self.maps = maps
         self.python_bin = python_bin
         self.pod_name = pod_name
+        self.labels = labels or {}
         self.volumes: dict[str, Path] = {}
-        self.port = free_port()
+        declared = {
+            int(p["containerPort"])
+            for c in spec.get("containers", [])
+            for p in c.get("ports", [])
+            if "containerPort" in p
+        }
+        self.ports = {port: free_port() for port in sorted(declared | {SERVING_PORT})}
+        self.port = self.ports[SERVING_PORT]
+        self.peers: Peers | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.restarts = 0
 
     def prepare_volumes(self) -> None:
         for vol in self.spec.get("volumes", []):
@@ -277,10 +334,11 @@ class PodRunner:
             raise RunPodError(
                 f"container {c['name']!r} has no command: the image entrypoint is unknown here"
             )
-        spec_env = container_env(c, self.src, self.pod_name)
+        spec_env = container_env(c, self.src, self.pod_name, self.labels, self.src.namespace)
         mapping = self.mounts(c)
-        argv = [rewrite(expand_vars(a, spec_env), mapping) for a in argv]
-        spec_env = {k: rewrite(v, mapping) for k, v in spec_env.items()}
+        argv = [self.resolve(rewrite(expand_vars(a, spec_env), mapping)) for a in argv]
+        spec_env = {k: self.resolve(rewrite(v, mapping)) for k, v in spec_env.items()}
+        spec_env["HOSTNAME"] = self.pod_name
         if main and self._is_serving(argv):
             mounts = dict(mapping)
             if not _has_flag(argv, "--adapter-dir") and "/mnt/adapter" in mounts:
@@ -294,6 +352,7 @@ class PodRunner:
                 argv += ["--config", str(cfg)]
             argv = _set_flag(argv, "--port", str(self.port))
             argv = _set_flag(argv, "--host", "127.0.0.1")
+            argv = self._own_ports(argv)
         elif main:
             argv = [
                 a.replace(str(SERVING_PORT), str(self.port)) if "port" in a else a for a in argv
@@ -305,6 +364,17 @@ class PodRunner:
         if argv[0] in ("python", "python3"):
             argv[0] = str(self.python_bin)
         return argv, env
+
+    def resolve(self, text: str) -> str:
+        return self.peers.rewrite(text) if self.peers is not None else text
+
+    def _own_ports(self, argv: list[str]) -> list[str]:
+        """``--<name>-port N`` for one of the pod's container ports: its local port."""
+        out = list(argv)
+        for i, a in enumerate(out[:-1]):
+            if re.fullmatch(r"--[\w-]*port", a) and out[i + 1].isdigit():
+                out[i + 1] = str(self.ports.get(int(out[i + 1]), int(out[i + 1])))
+        return out
 
     @staticmethod
     def _is_serving(argv: list[str]) -> bool:
@@ -323,55 +393,109 @@ class PodRunner:
                     f"init container {c['name']!r} failed with exit code {r.returncode}"
                 )
 
-    def run_main(self, name: str | None, wait_s: float) -> int:
+    def main_container(self, name: str | None) -> Doc:
         containers = self.spec.get("containers", [])
         c = next((x for x in containers if x["name"] == name), None) if name else containers[0]
         if c is None:
             raise RunPodError(f"no container named {name!r}")
-        argv, env = self.command(c, main=True)
-        log(f"container {c['name']}: {' '.join(argv)}")
-        # The container's output goes to stderr: stdout carries only the URL line.
-        proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=sys.stderr, start_new_session=True)
-        stopping = False
+        return dict(c)
 
-        def stop(*_: object) -> None:
-            nonlocal stopping
-            stopping = True
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-
-        signal.signal(signal.SIGTERM, stop)
-        signal.signal(signal.SIGINT, stop)
-        serves = any(
+    def serves(self, c: Doc) -> bool:
+        argv = [*c.get("command", []), *c.get("args", [])]
+        return any(
             p.get("containerPort") == SERVING_PORT for p in c.get("ports", [])
         ) or self._is_serving(argv)
-        if serves:
-            url = f"http://127.0.0.1:{self.port}"
-            deadline = time.monotonic() + wait_s
-            while proc.poll() is None and not stopping and time.monotonic() < deadline:
-                try:
-                    with urllib.request.urlopen(url + "/health", timeout=2) as r:
-                        if r.status == 200:
-                            print(f"URL={url}", flush=True)
-                            break
-                except (urllib.error.URLError, OSError):
-                    pass
-                time.sleep(0.5)
-            else:
-                if proc.poll() is None and not stopping:
-                    log(f"not healthy after {wait_s}s; stopping")
-                    stop()
+
+    def start_main(self, c: Doc) -> None:
+        argv, env = self.command(c, main=True)
+        log(f"{self.pod_name}: container {c['name']}: {' '.join(argv)}")
+        # The container's output goes to stderr: stdout carries only the URL line.
+        self.proc = subprocess.Popen(
+            argv, env=env, cwd=ROOT, stdout=sys.stderr, start_new_session=True
+        )
+        (self.work / "main.pid").write_text(f"{self.proc.pid}\n")
+
+    def healthy(self) -> bool:
         try:
-            rc = proc.wait()
-        except KeyboardInterrupt:
-            stop()
-            rc = proc.wait()
-        finally:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-        return 0 if stopping else rc
+            with urllib.request.urlopen(self.url + "/health", timeout=2) as r:
+                return bool(r.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def signal_main(self, sig: int) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, sig)
+
+    def stop_main(self, grace: float = 30) -> None:
+        """SIGTERM to the container's process group, SIGKILL after the grace period."""
+        if self.proc is None:
+            return
+        self.signal_main(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            self.signal_main(signal.SIGKILL)
+            self.proc.wait()
+        with contextlib.suppress(ProcessLookupError):  # what the container left behind
+            os.killpg(self.proc.pid, signal.SIGKILL)
+
+
+def run_pods(
+    runners: list[PodRunner], container: str | None, wait_s: float, *, restart: bool
+) -> int:
+    """Run every pod's main container; print pod 0's URL once healthy; stop on SIGTERM/SIGINT.
+
+    Without ``restart`` the first container to exit ends the run with its status (the others
+    are stopped); with it, an exited container is started again after a second.
+    """
+    stopping = False
+
+    def stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    mains = [r.main_container(container) for r in runners]
+    for r, c in zip(runners, mains, strict=True):
+        r.start_main(c)
+    leader, serves = runners[0], runners[0].serves(mains[0])
+    announced = not serves
+    deadline = time.monotonic() + wait_s
+    rc = 0
+    try:
+        while not stopping:
+            for r, c in zip(runners, mains, strict=True):
+                assert r.proc is not None
+                code = r.proc.poll()
+                if code is None:
+                    continue
+                with contextlib.suppress(ProcessLookupError):  # as when a container ends
+                    os.killpg(r.proc.pid, signal.SIGKILL)
+                if not restart:
+                    log(f"{r.pod_name}: container exited with status {code}")
+                    return code
+                r.restarts += 1
+                log(f"{r.pod_name}: container exited with status {code}; restart {r.restarts}")
+                time.sleep(1)
+                r.start_main(c)
+            if not announced and leader.healthy():
+                print(f"URL={leader.url}", flush=True)
+                announced = True
+            elif not announced and time.monotonic() > deadline:
+                log(f"not healthy after {wait_s}s; stopping")
+                rc = 1
+                break
+            time.sleep(0.5)
+    finally:
+        for r in runners:
+            r.stop_main()
+    return rc
 
 
 def default_python() -> Path:
@@ -387,6 +511,37 @@ def default_python() -> Path:
     if venv and (venv / "bin" / "python3").exists():
         return venv / "bin" / "python3"
     return Path(sys.executable)
+
+
+def pod_runners(
+    workload: Doc, src: Source, work: Path, maps: dict[str, Path], python_bin: Path
+) -> list[PodRunner]:
+    """One runner per pod: a StatefulSet's replicas with their ordinals, else one pod."""
+    name = workload["metadata"]["name"]
+    spec = pod_spec(workload)
+    if workload["kind"] != "StatefulSet":
+        return [PodRunner(spec, src, work=work, maps=maps, python_bin=python_bin, pod_name=name)]
+    replicas = int(workload["spec"].get("replicas", 1))
+    labels = dict(workload["spec"]["template"].get("metadata", {}).get("labels") or {})
+    runners = []
+    for i in range(replicas):
+        pod = f"{name}-{i}"
+        pod_labels = {
+            **labels,
+            "apps.kubernetes.io/pod-index": str(i),
+            "statefulset.kubernetes.io/pod-name": pod,
+        }
+        pod_work = work / pod if replicas > 1 else work
+        pod_work.mkdir(parents=True, exist_ok=True)
+        runner = PodRunner(spec, src, work=pod_work, maps=maps, python_bin=python_bin, pod_name=pod)
+        runner.labels = pod_labels
+        runners.append(runner)
+    service = workload["spec"].get("serviceName")
+    if service:
+        peers = Peers(name, service, src.namespace, [r.ports for r in runners])
+        for r in runners:
+            r.peers = peers
+    return runners
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -415,6 +570,11 @@ def main(argv: list[str] | None = None) -> None:
         "--python", type=Path, help="interpreter for python3 (default: the serving venv's)"
     )
     p.add_argument("--wait", type=float, default=600, help="seconds to wait for /health")
+    p.add_argument(
+        "--restart",
+        action="store_true",
+        help="restart a main container that exits (the kubelet's restartPolicy Always)",
+    )
     a = p.parse_args(argv)
     maps = {}
     for m in a.map:
@@ -448,19 +608,12 @@ def main(argv: list[str] | None = None) -> None:
         ns = workload.get("metadata", {}).get("namespace", a.namespace)
         src = Source(docs, kubectl, ns)
         work = a.work_dir or Path(tempfile.mkdtemp(prefix="run-pod-"))
-        name = workload["metadata"]["name"] + ("-0" if workload["kind"] == "StatefulSet" else "")
-        runner = PodRunner(
-            pod_spec(workload),
-            src,
-            work=work,
-            maps=maps,
-            python_bin=a.python or default_python(),
-            pod_name=name,
-        )
+        runners = pod_runners(workload, src, work, maps, a.python or default_python())
         try:
-            runner.prepare_volumes()
-            runner.run_init()
-            rc = runner.run_main(a.container, a.wait)
+            for runner in runners:
+                runner.prepare_volumes()
+                runner.run_init()
+            rc = run_pods(runners, a.container, a.wait, restart=a.restart)
         finally:
             if a.work_dir is None:
                 shutil.rmtree(work, ignore_errors=True)
