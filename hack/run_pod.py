@@ -187,7 +187,7 @@ def expand_vars(text: str, env: dict[str, str]) -> str:
     )
 
 
-FIELD_LABEL = re.compile(r"metadata\.labels\['([^']+)'\]")
+FIELD_META = re.compile(r"metadata\.(labels|annotations)\['([^']+)'\]")
 
 
 class Peers:
@@ -216,7 +216,13 @@ class Peers:
 
 
 def container_env(
-    c: Doc, src: Source, pod_name: str, labels: dict[str, str] | None = None, namespace: str = ""
+    c: Doc,
+    src: Source,
+    pod_name: str,
+    *,
+    labels: dict[str, str] | None = None,
+    namespace: str = "",
+    annotations: dict[str, str] | None = None,
 ) -> dict[str, str]:
     env: dict[str, str] = {}
     for ef in c.get("envFrom", []):
@@ -247,8 +253,12 @@ def container_env(
                 "metadata.namespace": namespace,
                 "status.podIP": "127.0.0.1",
             }
-            label = FIELD_LABEL.fullmatch(path)
-            value = (labels or {}).get(label.group(1), "") if label else fields.get(path, "")
+            meta = FIELD_META.fullmatch(path)
+            if meta:
+                found = (labels if meta.group(1) == "labels" else annotations) or {}
+                value = found.get(meta.group(2), "")
+            else:
+                value = fields.get(path, "")
         if value is not None:
             env[e["name"]] = value
     return env
@@ -289,6 +299,7 @@ class PodRunner:
         self.python_bin = python_bin
         self.pod_name = pod_name
         self.labels = labels or {}
+        self.annotations: dict[str, str] = {}
         self.volumes: dict[str, Path] = {}
         declared = {
             int(p["containerPort"])
@@ -334,7 +345,14 @@ class PodRunner:
             raise RunPodError(
                 f"container {c['name']!r} has no command: the image entrypoint is unknown here"
             )
-        spec_env = container_env(c, self.src, self.pod_name, self.labels, self.src.namespace)
+        spec_env = container_env(
+            c,
+            self.src,
+            self.pod_name,
+            labels=self.labels,
+            namespace=self.src.namespace,
+            annotations=self.annotations,
+        )
         mapping = self.mounts(c)
         argv = [self.resolve(rewrite(expand_vars(a, spec_env), mapping)) for a in argv]
         spec_env = {k: self.resolve(rewrite(v, mapping)) for k, v in spec_env.items()}
@@ -522,7 +540,8 @@ def pod_runners(
     if workload["kind"] != "StatefulSet":
         return [PodRunner(spec, src, work=work, maps=maps, python_bin=python_bin, pod_name=name)]
     replicas = int(workload["spec"].get("replicas", 1))
-    labels = dict(workload["spec"]["template"].get("metadata", {}).get("labels") or {})
+    meta = workload["spec"]["template"].get("metadata", {})
+    labels, annotations = dict(meta.get("labels") or {}), dict(meta.get("annotations") or {})
     runners = []
     for i in range(replicas):
         pod = f"{name}-{i}"
@@ -534,7 +553,7 @@ def pod_runners(
         pod_work = work / pod if replicas > 1 else work
         pod_work.mkdir(parents=True, exist_ok=True)
         runner = PodRunner(spec, src, work=pod_work, maps=maps, python_bin=python_bin, pod_name=pod)
-        runner.labels = pod_labels
+        runner.labels, runner.annotations = pod_labels, annotations
         runners.append(runner)
     service = workload["spec"].get("serviceName")
     if service:

@@ -16,9 +16,10 @@ Service):
   label, or the ordinal at the end of the host name); rank 0 is the leader;
 * every worker reports to the leader every :data:`REPORT_INTERVAL` seconds
   (``POST /group/report``) and learns the leader's group id, phase and master port;
-* the leader **gathers** until every worker has reported idle, then it is **forming**: its engine
-  starts and each worker starts its vLLM member for that group id; once the engine is up the
-  group is **serving**;
+* the leader **gathers** until every worker has reported idle, from a pod of the same template
+  revision (``POD_TEMPLATE_REVISION``: mid-rollout, old and new pods never form a group), then it
+  is **forming**: its engine starts and each worker starts its vLLM member for that group id;
+  once the engine is up the group is **serving**;
 * a worker that goes silent for the group timeout, comes back as a new process or drops its
   member after joining breaks the group: the leader writes the reason to its termination log
   and exits, and the kubelet restarts it into a new group (a new id);
@@ -50,6 +51,8 @@ log = logging.getLogger("serving.group")
 
 REPORT_INTERVAL = 2.0
 POD_INDEX_ENV = "POD_INDEX"
+REVISION_ENV = "POD_TEMPLATE_REVISION"
+"""The pod template's revision: a group forms only from pods of one revision (a rollout)."""
 MEMBER_ENV = "KAITO_GROUP_MEMBER"
 """Set (to the group id) in the worker's vLLM member process, which the supervisor starts."""
 IDLE, JOINED = "idle", "joined"
@@ -65,6 +68,7 @@ class GroupSpec:
     leader_host: str
     leader_port: int
     timeout: float = DEFAULT_GROUP_TIMEOUT
+    revision: str = ""
 
     @property
     def is_leader(self) -> bool:
@@ -136,7 +140,8 @@ def group_spec(
         raise OptionsError(
             f"--group-timeout must be more than {2 * REPORT_INTERVAL:g} seconds (two reports)"
         )
-    return GroupSpec(nnodes, rank, host, port, opts.group_timeout)
+    revision = (env or os.environ).get(REVISION_ENV, "")
+    return GroupSpec(nnodes, rank, host, port, opts.group_timeout, revision)
 
 
 def member_flags(spec: GroupSpec, master_port: int) -> list[str]:
@@ -157,6 +162,7 @@ class Member:
     state: str
     group: str | None
     seen: float
+    revision: str = ""
     joined: bool = False
 
 
@@ -180,13 +186,19 @@ class GroupLeader:
     _watchdog: asyncio.Task[None] | None = None
 
     def reply(self) -> dict[str, Any]:
-        return {"group": self.id, "phase": self.phase, "master_port": self.master_port}
+        return {
+            "group": self.id,
+            "phase": self.phase,
+            "master_port": self.master_port,
+            "revision": self.spec.revision,
+        }
 
     def report(self, body: Any) -> dict[str, Any]:
         """One worker's report; raises ValueError for a malformed one."""
         if not isinstance(body, dict):
             raise ValueError("expected a JSON object")
         rank, instance, state, group = (body.get(k) for k in ("rank", "instance", "state", "group"))
+        revision = str(body.get("revision") or "")
         if not isinstance(rank, int) or not 0 < rank < self.spec.size:
             raise ValueError(f"rank must be a worker's rank, 1..{self.spec.size - 1}")
         if not isinstance(instance, str) or state not in (IDLE, JOINED):
@@ -194,7 +206,7 @@ class GroupLeader:
         now = self.clock()
         known = self.members.get(rank)
         if self.phase == GATHERING:
-            self.members[rank] = Member(instance, state, group, now)
+            self.members[rank] = Member(instance, state, group, now, revision)
         elif self.phase == BROKEN:
             pass
         elif known is None or known.instance != instance:
@@ -207,15 +219,25 @@ class GroupLeader:
         return self.reply()
 
     def missing(self) -> list[int]:
-        """Workers not (freshly) reported idle: what gathering still waits for."""
+        """Workers not (freshly) reported idle at this revision: what gathering waits for."""
         now = self.clock()
         return [
             rank
             for rank in range(1, self.spec.size)
             if (m := self.members.get(rank)) is None
             or m.state != IDLE
+            or m.revision != self.spec.revision
             or now - m.seen > self.spec.timeout
         ]
+
+    def waiting_for(self, rank: int) -> str:
+        m = self.members.get(rank)
+        if m is None or self.clock() - m.seen > self.spec.timeout:
+            return f"worker {rank} (not reporting)"
+        if m.revision != self.spec.revision:
+            theirs, ours = m.revision or "?", self.spec.revision
+            return f"worker {rank} (pod template revision {theirs}, not {ours}: a rollout)"
+        return f"worker {rank} (still in group {m.group})"
 
     def check(self) -> None:
         """Break the group when a worker fell silent or never started its member."""
@@ -262,7 +284,8 @@ class GroupLeader:
         while missing := self.missing():
             if self.clock() - last_log >= 30:
                 last_log = self.clock()
-                log.info("group %s: waiting for worker(s) %s to report", self.id, missing)
+                waiting = ", ".join(self.waiting_for(rank) for rank in missing)
+                log.info("group %s: waiting for %s", self.id, waiting)
             await asyncio.sleep(0.5)
         while True:  # vLLM's rendezvous dials the leader's own name too
             try:

@@ -3,8 +3,8 @@
 It runs without vLLM. Every :data:`~serving.group.REPORT_INTERVAL` seconds it reports to the
 leader's group port; when the leader is forming a group it starts the vLLM member (``python -m
 serving`` again, with vLLM's ``--node-rank R --master-addr LEADER --master-port P --headless``
-and :data:`~serving.group.MEMBER_ENV` set), and it stops that member (its process group, by
-PID) when the leader's group id changes or the leader has been unreachable for the group
+and :data:`~serving.group.MEMBER_ENV` set), and it stops that member (and the processes it
+started, by PID) when the leader's group id changes or the leader has been unreachable for the group
 timeout. It then waits for the next group instead of exiting: the pod stays, so a leader's
 restart costs the worker no container restart and no crash-loop back-off.
 
@@ -69,6 +69,7 @@ class GroupWorker:
         self.last_contact = clock()
         self.leader_phase: str | None = None
         self.stopping = asyncio.Event()
+        self.tree: list[Any] = []  # the member's descendants (psutil.Process), last seen
 
     def state(self) -> dict[str, Any]:
         return {
@@ -76,6 +77,7 @@ class GroupWorker:
             "instance": self.instance,
             "state": JOINED if self.member is not None else IDLE,
             "group": self.member_group,
+            "revision": self.spec.revision,
         }
 
     async def run(self) -> int:
@@ -110,8 +112,11 @@ class GroupWorker:
             code = self.member.returncode
             log.warning("vLLM member of group %s exited with status %s", self.member_group, code)
             self.abandoned, self.member, self.member_group = self.member_group, None, None
+            self._kill_leftovers()
             if code == OPTIONS_EXIT_CODE:
                 return code  # its options are wrong: every new group would fail the same way
+        if self.member is not None:
+            self.tree = _descendants(self.member.pid)
         sent = self.state()
         reply = await self.report(session)
         now = self.clock()
@@ -129,6 +134,7 @@ class GroupWorker:
             and reply is not None
             and reply.get("phase") == FORMING
             and reply.get("group") != self.abandoned
+            and reply.get("revision", "") == self.spec.revision  # never mix two pod templates
         ):
             await self.join(str(reply["group"]), int(reply["master_port"]))
         if reply is not None and self.state()["state"] != sent["state"]:
@@ -152,27 +158,37 @@ class GroupWorker:
     async def join(self, group: str, master_port: int) -> None:
         argv = self.member_command(master_port)
         log.info("joining group %s (master port %d)", group, master_port)
+        # In the supervisor's process group: whatever ends the pod's container ends it too.
         self.member = await asyncio.create_subprocess_exec(
-            *argv, env={**os.environ, MEMBER_ENV: group}, start_new_session=True
+            *argv, env={**os.environ, MEMBER_ENV: group}
         )
         self.member_group = group
 
     async def drop(self, why: str) -> None:
-        """Stop the member's whole process group: SIGTERM, then SIGKILL after a grace."""
+        """Stop the member (SIGTERM, SIGKILL after a grace), then any process it left."""
         member, self.member, self.member_group = self.member, None, None
-        if member is None or member.returncode is not None:
+        if member is None:
             return
-        log.warning("leaving the group: %s", why)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(member.pid, signal.SIGTERM)
-        try:
-            await asyncio.wait_for(member.wait(), STOP_GRACE)
-        except TimeoutError:
+        if member.returncode is None:
+            log.warning("leaving the group: %s", why)
+            self.tree = _descendants(member.pid)
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(member.pid, signal.SIGKILL)
-            await member.wait()
-        with contextlib.suppress(ProcessLookupError):  # what the member left in its group
-            os.killpg(member.pid, signal.SIGKILL)
+                member.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(member.wait(), STOP_GRACE)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    member.kill()
+                await member.wait()
+        self._kill_leftovers()
+
+    def _kill_leftovers(self) -> None:
+        """The member's vLLM processes that outlived it (each checked against PID reuse)."""
+        for proc in self.tree:
+            with contextlib.suppress(Exception):
+                if proc.is_running():
+                    proc.kill()
+        self.tree = []
 
     async def _serve_probes(self) -> web.AppRunner:
         async def health(_: web.Request) -> web.Response:
@@ -185,6 +201,15 @@ class GroupWorker:
         await runner.setup()
         await web.TCPSite(runner, self.host, self.port).start()
         return runner
+
+
+def _descendants(pid: int) -> list[Any]:
+    import psutil
+
+    try:
+        return list(psutil.Process(pid).children(recursive=True))
+    except psutil.Error:
+        return []
 
 
 def run_worker(spec: GroupSpec, argv: Sequence[str], *, host: str | None, port: int) -> int:

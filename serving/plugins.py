@@ -8,6 +8,7 @@ group, on a sys.path entry the spawned children inherit (``PYTHONPATH``).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 import tempfile
@@ -21,16 +22,22 @@ _DIST = "kaito_serving_plugins-1.0.dist-info"
 
 
 def install(root: Path | None = None) -> Path:
-    """Make :data:`PLUGINS` vLLM general plugins for this process and the ones it spawns."""
-    base = root or Path(tempfile.gettempdir()) / "kaito-serving-plugins"
+    """Make :data:`PLUGINS` vLLM general plugins for this process and the ones it spawns.
+
+    The directory is named after its content and this package's location, so launchers of
+    another version or checkout on the same machine (sharing the temp dir) never rewrite the
+    entry points this one's processes read.
+    """
+    package_parent = str(Path(__file__).resolve().parent.parent)
+    entries = "".join(f"{name} = {target}\n" for name, target in PLUGINS.items())
+    key = hashlib.sha256(f"{package_parent}\n{entries}".encode()).hexdigest()[:12]
+    base = root or Path(tempfile.gettempdir()) / f"kaito-serving-plugins-{key}"
     dist = base / _DIST
     dist.mkdir(parents=True, exist_ok=True)
     (dist / "METADATA").write_text(
         "Metadata-Version: 2.1\nName: kaito-serving-plugins\nVersion: 1.0\n"
     )
-    entries = "".join(f"{name} = {target}\n" for name, target in PLUGINS.items())
     (dist / "entry_points.txt").write_text(f"[vllm.general_plugins]\n{entries}")
-    package_parent = str(Path(__file__).resolve().parent.parent)
     for entry in (str(base), package_parent):
         if entry not in sys.path:
             sys.path.append(entry)

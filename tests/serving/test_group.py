@@ -11,6 +11,7 @@ test_multinode.py.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import signal
@@ -29,6 +30,7 @@ from serving.group import (
     GATHERING,
     IDLE,
     JOINED,
+    REPORT_INTERVAL,
     SERVING,
     GroupLeader,
     GroupSpec,
@@ -100,19 +102,33 @@ class Breaks:
 
 
 def leader_of(size: int, clock: Clock, breaks: Breaks) -> GroupLeader:
-    return GroupLeader(GroupSpec(size, 0, "127.0.0.1", 1, timeout=10), 29500, breaks, clock)
+    spec = GroupSpec(size, 0, "127.0.0.1", 1, timeout=10, revision="r1")
+    return GroupLeader(spec, 29500, breaks, clock)
 
 
-def report(leader: GroupLeader, rank: int, instance: str, state: str = IDLE) -> dict[str, Any]:
+def report(
+    leader: GroupLeader, rank: int, instance: str, state: str = IDLE, revision: str = "r1"
+) -> dict[str, Any]:
     group = leader.id if state == JOINED else None
-    return leader.report({"rank": rank, "instance": instance, "state": state, "group": group})
+    body = {"rank": rank, "instance": instance, "state": state, "group": group}
+    return leader.report({**body, "revision": revision})
+
+
+def test_mid_rollout_pods_of_another_revision_are_not_gathered() -> None:
+    leader = leader_of(2, Clock(), Breaks())
+    report(leader, 1, "old-pod", revision="r0")
+    assert leader.missing() == [1]
+    assert "pod template revision r0, not r1" in leader.waiting_for(1)
+    report(leader, 1, "new-pod")
+    assert leader.missing() == []
 
 
 def test_the_leader_gathers_every_worker_then_forms_and_serves() -> None:
     clock, breaks = Clock(), Breaks()
     leader = leader_of(3, clock, breaks)
     assert leader.missing() == [1, 2]
-    assert report(leader, 1, "a") == {"group": leader.id, "phase": GATHERING, "master_port": 29500}
+    want = {"group": leader.id, "phase": GATHERING, "master_port": 29500, "revision": "r1"}
+    assert report(leader, 1, "a") == want
     assert leader.missing() == [2]
     clock.now += 11  # worker 1's report is stale by the time worker 2 comes
     report(leader, 2, "b")
@@ -242,7 +258,7 @@ async def test_a_worker_joins_each_new_group_and_its_death_breaks_the_group(
         await eventually("the member started", lambda: groups_joined(joins) == want)
         member = sup.member
         assert member is not None
-        os.killpg(member.pid, signal.SIGKILL)  # the vLLM member dies
+        os.kill(member.pid, signal.SIGKILL)  # the vLLM member dies
         await eventually("the leader saw it", lambda: leader.phase == BROKEN)
         assert breaks.reasons == ["worker 1 lost its vLLM member"]
     finally:
@@ -263,6 +279,14 @@ async def test_a_worker_leaves_a_group_whose_leader_is_gone(
     worker: tuple[GroupWorker, Path],
 ) -> None:
     sup, _ = worker
+    other = GroupLeader(dataclasses.replace(sup.spec, revision="other"), 29500, Breaks())
+    await other.start("127.0.0.1")  # a leader of another pod template: never joined
+    await eventually("the worker reported", lambda: 1 in other.members)
+    assert other.missing() == [1]  # not gathered...
+    other.form()  # ...and even if the leader formed a group, the worker would stay out
+    await asyncio.sleep(3 * REPORT_INTERVAL)
+    assert sup.member is None
+    await other.stop()
     leader = GroupLeader(sup.spec, 29500, Breaks())
     await leader.start("127.0.0.1")
     await formed(leader, sup)

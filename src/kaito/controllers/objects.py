@@ -447,7 +447,8 @@ def join_group(container: dict[str, Any], owner: Owner) -> None:
     and the launcher picks the role: pod 0 leads (the engine and the OpenAI server; the client
     Service targets it), the others run vLLM's headless members under a supervisor. The probes
     stay the same on every pod: the leader answers /health for the model, a worker for its
-    supervisor. ``VLLM_HOST_IP`` is the address vLLM tells its peers.
+    supervisor. ``POD_TEMPLATE_REVISION`` keeps old and new pods of a rollout out of one group;
+    ``VLLM_HOST_IP`` is the address vLLM tells its peers.
     """
     container["args"] = [*container["args"], "--group-leader", f"{leader_host(owner)}:{GROUP_PORT}"]
     container["env"] = [
@@ -455,6 +456,12 @@ def join_group(container: dict[str, Any], owner: Owner) -> None:
         {
             "name": "POD_INDEX",
             "valueFrom": {"fieldRef": {"fieldPath": f"metadata.labels['{POD_INDEX_LABEL}']"}},
+        },
+        {
+            "name": "POD_TEMPLATE_REVISION",
+            "valueFrom": {
+                "fieldRef": {"fieldPath": f"metadata.annotations['{REVISION_ANNOTATION}']"}
+            },
         },
         {"name": "VLLM_HOST_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
     ]

@@ -67,6 +67,8 @@ def test_a_multi_node_statefulset_makes_each_pod_a_group_member_by_its_index() -
     env = {e["name"]: e.get("valueFrom", {}).get("fieldRef", {}) for e in container["env"]}
     assert env["POD_INDEX"] == {"fieldPath": "metadata.labels['apps.kubernetes.io/pod-index']"}
     assert env["VLLM_HOST_IP"] == {"fieldPath": "status.podIP"}
+    revision = "metadata.annotations['workspace.kaito.io/revision']"
+    assert env["POD_TEMPLATE_REVISION"] == {"fieldPath": revision}
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports == {"http": 5000, "group": 5001, "rendezvous": 29500}
     # one template: the same /health probes on every pod, answered per role by the launcher
