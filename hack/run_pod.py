@@ -108,6 +108,13 @@ def pod_spec(workload: Doc) -> Doc:
     raise RunPodError(f"kind {kind!r} has no pod template; give a StatefulSet, Deployment or Pod")
 
 
+def pod_meta(workload: Doc) -> Doc:
+    """The pod's metadata (labels and annotations for the downward API)."""
+    if workload.get("kind") == "Pod":
+        return dict(workload.get("metadata") or {})
+    return dict(workload.get("spec", {}).get("template", {}).get("metadata") or {})
+
+
 def _secret_data(doc: Doc) -> dict[str, bytes]:
     out = {k: base64.b64decode(v) for k, v in (doc.get("data") or {}).items()}
     out |= {k: str(v).encode() for k, v in (doc.get("stringData") or {}).items()}
@@ -191,10 +198,18 @@ FIELD_META = re.compile(r"metadata\.(labels|annotations)\['([^']+)'\]")
 
 
 class Peers:
-    """A StatefulSet's pods as its headless Service names them, resolved to 127.0.0.1 ports."""
+    """A StatefulSet's pods as its headless Service names them, resolved to local ports."""
 
-    def __init__(self, sts: str, service: str, namespace: str, ports: list[dict[int, int]]):
+    def __init__(
+        self,
+        sts: str,
+        service: str,
+        namespace: str,
+        ports: list[dict[int, int]],
+        host: str = "127.0.0.1",
+    ):
         self.ports = ports
+        self.host = host
         suffix = rf"(?:\.{re.escape(namespace)}(?:\.svc(?:\.cluster\.local)?)?)?"
         self.patterns = [
             re.compile(
@@ -208,8 +223,8 @@ class Peers:
 
             def local(m: re.Match[str], ports: dict[int, int] = ports) -> str:
                 if m.group(1) is None:
-                    return "127.0.0.1"
-                return f"127.0.0.1:{ports.get(int(m.group(1)), int(m.group(1)))}"
+                    return self.host
+                return f"{self.host}:{ports.get(int(m.group(1)), int(m.group(1)))}"
 
             text = pattern.sub(local, text)
         return text
@@ -219,6 +234,7 @@ def container_env(
     c: Doc,
     src: Source,
     pod_name: str,
+    host: str = "127.0.0.1",
     *,
     labels: dict[str, str] | None = None,
     namespace: str = "",
@@ -251,7 +267,7 @@ def container_env(
             fields = {
                 "metadata.name": pod_name,
                 "metadata.namespace": namespace,
-                "status.podIP": "127.0.0.1",
+                "status.podIP": host,
             }
             meta = FIELD_META.fullmatch(path)
             if meta:
@@ -291,6 +307,8 @@ class PodRunner:
         python_bin: Path,
         pod_name: str,
         labels: dict[str, str] | None = None,
+        host: str = "127.0.0.1",
+        port: int | None = None,
     ) -> None:
         self.spec = spec
         self.src = src
@@ -308,7 +326,10 @@ class PodRunner:
             if "containerPort" in p
         }
         self.ports = {port: free_port() for port in sorted(declared | {SERVING_PORT})}
+        if port is not None:
+            self.ports[SERVING_PORT] = port
         self.port = self.ports[SERVING_PORT]
+        self.host = host
         self.peers: Peers | None = None
         self.proc: subprocess.Popen[bytes] | None = None
         self.restarts = 0
@@ -349,6 +370,7 @@ class PodRunner:
             c,
             self.src,
             self.pod_name,
+            self.host,
             labels=self.labels,
             namespace=self.src.namespace,
             annotations=self.annotations,
@@ -369,7 +391,7 @@ class PodRunner:
             ):
                 argv += ["--config", str(cfg)]
             argv = _set_flag(argv, "--port", str(self.port))
-            argv = _set_flag(argv, "--host", "127.0.0.1")
+            argv = _set_flag(argv, "--host", self.host)
             argv = self._own_ports(argv)
         elif main:
             argv = [
@@ -442,7 +464,7 @@ class PodRunner:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def signal_main(self, sig: int) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -532,15 +554,30 @@ def default_python() -> Path:
 
 
 def pod_runners(
-    workload: Doc, src: Source, work: Path, maps: dict[str, Path], python_bin: Path
+    workload: Doc,
+    src: Source,
+    work: Path,
+    maps: dict[str, Path],
+    python_bin: Path,
+    *,
+    host: str = "127.0.0.1",
+    port: int | None = None,
 ) -> list[PodRunner]:
-    """One runner per pod: a StatefulSet's replicas with their ordinals, else one pod."""
+    """One runner per pod: a StatefulSet's replicas with their ordinals, else one pod.
+
+    Every pod serves on ``host``; ``port`` (default: a free one) is pod 0's serving port.
+    """
     name = workload["metadata"]["name"]
     spec = pod_spec(workload)
+    kw: dict[str, Any] = {"maps": maps, "python_bin": python_bin, "host": host}
     if workload["kind"] != "StatefulSet":
-        return [PodRunner(spec, src, work=work, maps=maps, python_bin=python_bin, pod_name=name)]
+        meta = pod_meta(workload)
+        runner = PodRunner(spec, src, work=work, pod_name=name, port=port, **kw)
+        runner.labels = dict(meta.get("labels") or {})
+        runner.annotations = dict(meta.get("annotations") or {})
+        return [runner]
     replicas = int(workload["spec"].get("replicas", 1))
-    meta = workload["spec"]["template"].get("metadata", {})
+    meta = pod_meta(workload)
     labels, annotations = dict(meta.get("labels") or {}), dict(meta.get("annotations") or {})
     runners = []
     for i in range(replicas):
@@ -552,12 +589,13 @@ def pod_runners(
         }
         pod_work = work / pod if replicas > 1 else work
         pod_work.mkdir(parents=True, exist_ok=True)
-        runner = PodRunner(spec, src, work=pod_work, maps=maps, python_bin=python_bin, pod_name=pod)
+        own_port = port if i == 0 else None
+        runner = PodRunner(spec, src, work=pod_work, pod_name=pod, port=own_port, **kw)
         runner.labels, runner.annotations = pod_labels, annotations
         runners.append(runner)
     service = workload["spec"].get("serviceName")
     if service:
-        peers = Peers(name, service, src.namespace, [r.ports for r in runners])
+        peers = Peers(name, service, src.namespace, [r.ports for r in runners], host)
         for r in runners:
             r.peers = peers
     return runners
@@ -594,6 +632,12 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="restart a main container that exits (the kubelet's restartPolicy Always)",
     )
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="loopback address to serve on (a pod IP such as 127.0.0.2; default 127.0.0.1)",
+    )
+    p.add_argument("--port", type=int, help="port to serve on (default: a free one)")
     a = p.parse_args(argv)
     maps = {}
     for m in a.map:
@@ -627,7 +671,8 @@ def main(argv: list[str] | None = None) -> None:
         ns = workload.get("metadata", {}).get("namespace", a.namespace)
         src = Source(docs, kubectl, ns)
         work = a.work_dir or Path(tempfile.mkdtemp(prefix="run-pod-"))
-        runners = pod_runners(workload, src, work, maps, a.python or default_python())
+        python_bin = a.python or default_python()
+        runners = pod_runners(workload, src, work, maps, python_bin, host=a.host, port=a.port)
         try:
             for runner in runners:
                 runner.prepare_volumes()
