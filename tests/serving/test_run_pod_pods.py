@@ -88,6 +88,39 @@ def test_each_pod_gets_its_ordinal_own_ports_and_the_group_resolved(tmp_path: Pa
         assert r.work == tmp_path / f"ws-{i}"
 
 
+def test_host_and_port_are_every_pods_address_and_pod_0s_port(tmp_path: Path) -> None:
+    """--host (a pod IP on loopback) for every pod and its peers' names; --port for pod 0."""
+    spec = sts(2, ["python3", "-m", "serving"], ["--port", "5000"])
+    src = Source([spec], None, "team")
+    runners = pod_runners(
+        spec, src, tmp_path, {}, Path(sys.executable), host="127.0.0.2", port=5000
+    )
+    assert runners[0].port == 5000 and runners[1].port != 5000
+    assert runners[0].url == "http://127.0.0.2:5000"
+    container = spec["spec"]["template"]["spec"]["containers"][0]
+    argv, env = runners[1].command(container, main=True)
+    assert argv[argv.index("--host") + 1] == "127.0.0.2"
+    assert env["LEADER"] == f"127.0.0.2:{runners[0].ports[5001]}"
+
+
+def test_a_pod_of_a_statefulset_keeps_its_own_index() -> None:
+    """A Pod (as a process node runs it) reads its labels, the pod index among them."""
+    template = sts(2, ["python3", "-m", "serving"], [])["spec"]["template"]
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": "ws-1",
+            "namespace": "team",
+            "labels": {**template["metadata"]["labels"], "apps.kubernetes.io/pod-index": "1"},
+        },
+        "spec": template["spec"],
+    }
+    (runner,) = pod_runners(pod, Source([pod], None, "team"), Path("/nonexistent"), {}, Path("x"))
+    _, env = runner.command(pod["spec"]["containers"][0], main=True)
+    assert env["POD_INDEX"] == "1" and env["HOSTNAME"] == "ws-1"
+
+
 def test_field_refs_read_the_pods_labels_and_namespace() -> None:
     c = {
         "env": [
