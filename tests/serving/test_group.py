@@ -4,8 +4,8 @@ The leader's state machine runs with a fake clock; then a real leader (its group
 127.0.0.1) and a real worker supervisor whose "vLLM member" is a stand-in process show the
 protocol end to end: gather, form, join; a member's death breaks the group; a new leader (a
 restart) makes the worker leave the old group and join the new one; an unreachable leader
-makes it leave after the timeout. The same protocol with vLLM is tested in
-test_multinode.py.
+makes it leave after the timeout. The same protocol with vLLM, two pods of a Workspace's
+StatefulSet through hack/run-pod, is tested in tests/e2e/controllers/test_multinode_serves.py.
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -92,6 +93,14 @@ def chat(url: str) -> tuple[int, Any]:
         return 0, str(err)
 
 
+def openai_chat(url: str) -> tuple[int, Any]:
+    return post(
+        url + "/v1/chat/completions",
+        {"model": "tiny-llama-test", "max_tokens": 4, "temperature": 0,
+         "messages": [{"role": "user", "content": "hi"}]},
+    )  # fmt: skip
+
+
 def test_two_pods_serve_one_pipeline_and_recover_from_a_worker_death(
     cluster: Cluster,
     ns: str,  # noqa: F811
@@ -138,11 +147,7 @@ def test_two_pods_serve_one_pipeline_and_recover_from_a_worker_death(
         assert line.startswith("URL="), log.read_text()[-6000:]
         url = line.strip().removeprefix("URL=")
         assert chat(url) == (200, {"Result": want})
-        status, body = post(
-            url + "/v1/chat/completions",
-            {"model": "tiny-llama-test", "max_tokens": 4, "temperature": 0,
-             "messages": [{"role": "user", "content": "hi"}]},
-        )  # fmt: skip
+        status, body = openai_chat(url)
         assert status == 200 and body["usage"]["completion_tokens"] == 4, body
         assert (work / "mn-0" / "volumes" / "model-weights-volume" / "config.json").is_file()
         assert (work / "mn-1" / "volumes" / "model-weights-volume" / "config.json").is_file()
@@ -156,10 +161,16 @@ def test_two_pods_serve_one_pipeline_and_recover_from_a_worker_death(
             timeout=120,
         )
         seen = time.monotonic() - killed
-        assert "multi-node group broken: worker 1 restarted" in log.read_text()
+        # its new supervisor reports as a new process (or, on a very slow start, stays silent)
+        assert re.search(
+            r"multi-node group broken: worker 1 (restarted|has not reported)", log.read_text()
+        ), log.read_text()[-6000:]
         wait_until("the new group answers", lambda: chat(url)[0] == 200, timeout=900)
         recovered = time.monotonic() - killed
         assert chat(url) == (200, {"Result": want})
+        assert openai_chat(url)[0] == 200
+        # the worker stayed through the leader's restart: it joined the new group in place
+        assert log.read_text().count("mn-1: container exited") == 1
         print(f"worker death seen after {seen:.1f}s; group serving again after {recovered:.0f}s")
     finally:
         stop(proc)
