@@ -38,6 +38,7 @@ from .test_generated_spec_serves import (  # noqa: F401 (fixtures)
     pull_secret,
     registry,
     registry_operator,
+    run_pod,
     stop,
     wait_ready,
 )
@@ -131,16 +132,7 @@ def test_two_pods_serve_one_pipeline_and_recover_from_a_worker_death(
     assert service is not None and [p["port"] for p in service["spec"]["ports"]] == [80]
 
     log, work = tmp_path / "run-pod.log", tmp_path / "pods"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "1"}
-    proc = subprocess.Popen(
-        [
-            str(REPO / "hack" / "run-pod"), "statefulset/mn", "-n", ns,
-            "--kubeconfig", str(cluster.kubeconfig), "--kubectl", cluster.kubectl_path,
-            "--work-dir", str(work), "--restart", "--wait", "900",
-        ],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=log.open("wb"), text=True,
-        start_new_session=True,
-    )  # fmt: skip
+    proc = run_pod(cluster, ns, "mn", log, "--work-dir", str(work), "--restart", wait=900)
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
