@@ -9,12 +9,14 @@ container, with the serving venv's ``python3`` first on PATH:
   Secrets and ConfigMaps (from the cluster or from the same file) are written as files,
   projected pull secrets included;
 * each mount path is rewritten to its directory in command, args and env values;
-* each container port becomes a free 127.0.0.1 port; the URL is printed once /health answers.
+* each container port becomes a free port on 127.0.0.1 (``--host``: another loopback address,
+  a process node's pod IP; ``--port``: pod 0's serving port); the URL is printed once /health
+  answers.
 
 A StatefulSet runs all its replicas, each pod with its ordinal (the ``apps.kubernetes.io/pod-index``
 label, ``HOSTNAME``, ``metadata.name``) and its own ports and volumes; the headless Service's
 names of the pods (``<sts>-<i>.<service>[.<ns>[.svc[.cluster.local]]][:port]``) resolve to
-127.0.0.1 and that pod's port, so a multi-node group talks to itself on loopback only. The URL
+that address and the pod's port, so a multi-node group talks to itself on loopback only. The URL
 printed is pod 0's (the client Service's target). ``--restart`` restarts a main container that
 exits, as the kubelet does (restartPolicy Always); each pod's current process id is in
 ``<work>/[<pod>/]main.pid``.
