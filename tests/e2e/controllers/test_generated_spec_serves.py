@@ -123,13 +123,16 @@ def wait_ready(cluster: Cluster, namespace: str, name: str) -> None:
     wait_until(f"Workspace {name} ready", ready, timeout=60)
 
 
-def run_pod(cluster: Cluster, namespace: str, name: str, log: Path) -> subprocess.Popen[str]:
+def run_pod(
+    cluster: Cluster, namespace: str, name: str, log: Path, *extra: str, wait: int = 300
+) -> subprocess.Popen[str]:
+    """hack/run-pod on the stored StatefulSet ``name``; ``extra``: more run-pod flags."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "1"}
     return subprocess.Popen(
         [
             str(REPO / "hack" / "run-pod"), f"statefulset/{name}", "-n", namespace,
             "--kubeconfig", str(cluster.kubeconfig), "--kubectl", cluster.kubectl_path,
-            "--wait", "300",
+            "--wait", str(wait), *extra,
         ],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=log.open("wb"), text=True,
         start_new_session=True,

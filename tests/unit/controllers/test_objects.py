@@ -50,9 +50,36 @@ def test_services_route_to_the_leader_pod_on_port_80() -> None:
     main, headless = o.services(OWNER)
     assert main["spec"]["selector"]["statefulset.kubernetes.io/pod-name"] == f"{OWNER.name}-0"
     ports = {p["port"]: p["targetPort"] for p in main["spec"]["ports"]}
-    assert ports == {80: 5000, 29500: 29500}
+    assert ports == {80: 5000}  # a multi-node group's ports stay off the client Service
     assert headless["spec"]["clusterIP"] == "None"
+    assert headless["spec"]["publishNotReadyAddresses"] is True  # workers find a loading leader
     assert main["metadata"]["ownerReferences"][0]["uid"] == "u-1"
+
+
+def test_a_multi_node_statefulset_makes_each_pod_a_group_member_by_its_index() -> None:
+    args = ["--model", "x", "--nnodes", "2", "--master-port", "29500", "--port", "5000"]
+    sts = o.statefulset(work(replicas=2, args=args))
+    assert sts["spec"]["replicas"] == 2
+    assert sts["spec"]["serviceName"] == f"{OWNER.name}-headless"
+    container = sts["spec"]["template"]["spec"]["containers"][0]
+    leader = f"{OWNER.name}-0.{OWNER.name}-headless.default.svc"
+    assert container["args"] == [*args, "--group-leader", f"{leader}:5001"]
+    env = {e["name"]: e.get("valueFrom", {}).get("fieldRef", {}) for e in container["env"]}
+    assert env["POD_INDEX"] == {"fieldPath": "metadata.labels['apps.kubernetes.io/pod-index']"}
+    assert env["VLLM_HOST_IP"] == {"fieldPath": "status.podIP"}
+    revision = "metadata.annotations['workspace.kaito.io/revision']"
+    assert env["POD_TEMPLATE_REVISION"] == {"fieldPath": revision}
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"http": 5000, "group": 5001, "rendezvous": 29500}
+    # one template: the same /health probes on every pod, answered per role by the launcher
+    assert container["livenessProbe"]["httpGet"] == {"path": "/health", "port": 5000}
+
+
+def test_a_single_node_statefulset_has_no_group() -> None:
+    container = o.statefulset(work())["spec"]["template"]["spec"]["containers"][0]
+    assert "--group-leader" not in container["args"]
+    assert {p["containerPort"] for p in container["ports"]} == {5000}
+    assert "POD_INDEX" not in {e["name"] for e in container["env"]}
 
 
 def test_statefulset_requests_gpus_and_selects_owned_nodes() -> None:

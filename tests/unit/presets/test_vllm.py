@@ -125,6 +125,12 @@ def test_user_config_cannot_move_port_or_model(flag: str) -> None:
         _phi_launch(user_config={"vllm": {flag: "x"}})
 
 
+@pytest.mark.parametrize("flag", ["nnodes", "node-rank", "master_addr", "master-port", "headless"])
+def test_user_config_cannot_move_a_multi_node_group(flag: str) -> None:
+    with pytest.raises(SpecError, match="for models served by several nodes"):
+        _phi_launch(user_config={"vllm": {flag: "1"}})
+
+
 def test_no_config_flag_without_user_config() -> None:
     assert "--config" not in _phi_launch()
 
