@@ -39,8 +39,8 @@ def test_base_rows_of_a_mixed_batch_get_no_adapter_delta() -> None:
     report: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     for layer in ("qkv", "logits"):
         for phase in ("decode", "prefill"):
-            fixed = report[f"{layer}/{phase}/patched"]
-            vllm = report[f"{layer}/{phase}/original"]
+            fixed = report[f"{layer}/{phase}/launcher"]
+            vllm = report[f"{layer}/{phase}/vllm"]
             where = f"{layer} ({phase})"
             assert fixed["slots"] == vllm["slots"] + 1, where
             assert fixed["base_rows_max_delta"] == 0.0, where
