@@ -2,16 +2,18 @@
 
 A noise-robust companion to ``bench/serving.py``: it times the one thing the mixed-batch LoRA fix
 can change — the Punica call a LoRA QKV projection makes on every forward — in one process, for
-three variants interleaved call block by call block:
+four variants interleaved call block by call block:
 
 - ``vllm``: the layer as vLLM builds it (base rows read the last adapter's slot: the bug);
+- ``vllm copy``: a second layer built the same way — the A/A control: how far two identical
+  variants drift apart here is the noise floor of every other ratio;
 - ``launcher``: the layer as the launcher's fix builds it (one more, zero, slot);
 - ``clone fix``: vLLM's layer with the fix this project used before (each kernel call cloned its
   input and zeroed the base rows), kept here as the reference the issue measured.
 
-For each batch shape it prints the minimum and the median time per call over ``--blocks`` blocks
-of ``--calls`` calls; the minimum is what the code costs when nothing else on the machine
-interferes, so it stays comparable under load. Ratios are ÷ ``vllm``.
+For each batch shape it prints the minimum, 10th percentile and median time per call over
+``--blocks`` blocks of about ``--block-ms`` each; the low percentiles are what the code costs when
+nothing else on the machine interferes, so they stay comparable under load. Ratios are ÷ ``vllm``.
 
 Run with the serving venv: ``$(hack/serving-env)/bin/python bench/lora_ops.py``.
 """
@@ -45,7 +47,7 @@ BATCHES = {  # LoRA id per row (0 = base), decode unless named prefill
     "decode adapter x8": ((1, 2) * 4, False),
     "prefill mixed 2x32": ((0,) * 32 + (1,) * 32, True),
 }
-VARIANTS = ("vllm", "launcher", "clone fix")
+VARIANTS = ("vllm", "vllm copy", "launcher", "clone fix")
 _OPS = ("bgmv_shrink", "bgmv_expand", "bgmv_expand_slice")
 
 
@@ -90,18 +92,23 @@ def time_block(call: Callable[[], None], calls: int) -> float:
 def bench_model(name: str, shapes: ll.Shapes, a: argparse.Namespace) -> None:
     import torch
 
-    layers = ll.qkv_layers(shapes)
+    built, copy = ll.qkv_layers(shapes), ll.qkv_layers(shapes)
+    layers = {
+        "vllm": built["vllm"],
+        "vllm copy": copy["vllm"],
+        "launcher": built["launcher"],
+        "clone fix": built["vllm"],
+    }
     print(f"\n{name}: hidden {shapes.hidden}, rank {shapes.rank}, {shapes.slots} adapters loaded")
     print(
-        f"  {'batch':20}{'variant':>11}{'min µs':>10}{'median µs':>11}"
-        f"{'min ÷ vllm':>12}{'median ÷ vllm':>15}"
+        f"  {'batch':20}{'variant':>11}{'min µs':>9}{'p10 µs':>9}{'median µs':>11}"
+        f"{'min ratio':>11}{'p10 ratio':>11}{'median ratio':>14}"
     )
     for batch, (rows, prefill) in BATCHES.items():
         wrapper = ll.punica(rows, prefill, shapes.slots, vocab=1024)
         x = torch.randn(len(rows), shapes.hidden)
         calls: dict[str, Callable[[], None]] = {}
-        for variant in VARIANTS:
-            layer = layers["launcher" if variant == "launcher" else "vllm"]
+        for variant, layer in layers.items():
             out = torch.zeros(len(rows), sum(layer.output_slices))
 
             def call(layer: Any = layer, out: Any = out, w: Any = wrapper, x: Any = x) -> None:
@@ -112,25 +119,30 @@ def bench_model(name: str, shapes: ll.Shapes, a: argparse.Namespace) -> None:
             calls[variant] = call
         times: dict[str, list[float]] = {v: [] for v in VARIANTS}
         with torch.no_grad():
+            per_call = min(time_block(calls["vllm"], 1) for _ in range(5))
+            n = max(2, min(100, round(a.block_ms * 1e3 / per_call)))
             for block in range(a.blocks):
-                order = VARIANTS[block % 3 :] + VARIANTS[: block % 3]
-                for variant in order:
+                k = block % len(VARIANTS)
+                for variant in VARIANTS[k:] + VARIANTS[:k]:
                     ctx = clone_fix() if variant == "clone fix" else contextlib.nullcontext()
                     with ctx:
-                        times[variant].append(time_block(calls[variant], a.calls))
-        lo = {v: min(t) for v, t in times.items()}
-        med = {v: statistics.median(t) for v, t in times.items()}
+                        times[variant].append(time_block(calls[variant], n))
+        stats = {
+            v: (min(t), statistics.quantiles(t, n=10)[0], statistics.median(t))
+            for v, t in times.items()
+        }
         for variant in VARIANTS:
+            mine, base = stats[variant], stats["vllm"]
             print(
-                f"  {batch:20}{variant:>11}{lo[variant]:10.1f}{med[variant]:11.1f}"
-                f"{lo[variant] / lo['vllm']:12.3f}{med[variant] / med['vllm']:15.3f}"
+                f"  {batch:20}{variant:>11}{mine[0]:9.1f}{mine[1]:9.1f}{mine[2]:11.1f}"
+                f"{mine[0] / base[0]:11.3f}{mine[1] / base[1]:11.3f}{mine[2] / base[2]:14.3f}"
             )
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--blocks", type=int, default=60, help="timed blocks per variant and batch")
-    p.add_argument("--calls", type=int, default=50, help="calls per block")
+    p.add_argument("--blocks", type=int, default=100, help="timed blocks per variant and batch")
+    p.add_argument("--block-ms", type=float, default=4.0, help="about this long a block")
     p.add_argument("--model", choices=sorted(MODELS), action="append")
     a = p.parse_args()
     import torch

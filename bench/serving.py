@@ -1,20 +1,22 @@
 """Launcher overhead: ``python -m serving`` versus bare vLLM, same flags, same run, LoRA off and on.
 
 Two configurations of the tiny model: LoRA off, and LoRA on with two adapters loaded
-(``--enable-lora --lora-modules ... --max-loras 2``). For each round and configuration a fresh
-launcher and a fresh bare vLLM run one after the other (their order alternates between rounds), each
-with the same flags, and each runs the same traffic phases:
+(``--enable-lora --lora-modules ... --max-loras 2``). Each round starts, for each configuration,
+a fresh launcher and a fresh bare vLLM with the same flags (one after the other, so their start-up
+times do not compete; which goes first alternates between rounds). Both then serve the same
+traffic phases, in blocks that alternate between the two servers (``--blocks`` per phase), so a
+change in the machine's load falls on both alike; only the server whose block it is has work:
 
-- LoRA off: base model sequential, base model at ``--concurrency``; the launcher also ``/chat``
-  sequential (compared with bare vLLM's sequential ``/v1/chat/completions``);
+- LoRA off: base model sequential and at ``--concurrency``; ``/chat`` sequential (the launcher's
+  route; bare vLLM answers the same requests on ``/v1/chat/completions``);
 - LoRA on: base and adapter traffic, each sequential and concurrent, and a concurrent mix
   (base, adapter-a, base, adapter-b, ...) whose batches hold base and adapter rows together —
   the case the launcher's mixed-batch LoRA fix changes.
 
 Every request generates exactly ``--tokens`` tokens (greedy, ``min_tokens``), so both servers do
 the same work. Per phase: p50 and p99 latency, tokens/s, and CPU time per request of the API
-process and of the whole process tree (API server, engine core, worker). CPU time barely moves when
-other work shares the machine; wall time does, so read both. Each round prints its figures and the
+process and of the whole process tree (API server, engine core, worker). CPU time moves less than
+wall time when other work shares the machine; read both. Each round prints its figures and the
 launcher ÷ bare ratios; the summary gives the median of the per-round ratios. Ratios are costs:
 latency and CPU launcher ÷ bare, tokens/s bare ÷ launcher, so above 1 means the launcher is slower.
 
@@ -25,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import itertools
 import json
 import os
 import statistics
@@ -53,14 +54,14 @@ Ratios = dict[str, dict[str, float]]  # phase -> metric -> launcher ÷ bare cost
 
 @dataclass(frozen=True)
 class Phase:
-    """A traffic pattern; ``models`` take turns, ``twin`` is the bare phase it compares with."""
+    """A traffic pattern; ``models`` take turns. ``path`` is the launcher's route, ``bare_path``
+    bare vLLM's (the same unless the launcher's route is its own)."""
 
     name: str
     models: tuple[str, ...]
     concurrent: bool
     path: str = "/v1/chat/completions"
-    launcher_only: bool = False
-    twin: str = ""
+    bare_path: str = "/v1/chat/completions"
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,7 @@ def configs(tiny: TinyModel) -> tuple[Config, ...]:
             (
                 Phase("base seq", (BASE,), False),
                 Phase("base c", (BASE,), True),
-                Phase("/chat seq", (BASE,), False, "/chat", True, "base seq"),
+                Phase("/chat seq", (BASE,), False, "/chat"),
             ),
         ),
         Config(
@@ -170,54 +171,83 @@ def body(path: str, model: str, tokens: int) -> dict[str, Any]:
     }
 
 
-async def run_phase(
-    client: Any, server: Server, procs: list[Any], phase: Phase, a: argparse.Namespace
-) -> dict[str, float]:
-    n = a.concurrent_requests if phase.concurrent else a.requests
-    tokens = a.tokens
-    models = itertools.islice(itertools.cycle(phase.models), n)
-    bodies = [body(phase.path, m, tokens) for m in models]
-    sem = asyncio.Semaphore(a.concurrency if phase.concurrent else 1)
-    lat: list[float] = []
+@dataclass
+class Tally:
+    """One server's accumulated figures for one phase, over its blocks."""
+
+    lat: list[float] = field(default_factory=list)
+    wall_s: float = 0.0
+    api_cpu_s: float = 0.0
+    tree_cpu_s: float = 0.0
+
+    def figures(self, tokens: int) -> dict[str, float]:
+        n = len(self.lat)
+        return {
+            "p50_ms": pct(self.lat, 0.50) * 1e3,
+            "p99_ms": pct(self.lat, 0.99) * 1e3,
+            "tok_s": n * tokens / self.wall_s,
+            "api_cpu_ms": self.api_cpu_s / n * 1e3,
+            "tree_cpu_ms": self.tree_cpu_s / n * 1e3,
+        }
+
+
+@dataclass
+class Target:
+    """A running server under measurement."""
+
+    kind: str
+    server: Server
+    procs: list[Any]
+    run: Run
+
+
+async def run_block(
+    client: Any, target: Target, path: str, bodies: list[dict[str, Any]], *, conc: int, tally: Tally
+) -> None:
+    sem = asyncio.Semaphore(conc)
 
     async def one(b: dict[str, Any]) -> None:
         async with sem:
             s = time.perf_counter()
-            r = await client.post(server.url + phase.path, json=b, timeout=300)
+            r = await client.post(target.server.url + path, json=b, timeout=300)
             r.raise_for_status()
-            lat.append(time.perf_counter() - s)
+            tally.lat.append(time.perf_counter() - s)
 
-    api0, tree0 = cpu_s(procs[:1]), cpu_s(procs)
+    api0, tree0 = cpu_s(target.procs[:1]), cpu_s(target.procs)
     t0 = time.perf_counter()
     await asyncio.gather(*(one(b) for b in bodies))
-    wall = time.perf_counter() - t0
-    api1, tree1 = cpu_s(procs[:1]), cpu_s(procs)
-    return {
-        "p50_ms": pct(lat, 0.50) * 1e3,
-        "p99_ms": pct(lat, 0.99) * 1e3,
-        "tok_s": n * tokens / wall,
-        "api_cpu_ms": (api1 - api0) / n * 1e3,
-        "tree_cpu_ms": (tree1 - tree0) / n * 1e3,
-    }
+    tally.wall_s += time.perf_counter() - t0
+    tally.api_cpu_s += cpu_s(target.procs[:1]) - api0
+    tally.tree_cpu_s += cpu_s(target.procs) - tree0
 
 
-async def measure(server: Server, kind: str, cfg: Config, a: argparse.Namespace) -> Run:
+async def measure(targets: list[Target], cfg: Config, a: argparse.Namespace) -> None:
+    """Warm both servers up, then run every phase in blocks alternating between them."""
     import httpx
 
-    run = Run(0.0, tree_pss_mib(server.proc.pid))
-    procs = process_tree(server.proc.pid)
-    limits = httpx.Limits(max_connections=a.concurrency + 2)
+    limits = httpx.Limits(max_connections=2 * a.concurrency + 4)
     async with httpx.AsyncClient(limits=limits) as client:
         models = sorted({m for p in cfg.phases for m in p.models})
-        for model in models * 5:  # warm-up; loads every adapter into its slot
-            path = "/v1/chat/completions"
-            r = await client.post(server.url + path, json=body(path, model, 8))
-            r.raise_for_status()
+        for target in targets:
+            for model in models * 5:  # warm-up; loads every adapter into its slot
+                path = "/v1/chat/completions"
+                r = await client.post(target.server.url + path, json=body(path, model, 8))
+                r.raise_for_status()
         for phase in cfg.phases:
-            if phase.launcher_only and kind != "launcher":
-                continue
-            run.phases[phase.name] = await run_phase(client, server, procs, phase, a)
-    return run
+            n = a.concurrent_requests if phase.concurrent else a.requests
+            per_block = max(1, n // a.blocks)
+            conc = a.concurrency if phase.concurrent else 1
+            tallies = {t.kind: Tally() for t in targets}
+            for block in range(a.blocks):
+                start = block * per_block
+                turn = [phase.models[(start + i) % len(phase.models)] for i in range(per_block)]
+                for target in targets if block % 2 == 0 else targets[::-1]:
+                    path = phase.path if target.kind == "launcher" else phase.bare_path
+                    bodies = [body(path, m, a.tokens) for m in turn]
+                    tally = tallies[target.kind]
+                    await run_block(client, target, path, bodies, conc=conc, tally=tally)
+            for target in targets:
+                target.run.phases[phase.name] = tallies[target.kind].figures(a.tokens)
 
 
 def pct(values: list[float], q: float) -> float:
@@ -234,7 +264,7 @@ def cost_ratio(metric: str, launcher: float, bare: float) -> float:
 def ratios(cfg: Config, ours: Run, bare: Run) -> Ratios:
     out: Ratios = {}
     for phase in cfg.phases:
-        theirs = bare.phases[phase.twin or phase.name]
+        theirs = bare.phases[phase.name]
         mine = ours.phases[phase.name]
         out[phase.name] = {m: cost_ratio(m, mine[m], theirs[m]) for m in METRICS}
     out["start-up"] = {"start_s": ours.start_s / bare.start_s, "pss": ours.pss_mib / bare.pss_mib}
@@ -251,7 +281,7 @@ def print_round(rnd: int, cfg: Config, runs: dict[str, Run]) -> Ratios:
     )
     print(f"  {'phase':12} {'metric':12} {'launcher':>10} {'bare':>10} {'ratio':>7}")
     for phase in cfg.phases:
-        mine, theirs = ours.phases[phase.name], bare.phases[phase.twin or phase.name]
+        mine, theirs = ours.phases[phase.name], bare.phases[phase.name]
         for m in METRICS:
             print(
                 f"  {phase.name:12} {m:12} {mine[m]:10.2f} {theirs[m]:10.2f} "
@@ -287,6 +317,8 @@ def main() -> None:
     p.add_argument("--requests", type=int, default=100, help="per sequential phase")
     p.add_argument("--concurrent-requests", type=int, default=320, help="per concurrent phase")
     p.add_argument("--concurrency", type=int, default=8)
+    p.add_argument("--blocks", type=int, default=4, help="alternating blocks per phase")
+    p.add_argument("--start-timeout", type=float, default=900, help="seconds to /health 200")
     p.add_argument("--tokens", type=int, default=32)
     p.add_argument("--only", choices=["off", "on"], help="run one configuration")
     p.add_argument("--json", type=Path, help="also write every round's figures here")
@@ -309,18 +341,21 @@ def main() -> None:
     raw: list[dict[str, Any]] = []
     for rnd in range(a.rounds):
         for cfg in cfgs:
-            runs: dict[str, Run] = {}
-            for kind in KINDS if rnd % 2 == 0 else KINDS[::-1]:
-                port = free_port()
-                log = logs / f"{kind}-{cfg.name.replace(' ', '-')}-{rnd}.log"
-                t0 = time.perf_counter()
-                server = start_server(argv_for(kind, tiny.model, port, cfg.flags), port, log)
-                started = time.perf_counter() - t0
-                try:
-                    runs[kind] = asyncio.run(measure(server, kind, cfg, a))
-                    runs[kind].start_s = started
-                finally:
-                    server.stop()
+            targets: list[Target] = []
+            try:
+                for kind in KINDS if rnd % 2 == 0 else KINDS[::-1]:
+                    port = free_port()
+                    log = logs / f"{kind}-{cfg.name.replace(' ', '-')}-{rnd}.log"
+                    t0 = time.perf_counter()
+                    argv = argv_for(kind, tiny.model, port, cfg.flags)
+                    server = start_server(argv, port, log, timeout=a.start_timeout)
+                    run = Run(time.perf_counter() - t0, tree_pss_mib(server.proc.pid))
+                    targets.append(Target(kind, server, process_tree(server.proc.pid), run))
+                asyncio.run(measure(targets, cfg, a))
+            finally:
+                for target in targets:
+                    target.server.stop()
+            runs = {t.kind: t.run for t in targets}
             per_round[cfg.name].append(print_round(rnd, cfg, runs))
             raw.append(
                 {

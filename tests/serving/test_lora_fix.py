@@ -23,6 +23,7 @@ from tests.serving.helpers import ROOT
 
 
 @needs_vllm
+@pytest.mark.slow
 def test_base_rows_of_a_mixed_batch_get_no_adapter_delta() -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop(lora_fix.DISABLE_ENV, None)
