@@ -4,7 +4,8 @@ Starts its own cluster (hack/cluster, in a temporary directory), installs the CR
 the operator as a separate process (KWOK backend) and creates N copies of the seed
 phi-3 Workspace at once through the API.  An informer timestamps the moment each
 Workspace turns Ready.  Prints p50/p99/max latency, wall time, API requests per
-Workspace (the operator's own rest_client_requests_total), idle requests, operator CPU
+Workspace (the operator's own rest_client_requests_total), idle requests, requests answered
+409 (a stale cache or a duplicate create: none are expected), operator CPU
 and RSS, and deletion time — with upstream Kaito's figures measured on the same kind of
 machine (shared/reference/performance.md) as the baseline for the ratios.
 
@@ -60,13 +61,14 @@ def free_port() -> int:
         return port
 
 
-def scrape(port: int, name: str) -> float:
+def scrape(port: int, name: str, **labels: str) -> float:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
         text = resp.read().decode()
     return sum(
         float(line.rsplit(" ", 1)[1])
         for line in text.splitlines()
-        if line.startswith(name + "{") or line.startswith(name + " ")
+        if (line.startswith(name + "{") or line.startswith(name + " "))
+        and all(f'{k}="{v}"' in line for k, v in labels.items())
     )
 
 
@@ -129,6 +131,7 @@ async def run_one(n: int, kubeconfig: str, metrics_port: int, pid: int) -> dict[
     await cache.wait_for_cache_sync()
     await asyncio.sleep(0.5)
     requests0 = scrape(metrics_port, "rest_client_requests_total")
+    conflicts0 = scrape(metrics_port, "rest_client_requests_total", code="409")
     cpu0, rss0 = proc_stats(pid)
     gate = asyncio.Semaphore(50)
 
@@ -144,6 +147,7 @@ async def run_one(n: int, kubeconfig: str, metrics_port: int, pid: int) -> dict[
     wall = time.monotonic() - t0
     await asyncio.sleep(3)  # trailing status writes and events
     requests1 = scrape(metrics_port, "rest_client_requests_total")
+    conflicts = scrape(metrics_port, "rest_client_requests_total", code="409") - conflicts0
     cpu1, rss1 = proc_stats(pid)
     await asyncio.sleep(5)
     idle = scrape(metrics_port, "rest_client_requests_total") - requests1
@@ -179,6 +183,7 @@ async def run_one(n: int, kubeconfig: str, metrics_port: int, pid: int) -> dict[
         "wall": wall,
         "requests_per_ws": (requests1 - requests0) / n,
         "idle_requests_5s": idle,
+        "conflicts": conflicts,
         "cpu_s": cpu1 - cpu0,
         "rss_start": rss0,
         "rss_end": rss1,
@@ -227,7 +232,8 @@ def main() -> None:
 
     head = (
         f"{'N':>5} {'p50 s':>7} {'p99 s':>7} {'max s':>7} {'wall s':>7} {'req/ws':>7} "
-        f"{'idle':>5} {'CPU s':>6} {'RSS MiB':>13} {'delete s':>8}  vs upstream (p99, req/ws)"
+        f"{'idle':>5} {'409s':>5} {'CPU s':>6} {'RSS MiB':>13} {'delete s':>8}  "
+        "vs upstream (p99, req/ws)"
     )
     print(head)
     for r in results:
@@ -240,7 +246,8 @@ def main() -> None:
         )
         print(
             f"{n:>5} {r['p50']:>7.2f} {r['p99']:>7.2f} {r['max']:>7.2f} {r['wall']:>7.2f} "
-            f"{r['requests_per_ws']:>7.1f} {r['idle_requests_5s']:>5.0f} {r['cpu_s']:>6.2f} "
+            f"{r['requests_per_ws']:>7.1f} {r['idle_requests_5s']:>5.0f} {r['conflicts']:>5.0f} "
+            f"{r['cpu_s']:>6.2f} "
             f"{r['rss_start']:>6.0f}→{r['rss_end']:<6.0f} {r['delete_s']:>8.2f}  {ratio}"
         )
 

@@ -2,8 +2,7 @@
 # Build the real control-plane binaries from the Go module proxy and cache them.
 #
 # Nothing ships kube-apiserver as a package, so we compile k8s.io/kubernetes
-# through a throw-away wrapper module that maps every ./staging/ module to its
-# published tag (the go.mod of k8s.io/kubernetes cannot be used directly).
+# through a throw-away wrapper module (hack/lib/k8s-wrapper.sh).
 # The cache directory is keyed by all versions, so a bump rebuilds and a warm
 # cache costs nothing.  Prints the binary directory on stdout.
 set -euo pipefail
@@ -18,6 +17,8 @@ export CGO_ENABLED=0 GOTOOLCHAIN=local GOFLAGS=-mod=mod
 command -v go >/dev/null || { echo "hack/build-binaries.sh: Go is required (go >= 1.26)" >&2; exit 1; }
 mkdir -p "$BIN"
 log() { printf '[build] %s\n' "$*" >&2; }
+# shellcheck source=hack/lib/k8s-wrapper.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/k8s-wrapper.sh"
 
 want=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
 missing_k8s=0
@@ -25,35 +26,7 @@ for c in "${want[@]}"; do [ -x "$BIN/$c" ] || missing_k8s=1; done
 
 if [ "$missing_k8s" = 1 ]; then
   log "building Kubernetes v$K8S_VERSION (cold: several minutes)"
-  work="$(mktemp -d "${TMPDIR:-/tmp}/kaito-k8s-build.XXXXXX")"
-  trap 'rm -rf "$work"' EXIT
-  (
-    cd "$work"
-    minor="${K8S_VERSION#*.}"; minor="${minor%%.*}"
-    staging="v0.${K8S_VERSION#*.}"
-    gomod="$(go mod download -json "k8s.io/kubernetes@v$K8S_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')"
-    [ -f "$gomod" ] || { echo "cannot fetch go.mod of k8s.io/kubernetes v$K8S_VERSION" >&2; exit 1; }
-    go mod init local.invalid/kaito-k8s-build >/dev/null 2>&1
-    for m in $(sed -n 's#^[[:space:]]*\(k8s\.io/[^[:space:]]*\)[[:space:]]*=>[[:space:]]*\./staging/.*#\1#p' "$gomod"); do
-      go mod edit -replace="$m=$m@$staging"
-    done
-    gd="$(sed -n 's/^godebug[[:space:]]\{1,\}\(default=go[0-9.]*\)[[:space:]]*$/\1/p' "$gomod")"
-    if [ -n "$gd" ]; then go mod edit -godebug="$gd"; fi
-    pkgs=""
-    for c in "${want[@]}"; do pkgs="$pkgs k8s.io/kubernetes/cmd/$c@v$K8S_VERSION"; done
-    # shellcheck disable=SC2086
-    go get $pkgs >&2
-    ld="-s -w"
-    for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-      ld="$ld -X $p.gitVersion=v$K8S_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$minor"
-      ld="$ld -X $p.gitTreeState=clean -X $p.buildDate=1970-01-01T00:00:00Z"
-    done
-    for c in "${want[@]}"; do
-      log "  go build $c"
-      go build -trimpath -ldflags "$ld" -o "$BIN/$c.tmp" "k8s.io/kubernetes/cmd/$c"
-      mv "$BIN/$c.tmp" "$BIN/$c"
-    done
-  )
+  build_k8s_commands "$K8S_VERSION" "$BIN" "${want[@]}"
 fi
 
 if [ ! -x "$BIN/etcd" ]; then

@@ -10,11 +10,9 @@ only those PIDs are ever signalled.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import shutil
-import signal
 import socket
 import ssl
 import subprocess
@@ -27,6 +25,19 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling modules, stdlib only
+import images
+import realnode
+from pki import PKIError, make_cluster_pki, write_kubeconfig
+from procs import (
+    Component,
+    log_tail,
+    pid_alive,
+    rss_mib,
+    spawn,
+    stop_component,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 K8S_VERSION = os.environ.get("K8S_VERSION", "1.36.4")
@@ -88,94 +99,7 @@ def free_port() -> int:
         return port
 
 
-# --------------------------------------------------------------------------- PKI
-
-
-def _openssl(*args: str, cwd: Path) -> None:
-    proc = subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, check=False)
-    if proc.returncode != 0:
-        raise ClusterError(f"openssl {args[0]} failed: {proc.stderr.decode().strip()}")
-
-
-def make_pki(pki: Path) -> None:
-    """CA, apiserver serving cert (loopback SANs), admin client cert, SA key."""
-    pki.mkdir(parents=True, exist_ok=True)
-    if (pki / "sa.key").exists():
-        return
-    days = "3650"
-    _openssl(
-        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt",
-        "-days", days, "-subj", "/CN=kaito-local-ca",
-        "-addext", "basicConstraints=critical,CA:TRUE",
-        "-addext", "keyUsage=critical,keyCertSign,cRLSign,digitalSignature",
-        cwd=pki,
-    )  # fmt: skip
-    (pki / "server.ext").write_text(
-        "basicConstraints=CA:FALSE\n"
-        "keyUsage=critical,digitalSignature,keyEncipherment\n"
-        "extendedKeyUsage=serverAuth\n"
-        "subjectAltName=DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,"
-        "DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,"
-        "IP:127.0.0.1,IP:10.96.0.1\n"
-    )
-    (pki / "client.ext").write_text(
-        "basicConstraints=CA:FALSE\n"
-        "keyUsage=critical,digitalSignature,keyEncipherment\n"
-        "extendedKeyUsage=clientAuth\n"
-    )
-    for name, subj, ext in (
-        ("apiserver", "/CN=kube-apiserver", "server.ext"),
-        ("admin", "/O=system:masters/CN=kaito-admin", "client.ext"),
-    ):
-        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key",
-                 "-out", f"{name}.csr", "-subj", subj, cwd=pki)  # fmt: skip
-        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-                 "-CAcreateserial", "-out", f"{name}.crt", "-days", days, "-extfile", ext,
-                 cwd=pki)  # fmt: skip
-    _openssl("genrsa", "-out", "sa.key", "2048", cwd=pki)
-
-
-def write_kubeconfig(path: Path, pki: Path, api_port: int) -> None:
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {
-                "name": "kaito-local",
-                "cluster": {
-                    "server": f"https://127.0.0.1:{api_port}",
-                    "certificate-authority": str(pki / "ca.crt"),
-                },
-            }
-        ],
-        "users": [
-            {
-                "name": "kaito-admin",
-                "user": {
-                    "client-certificate": str(pki / "admin.crt"),
-                    "client-key": str(pki / "admin.key"),
-                },
-            }
-        ],
-        "contexts": [
-            {"name": "kaito-local", "context": {"cluster": "kaito-local", "user": "kaito-admin"}}
-        ],
-        "current-context": "kaito-local",
-    }
-    # JSON is valid YAML, and keeps this module free of third-party imports.
-    path.write_text(json.dumps(config, indent=2) + "\n")
-
-
 # ------------------------------------------------------------------------- state
-
-
-@dataclass
-class Component:
-    name: str
-    pid: int
-    argv: list[str]
-    log: str
-    health_url: str
 
 
 @dataclass
@@ -183,6 +107,7 @@ class ClusterState:
     directory: str
     ports: dict[str, int] = field(default_factory=dict)
     components: dict[str, Component] = field(default_factory=dict)
+    audit: bool = False  # the apiserver writes an audit log of every write (logs/audit.log)
 
     @property
     def path(self) -> Path:
@@ -205,27 +130,16 @@ class ClusterState:
         except (FileNotFoundError, json.JSONDecodeError):
             return None
         comps = {k: Component(**v) for k, v in data.get("components", {}).items()}
-        return cls(directory=data["directory"], ports=data.get("ports", {}), components=comps)
+        return cls(
+            directory=data["directory"],
+            ports=data.get("ports", {}),
+            components=comps,
+            audit=bool(data.get("audit")),
+        )
 
-
-def pid_alive(comp: Component) -> bool:
-    """True when the PID still runs the binary we started (guards against PID reuse)."""
-    try:
-        stat = Path(f"/proc/{comp.pid}/stat").read_text()
-        exe = os.readlink(f"/proc/{comp.pid}/exe")
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return False
-    if stat.rsplit(")", 1)[1].split()[0] in {"Z", "X"}:
-        return False
-    return exe.removesuffix(" (deleted)") == os.path.realpath(comp.argv[0])
-
-
-def log_tail(path: str, lines: int = 25) -> str:
-    try:
-        content = Path(path).read_text(errors="replace").splitlines()
-    except FileNotFoundError:
-        return "(no log)"
-    return "\n".join(content[-lines:])
+    @property
+    def audit_log(self) -> Path:
+        return self.path / "logs" / "audit.log"
 
 
 def _ssl_context(state: ClusterState, client_cert: bool) -> ssl.SSLContext:
@@ -326,6 +240,10 @@ def component_argv(name: str, state: ClusterState, binaries: Path) -> tuple[list
             f"--tls-cert-file={pki / 'apiserver.crt'}",
             f"--tls-private-key-file={pki / 'apiserver.key'}",
             f"--client-ca-file={pki / 'ca.crt'}",
+            # logs, exec and port-forward on a real node (the kubelet checks this client cert)
+            f"--kubelet-client-certificate={pki / 'admin.crt'}",
+            f"--kubelet-client-key={pki / 'admin.key'}",
+            "--kubelet-preferred-address-types=InternalIP",  # never resolve node names
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             f"--service-account-key-file={pki / 'sa.key'}",
             f"--service-account-signing-key-file={pki / 'sa.key'}",
@@ -335,6 +253,8 @@ def component_argv(name: str, state: ClusterState, binaries: Path) -> tuple[list
             "--max-requests-inflight=0", "--max-mutating-requests-inflight=0",
             "--enable-priority-and-fairness=false",
         ]  # fmt: skip
+        if state.audit:
+            argv += audit_args(state)
         health = f"https://{loop}:{p['kube-apiserver']}/readyz"
     elif name == "kube-controller-manager":
         argv = [
@@ -377,49 +297,38 @@ def component_argv(name: str, state: ClusterState, binaries: Path) -> tuple[list
     return argv + extra, health
 
 
+AUDIT_POLICY = """\
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+  # who wrote what, when: every write, at Metadata level (no bodies); reads are not logged
+  - level: Metadata
+    verbs: [create, update, patch, delete, deletecollection]
+  - level: None
+"""
+
+
+def audit_args(state: ClusterState) -> list[str]:
+    """apiserver flags for a JSON-lines audit log of every write (tests read it)."""
+    policy = state.path / "audit-policy.yaml"
+    policy.write_text(AUDIT_POLICY)
+    return [
+        f"--audit-policy-file={policy}",
+        f"--audit-log-path={state.audit_log}",
+        "--audit-log-format=json",
+        "--audit-log-mode=blocking",  # an event is on disk before the response is sent
+        "--audit-log-maxsize=0",
+    ]
+
+
 def start_component(state: ClusterState, name: str, binaries: Path) -> Component:
     argv, health = component_argv(name, state, binaries)
     log = state.path / "logs" / f"{name}.log"
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            argv,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,  # survive the `hack/cluster up` process
-            cwd=state.path,
-        )
-    comp = Component(name=name, pid=proc.pid, argv=argv, log=str(log), health_url=health)
+    comp = spawn(name, argv, log, health, cwd=state.path)
     state.components[name] = comp
     state.save()
     return comp
-
-
-def stop_component(comp: Component, timeout: float = 10.0) -> None:
-    if not pid_alive(comp):
-        return
-    try:
-        os.kill(comp.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not pid_alive(comp):
-            _reap(comp.pid)
-            return
-        _reap(comp.pid)
-        time.sleep(0.05)
-    try:
-        os.kill(comp.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        return
-    _reap(comp.pid)
-
-
-def _reap(pid: int) -> None:
-    """Collect the exit status when the process is our own child (restart, tests)."""
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)
 
 
 def healthy(state: ClusterState) -> list[str]:
@@ -453,8 +362,13 @@ def wait_for(what: str, check: Callable[[], bool], timeout: float) -> None:
     raise ClusterError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
-def up(directory: Path, quiet: bool = False) -> ClusterState:
-    """Start the cluster, or return the running one (idempotent)."""
+def up(directory: Path, quiet: bool = False, audit: bool = False) -> ClusterState:
+    """Start the cluster, or return the running one (idempotent).
+
+    ``audit`` (or ``KAITO_CLUSTER_AUDIT=1``) makes the apiserver log every write to
+    ``logs/audit.log`` as JSON lines: user, user agent, verb, object and time.
+    """
+    audit = audit or os.environ.get("KAITO_CLUSTER_AUDIT") == "1"
     directory = directory.resolve()
     existing = ClusterState.load(directory)
     if existing is not None:
@@ -471,9 +385,12 @@ def up(directory: Path, quiet: bool = False) -> ClusterState:
     t0 = time.monotonic()
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "logs").mkdir(exist_ok=True)
-    make_pki(directory / "pki")
+    try:
+        make_cluster_pki(directory / "pki")
+    except PKIError as exc:
+        raise ClusterError(str(exc)) from None
     ports = {name: free_port() for name in (*COMPONENTS, "etcd-peer")}
-    state = ClusterState(directory=str(directory), ports=ports)
+    state = ClusterState(directory=str(directory), ports=ports, audit=audit)
     write_kubeconfig(state.kubeconfig, directory / "pki", ports["kube-apiserver"])
     kwok_config(directory / "kwok.yaml")
     state.save()
@@ -516,6 +433,10 @@ def down(directory: Path, quiet: bool = False, keep_logs: bool = False) -> None:
         if not quiet:
             print(f"no cluster in {directory}")
         return
+    for node in realnode.nodes_of(directory):
+        cleaned = realnode.teardown(node)
+        if not quiet:
+            print(f"real node {node.name} stopped" + (f": {'; '.join(cleaned)}" if cleaned else ""))
     for name in reversed(COMPONENTS):
         comp = state.components.get(name)
         if comp is not None:
@@ -538,6 +459,19 @@ def restart(directory: Path, name: str) -> None:
     stop_component(comp)
     new = start_component(state, name, bin_dir())
     wait_healthy(state, new, 90)
+
+
+def restart_node(directory: Path, node_name: str, component: str) -> None:
+    state = _require(directory)
+    node = next((n for n in realnode.nodes_of(state.path) if n.name == node_name), None)
+    if node is None:
+        raise ClusterError(f"no real node {node_name!r} in {directory}")
+    try:
+        realnode.restart_component(
+            node, component, lambda *a, stdin=None: kubectl(state, *a, stdin=stdin)
+        )
+    except realnode.NodeError as exc:
+        raise ClusterError(str(exc)) from None
 
 
 def stop(directory: Path, name: str) -> None:
@@ -569,24 +503,18 @@ def status(directory: Path) -> int:
             continue
         alive = pid_alive(comp)
         ok = alive and probe(state, comp.health_url)
-        rss = _rss_mib(comp.pid) if alive else 0.0
+        rss = rss_mib(comp.pid) if alive else 0.0
         word = "healthy" if ok else ("unhealthy" if alive else "DEAD")
         print(f"{name:<24} pid {comp.pid:<8} {word:<10} rss {rss:7.1f} MiB  {comp.health_url}")
         if not ok:
             rc = 1
             print("    last lines of " + comp.log + ":")
             print("    " + log_tail(comp.log, 10).replace("\n", "\n    "))
+    for node in realnode.nodes_of(state.path):
+        lines, node_ok = realnode.status_lines(node)
+        print("\n".join(lines))
+        rc = rc if node_ok else 1
     return rc
-
-
-def _rss_mib(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except FileNotFoundError:
-        pass
-    return 0.0
 
 
 def env_text(state: ClusterState) -> str:
@@ -652,9 +580,24 @@ def add_node(  # noqa: PLR0917
     labels: dict[str, str],
     gpus: int | None,
     wait: bool,
+    real: bool = False,
 ) -> None:
     state = _require(directory)
     sku_gpus, cpu, mem = sku_shape(instance_type)
+    if real:
+        node_gpus = sku_gpus if gpus is None else gpus
+        try:
+            realnode.add(
+                state, name, instance_type=instance_type, labels=labels, gpus=node_gpus,
+                kubectl=lambda *a, stdin=None: kubectl(state, *a, stdin=stdin),
+                kubectl_path=bin_dir() / "kubectl",
+                pause_image=lambda registry: images.push("pause", registry),
+            )  # fmt: skip
+        except (realnode.NodeError, images.ImageError, PKIError) as exc:
+            raise ClusterError(str(exc)) from None
+        print(f"node/{name} (real: kubelet + containerd, {instance_type}, {node_gpus} GPU "
+              f"advertised, registry {realnode.REGISTRY})")  # fmt: skip
+        return
     node = fake_node(name, instance_type, sku_gpus if gpus is None else gpus, cpu, mem, labels)
     kubectl(state, "create", "-f", "-", stdin=json.dumps(node))
     if wait:
@@ -688,12 +631,18 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     sub = parser.add_subparsers(dest="cmd", required=True)
     sub.add_parser("build", help="build or reuse the cached binaries, print their directory")
-    sub.add_parser("up", help="start the cluster (idempotent)")
+    upp = sub.add_parser("up", help="start the cluster (idempotent)")
+    upp.add_argument(
+        "--audit", action="store_true", help="log every write to logs/audit.log (JSON lines)"
+    )
     sub.add_parser("down", help="stop our processes and remove the state")
     sub.add_parser("status", help="show each component; exit 1 if any is unhealthy")
     sub.add_parser("env", help="print shell exports for KUBECONFIG and PATH")
     rs = sub.add_parser("restart", help="restart one component on the same port")
     rs.add_argument("component", choices=COMPONENTS)
+    rn = sub.add_parser("restart-node", help="restart one process of a real node")
+    rn.add_argument("node")
+    rn.add_argument("component", choices=realnode.COMPONENT_ORDER)
     st = sub.add_parser("stop", help="stop one component (testing failure handling)")
     st.add_argument("component", choices=COMPONENTS)
     an = sub.add_parser("add-node", help="create a fake GPU node managed by KWOK")
@@ -702,12 +651,17 @@ def main(argv: list[str] | None = None) -> int:
     an.add_argument("--label", action="append", default=[], help="extra KEY=VALUE label")
     an.add_argument("--gpus", type=int, default=None, help="override the SKU's GPU count")
     an.add_argument("--no-wait", action="store_true", help="do not wait for the node to be Ready")
+    an.add_argument(
+        "--real", action="store_true",
+        help="a real node on this machine: kubelet, containerd and kube-proxy run its pods "
+        "(root; one per machine)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     try:
         if args.cmd == "build":
             print(ensure_binaries())
         elif args.cmd == "up":
-            up(args.dir)
+            up(args.dir, audit=args.audit)
         elif args.cmd == "down":
             down(args.dir)
         elif args.cmd == "status":
@@ -716,12 +670,14 @@ def main(argv: list[str] | None = None) -> int:
             print(env_text(_require(args.dir)))
         elif args.cmd == "restart":
             restart(args.dir, args.component)
+        elif args.cmd == "restart-node":
+            restart_node(args.dir, args.node, args.component)
         elif args.cmd == "stop":
             stop(args.dir, args.component)
         elif args.cmd == "add-node":
             add_node(
                 args.dir, args.name, args.instance_type, _labels(args.label), args.gpus,
-                not args.no_wait,
+                not args.no_wait, real=args.real,
             )  # fmt: skip
     except ClusterError as exc:
         print(f"hack/cluster: {exc}", file=sys.stderr)

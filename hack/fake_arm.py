@@ -46,9 +46,10 @@ POOLS = (
     "/managedClusters/{cluster}/agentPools"
 )
 OPERATIONS = "/subscriptions/{sub}/providers/Microsoft.ContainerService/locations/{loc}"
+RESOURCE_SKUS = "/subscriptions/{sub}/providers/Microsoft.Compute/skus"
 TOKEN_ROUTE = "/{tenant}/oauth2/v2.0/token"
 REQUEST_FAULTS = {"throttle", "server_error", "quota", "sku_not_available", "error"}
-LRO_FAULTS = {"stuck_lro", "lro_failed"}
+LRO_FAULTS = {"stuck_lro", "lro_failed", "no_join"}
 HANDLER = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -142,7 +143,8 @@ class Fault:
     kind: ``throttle`` (429 + Retry-After), ``server_error`` (500), ``quota`` (400
     QuotaExceeded), ``sku_not_available`` (400 SkuNotAvailable), ``error`` (any `status`,
     `code`, `message`), ``stuck_lro`` (the next create never finishes), ``lro_failed`` (the
-    next create ends Failed with `code`/`message`).
+    next create ends Failed with `code`/`message`), ``no_join`` (the next create succeeds,
+    its VM exists, but its node never registers with the cluster).
     """
 
     kind: str
@@ -210,6 +212,8 @@ class FakeArm:
             "delete_delay_s": delete_delay_s,
             "page_size": page_size,
             "operation_retry_after": operation_retry_after,
+            # VM sizes beyond Kaito's table: [{name, vCPUs, MemoryGB, GPUs}]
+            "extra_vm_sizes": [],
         }
         self.pools: dict[tuple[str, str, str, str], Pool] = {}
         self.operations: dict[str, Operation] = {}
@@ -237,6 +241,7 @@ class FakeArm:
         app.router.add_get(pools + "/{pool}/machines", self._list_machines)
         app.router.add_get(OPERATIONS + "/operations/{op}", self._operation_status)
         app.router.add_get(OPERATIONS + "/operationresults/{op}", self._operation_result)
+        app.router.add_get(RESOURCE_SKUS, self._resource_skus)
         app.router.add_post("/admin/faults", self._admin_add_fault)
         app.router.add_delete("/admin/faults", self._admin_clear_faults)
         app.router.add_post("/admin/config", self._admin_config)
@@ -477,7 +482,9 @@ class FakeArm:
         if self.pools.get(key) is not pool or pool.state != "Creating":
             return
         error: dict[str, Any] | None = None
-        if fault is not None:
+        if fault is not None and fault.kind == "no_join":
+            pool.node, pool.vm_id = self._node_identity(pool)  # a VM whose kubelet never joins
+        elif fault is not None:
             error = {
                 "code": fault.code or "ZonalAllocationFailed",
                 "message": fault.message
@@ -595,7 +602,10 @@ class FakeArm:
         try:
             gpus, cpu, memory = cluster_mod.sku_shape(vm_size)
         except cluster_mod.ClusterError:
-            gpus, cpu, memory = 0, 4, 16
+            extra = {str(x["name"]).lower(): x for x in self.config["extra_vm_sizes"]}
+            size = extra.get(vm_size.lower(), {})
+            gpus = int(size.get("GPUs", 0))
+            cpu, memory = int(size.get("vCPUs", 4)), int(size.get("MemoryGB", 16))
         name, vm_id = self._node_identity(pool)
         labels = dict(props.get("nodeLabels") or {})
         labels |= {
@@ -654,6 +664,43 @@ class FakeArm:
         except ApiException as exc:
             if exc.status != 404:
                 raise
+
+    # ------------------------------------------------------------ Microsoft.Compute/skus
+
+    def vm_sizes(self) -> list[dict[str, Any]]:
+        """The region's VM sizes: Kaito's table plus the configured newer ones."""
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+        from kaito.presets.skus import list_skus  # noqa: PLC0415
+
+        sizes = [
+            {"name": s.name, "vCPUs": s.vcpu, "MemoryGB": s.memory_gib, "GPUs": s.gpu_count}
+            for s in list_skus()
+        ]
+        return sizes + list(self.config["extra_vm_sizes"])
+
+    async def _resource_skus(self, request: web.Request) -> web.Response:
+        wanted = request.query.get("$filter", "")
+        if wanted and f"'{self.location}'" not in wanted:
+            return web.json_response({"value": []})
+        value = []
+        for size in self.vm_sizes():
+            capabilities = [
+                {"name": key, "value": str(size[key])}
+                for key in ("vCPUs", "MemoryGB", "GPUs")
+                if size.get(key)
+            ]
+            value.append(
+                {
+                    "resourceType": "virtualMachines",
+                    "name": size["name"],
+                    "tier": "Standard",
+                    "size": str(size["name"]).removeprefix("Standard_"),
+                    "locations": [self.location],
+                    "capabilities": capabilities,
+                    "restrictions": [],
+                }
+            )
+        return web.json_response({"value": value})
 
     # ------------------------------------------------------------ admin API
 

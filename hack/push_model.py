@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from registry import oci_layout
 
 
-def push(src: Path, ref: str, authfile: Path | None = None) -> None:
+def push(src: Path, ref: str, authfile: Path | None = None, plain_http: bool = False) -> None:
     if not src.is_dir() or not any(src.iterdir()):
         raise SystemExit(f"hack/push-model: {src} is not a non-empty directory")
     host = ref.split("/", 1)[0]
@@ -34,7 +34,7 @@ def push(src: Path, ref: str, authfile: Path | None = None) -> None:
         cmd = ["skopeo", "copy", "--quiet"]
         if authfile is not None:
             cmd += ["--dest-authfile", str(authfile)]
-        if loopback:
+        if loopback or plain_http:
             cmd += ["--dest-tls-verify=false"]
         cmd += [f"oci:{layout}:latest", f"docker://{ref}"]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -48,8 +48,11 @@ def main() -> None:
     parser.add_argument("src", type=Path, help="model directory (config, weights, tokenizer)")
     parser.add_argument("ref", help="REGISTRY/REPOSITORY:TAG")
     parser.add_argument("--authfile", type=Path, help="dockerconfigjson with push credentials")
+    parser.add_argument(
+        "--plain-http", action="store_true", help="the registry speaks HTTP (loopback: always)"
+    )
     args = parser.parse_args()
-    push(args.src, args.ref, args.authfile)
+    push(args.src, args.ref, args.authfile, args.plain_http)
 
 
 if __name__ == "__main__":

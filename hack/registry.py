@@ -31,9 +31,9 @@ from pathlib import Path
 USER = "kaito"
 
 
-def _free_port() -> int:
+def _free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         return int(s.getsockname()[1])
 
 
@@ -51,7 +51,8 @@ class LocalRegistry:
         return self.dir / "dockerconfig.json"
 
     @classmethod
-    def start(cls, root: Path, timeout: float = 30) -> LocalRegistry:
+    def start(cls, root: Path, timeout: float = 30, bind: str = "127.0.0.1") -> LocalRegistry:
+        """Start on a free port of `bind` (a real node's pods reach its bridge address)."""
         root.mkdir(parents=True, exist_ok=True)
         password = secrets.token_urlsafe(12)
         htpasswd = root / "htpasswd"
@@ -59,14 +60,14 @@ class LocalRegistry:
             ["htpasswd", "-Bbn", USER, password], check=True, capture_output=True, text=True
         ).stdout
         htpasswd.write_text(out)
-        port = _free_port()
+        port = _free_port(bind)
         config = root / "config.yml"
         config.write_text(
             "version: 0.1\n"
             "log:\n  level: warn\n"
             f"storage:\n  filesystem:\n    rootdirectory: {root / 'storage'}\n"
             "  delete:\n    enabled: true\n"
-            f"http:\n  addr: 127.0.0.1:{port}\n"
+            f"http:\n  addr: {bind}:{port}\n"
             f"auth:\n  htpasswd:\n    realm: kaito-test\n    path: {htpasswd}\n"
         )
         log = (root / "registry.log").open("wb")
@@ -77,7 +78,7 @@ class LocalRegistry:
             start_new_session=True,
         )
         (root / "pid").write_text(str(proc.pid))
-        reg = cls(root, f"127.0.0.1:{port}", USER, password, proc.pid)
+        reg = cls(root, f"{bind}:{port}", USER, password, proc.pid)
         auth = base64.b64encode(f"{USER}:{password}".encode()).decode()
         reg.docker_config.write_text(json.dumps({"auths": {reg.host: {"auth": auth}}}))
         deadline = time.monotonic() + timeout
@@ -202,9 +203,10 @@ def main() -> None:
     p.add_argument("--dir", type=Path, required=True, help="state directory of this registry")
     p.add_argument("--src", type=Path, help="push-dir: directory whose files to push")
     p.add_argument("--ref", help="push-dir: repository:tag")
+    p.add_argument("--bind", default="127.0.0.1", help="start: address to listen on")
     a = p.parse_args()
     if a.command == "start":
-        reg = LocalRegistry.start(a.dir)
+        reg = LocalRegistry.start(a.dir, bind=a.bind)
         print(f"REGISTRY={reg.host}\nREGISTRY_USER={reg.user}\nREGISTRY_PASSWORD={reg.password}")
         print(f"REGISTRY_DOCKER_CONFIG={reg.docker_config}\nREGISTRY_PID={reg.pid}")
     elif a.command == "stop":

@@ -24,9 +24,11 @@ import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import aiohttp
+
+from serving.weights import report_termination
 
 DOCKER_HUB = "registry-1.docker.io"
 MANIFEST_TYPES = ", ".join(
@@ -254,6 +256,27 @@ def _layer_is_tree(media_type: str, annotations: dict[str, str]) -> bool:
     return TITLE not in annotations or annotations.get(UNPACK) == "true"
 
 
+def _inside(root: Path, name: str) -> bool:
+    return (root / name).resolve().is_relative_to(root.resolve())
+
+
+def _checked(member: tarfile.TarInfo, root: Path) -> tarfile.TarInfo:
+    """Refuse what tarfile's "data" filter refuses, for Pythons that lack it (< 3.11.4).
+
+    Debian bookworm's python3 (the serving image's) is 3.11.2: no extraction filters there.
+    """
+    if member.name.startswith("/") or not _inside(root, member.name):
+        raise FetchError(f"layer member {member.name!r} escapes the destination")
+    if member.issym() and not _inside(root, str(Path(member.name).parent / member.linkname)):
+        raise FetchError(f"layer symlink {member.name!r} points outside the destination")
+    if member.islnk() and not _inside(root, member.linkname):
+        raise FetchError(f"layer hard link {member.name!r} points outside the destination")
+    if member.isdev():
+        raise FetchError(f"layer member {member.name!r} is a device file")
+    member.mode &= 0o755  # no setuid/setgid, no group/other write
+    return member
+
+
 def _extract_layer(blob: Path, media_type: str, root: Path) -> None:
     if "zstd" in media_type:
         raise FetchError(f"layer type {media_type} (zstd) is not supported; push with gzip")
@@ -262,14 +285,19 @@ def _extract_layer(blob: Path, media_type: str, root: Path) -> None:
         for m in tar.getmembers():
             name = Path(m.name)
             if name.name.startswith(".wh."):  # whiteouts: drop the file they hide
+                if not _inside(root, str(name.parent)):
+                    raise FetchError(f"layer whiteout {m.name!r} escapes the destination")
                 hidden = root / name.parent / name.name.removeprefix(".wh.")
                 if hidden.is_dir():
                     shutil.rmtree(hidden)
                 else:
                     hidden.unlink(missing_ok=True)
                 continue
-            members.append(m)
-        tar.extractall(root, members=members, filter="data")
+            members.append(_checked(m, root))
+        if hasattr(tarfile, "data_filter"):
+            tar.extractall(root, members=members, filter="data")
+        else:
+            tar.extractall(root, members=members)  # each member checked above
 
 
 def _place_file(blob: Path, tree: Path, title: str) -> None:
@@ -375,12 +403,17 @@ def main(argv: list[str] | None = None) -> None:
             pull(args.image, args.dest, args.docker_config, args.plain_http, args.timeout)
         )
     except FetchError as e:
-        print(f"fetch: {e}", file=sys.stderr)
-        raise SystemExit(1) from None
+        fail(f"fetch: {e}")
     except aiohttp.ClientError as e:
-        print(f"fetch: {args.image}: {e!r}", file=sys.stderr)
-        raise SystemExit(1) from None
+        fail(f"fetch: {args.image}: {e!r}")
     print(f"fetch: {args.image} → {args.dest} ({', '.join(f.name for f in files)})")
+
+
+def fail(message: str) -> NoReturn:
+    """Say why on stderr and in the termination log (the Workspace's condition shows it)."""
+    print(message, file=sys.stderr)
+    report_termination(message)
+    raise SystemExit(1)
 
 
 if __name__ == "__main__":

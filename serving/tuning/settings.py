@@ -59,6 +59,8 @@ class Settings:
 
 
 def parse(document: object) -> Settings:
+    if isinstance(document, Mapping) and set(document) == {"training_config"}:
+        document = document["training_config"]  # upstream Kaito's nesting
     if document is None:
         document = {}
     if not isinstance(document, Mapping):

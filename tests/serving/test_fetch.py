@@ -137,3 +137,71 @@ def test_missing_tag_fails_clearly(registry: object, tmp_path: Path) -> None:
         str(registry.docker_config),
     )
     assert r.returncode == 1 and "'9' not found" in r.stderr
+
+
+def _layer(tmp_path: Path, *members: tuple[str, bytes | None, str | None]) -> Path:
+    """A tar layer of (name, file content or None, symlink target or None) members."""
+    import io
+    import tarfile
+
+    blob = tmp_path / "layer.tar"
+    with tarfile.open(blob, "w") as tar:
+        for name, content, link in members:
+            info = tarfile.TarInfo(name)
+            if link is not None:
+                info.type, info.linkname = tarfile.SYMTYPE, link
+                tar.addfile(info)
+            else:
+                data = content or b""
+                info.size, info.mode = len(data), 0o4755
+                tar.addfile(info, io.BytesIO(data))
+    return blob
+
+
+@pytest.fixture(params=["with extraction filters", "python < 3.11.4"])
+def python_filters(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both kinds of Python: the serving image's Debian python3 (3.11.2) has no tar filters."""
+    import tarfile
+
+    if request.param == "python < 3.11.4":
+        original = tarfile.TarFile.extractall
+        monkeypatch.delattr(tarfile, "data_filter", raising=False)
+
+        def extractall(self: tarfile.TarFile, path: str = ".", members: object = None,
+                       *, numeric_owner: bool = False) -> None:  # fmt: skip
+            original(self, path, members, numeric_owner=numeric_owner)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(tarfile.TarFile, "extractall", extractall)
+
+
+@pytest.mark.usefixtures("python_filters")
+def test_layers_extract_on_every_python_and_lose_setuid(tmp_path: Path) -> None:
+    from serving.fetch import _extract_layer
+
+    root = tmp_path / "root"
+    root.mkdir()
+    blob = _layer(tmp_path, ("data/config.json", b"{}", None), ("data/link", None, "config.json"))
+    _extract_layer(blob, "application/vnd.oci.image.layer.v1.tar", root)
+    assert (root / "data" / "config.json").read_text() == "{}"
+    assert (root / "data" / "link").resolve() == (root / "data" / "config.json").resolve()
+    assert not (root / "data" / "config.json").stat().st_mode & 0o4000
+
+
+@pytest.mark.usefixtures("python_filters")
+@pytest.mark.parametrize(
+    "member",
+    [("../escape", b"x", None), ("/abs", b"x", None), ("data/out", None, "../../etc/passwd")],
+)
+def test_layers_that_escape_the_destination_are_refused(
+    tmp_path: Path, member: tuple[str, bytes | None, str | None]
+) -> None:
+    import tarfile
+
+    from serving.fetch import _extract_layer
+
+    root = tmp_path / "root"
+    root.mkdir()
+    blob = _layer(tmp_path, member)
+    with pytest.raises((FetchError, tarfile.FilterError)):
+        _extract_layer(blob, "application/vnd.oci.image.layer.v1.tar", root)
+    assert not (tmp_path / "escape").exists()

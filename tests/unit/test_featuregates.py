@@ -22,7 +22,7 @@ def test_defaults_and_known_gates() -> None:
         ("vLLM", "needs =true or =false"),
         ("vLLM=yes", "needs =true or =false"),
         ("vLLM=false", "transformers runtime"),
-        ("enableMIG=true", "not supported by this operator"),
+        ("ModelStreaming=true", "not supported by this operator"),
     ],
 )
 def test_bad_gates_are_named(text: str, needle: str) -> None:
@@ -31,7 +31,8 @@ def test_bad_gates_are_named(text: str, needle: str) -> None:
 
 
 def test_unsupported_gate_at_its_default_is_accepted() -> None:
-    assert not featuregates.parse("enableMIG=false").enabled("enableMIG")
+    assert not featuregates.parse("ModelStreaming=false").enabled("ModelStreaming")
+    assert featuregates.parse("enableMIG=true").enabled("enableMIG")
 
 
 def test_operator_flag_disables_node_provisioning(capsys: pytest.CaptureFixture[str]) -> None:
@@ -41,3 +42,10 @@ def test_operator_flag_disables_node_provisioning(capsys: pytest.CaptureFixture[
         parse_args(["--feature-gates=nope=true"])
     assert info.value.code == 2
     assert "unknown gate 'nope'" in capsys.readouterr().err
+
+
+def test_the_inferenceset_controller_gate_can_be_turned_off() -> None:
+    assert featuregates.parse("").enabled("enableInferenceSetController")
+    assert not featuregates.parse("enableInferenceSetController=false").enabled(
+        "enableInferenceSetController"
+    )

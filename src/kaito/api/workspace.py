@@ -193,6 +193,12 @@ class TuningSpec(KubeModel):
                 "tuning.method is immutable",
                 field_path=".method",
             ),
+            _rule(
+                "has(self.input.name) == has(oldSelf.input.name) && (!has(self.input.name) || "
+                "self.input.name == oldSelf.input.name)",
+                "tuning.input.name is immutable; create a new Workspace to tune on other data",
+                field_path=".input.name",
+            ),
         )
     )
 
@@ -258,11 +264,17 @@ class ResourceSpec(KubeModel):
                 "resource.count is immutable",
                 field_path=".count",
             ),
+            _rule(
+                "has(self.partition) == has(oldSelf.partition) && (!has(self.partition) || "
+                "self.partition == oldSelf.partition)",
+                "resource.partition is immutable; create a new Workspace to change it",
+                field_path=".partition",
+            ),
         )
     )
 
-    count: int | None = Field(default=None, ge=1, json_schema_extra={"default": 1})
-    """Deprecated: node count for the transformers runtime; vLLM sizes nodes itself."""
+    count: int | None = Field(default=None, ge=0, json_schema_extra={"default": 1})
+    """Deprecated: node count; 0 or unset lets Kaito size vLLM Workspaces (it always does)."""
     instance_type: str | None = Field(default=None, min_length=1, max_length=256)
     """GPU VM size to provision, e.g. Standard_NC24ads_A100_v4; omit for bring-your-own nodes."""
     label_selector: LabelSelector

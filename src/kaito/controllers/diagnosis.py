@@ -77,7 +77,8 @@ def pod_problem(pod: Mapping[str, Any]) -> Diagnosis | None:
                 ),
             )
         last = (cs.get("lastState") or {}).get("terminated") or {}
-        if last.get("reason") == "OOMKilled":
+        term = (cs.get("state") or {}).get("terminated") or {}
+        if "OOMKilled" in (last.get("reason"), term.get("reason")):
             return Diagnosis(
                 Reason.CONTAINER_OOM_KILLED,
                 _trim(
@@ -85,15 +86,19 @@ def pod_problem(pod: Mapping[str, Any]) -> Diagnosis | None:
                     "choose a larger instance type or lower max-model-len"
                 ),
             )
-        if reason == "CrashLoopBackOff":
-            exit_code = last.get("exitCode")
-            said = (last.get("message") or "").strip()
+        # between restarts the kubelet shows the failed run itself (terminated) or the
+        # back-off before the next one (waiting: CrashLoopBackOff, the failed run in lastState)
+        # ...or, running again, not ready yet after a failed run (a slow start hides the loop)
+        restarted = cs.get("restartCount", 0) > 0 and not cs.get("ready") and last.get("exitCode")
+        if term.get("exitCode") or reason == "CrashLoopBackOff" or restarted:
+            failed = term if term.get("exitCode") else last
+            said = (failed.get("message") or "").strip()
             why = f": {said}" if said else ""
             return Diagnosis(
                 Reason.CONTAINER_CRASH_LOOP_BACK_OFF,
                 _trim(
                     f"pod {name} container {container} keeps crashing "
-                    f"(exit code {exit_code}){why}; "
+                    f"(exit code {failed.get('exitCode')}){why}; "
                     f"see `kubectl logs {name} -c {container} --previous`"
                 ),
             )
@@ -126,18 +131,46 @@ def claim_problem(claim: Mapping[str, Any]) -> Diagnosis:
     return Diagnosis(Reason.NODE_CLAIM_NOT_READY, f"NodeClaim {name} is being provisioned")
 
 
-def node_problem(node: Mapping[str, Any] | None, name: str, gpus: int) -> Diagnosis | None:
-    """None when the node is Ready with at least `gpus` allocatable GPUs."""
+def node_problem(
+    node: Mapping[str, Any] | None, name: str, gpus: int, resource: str = "nvidia.com/gpu"
+) -> Diagnosis | None:
+    """None when the node is Ready with `gpus` allocatable `resource` (GPUs or MIG slices)."""
     if node is None:
         return Diagnosis(Reason.NODE_NOT_READY, f"node {name} has not joined the cluster yet")
     if not is_true(node, "Ready"):
         return Diagnosis(Reason.NODE_NOT_READY, f"node {name} is not Ready")
     allocatable = (node.get("status") or {}).get("allocatable") or {}
-    have = int(str(allocatable.get("nvidia.com/gpu", "0")) or 0)
+    have = whole_quantity(allocatable.get(resource, "0"))
     if have < gpus:
         return Diagnosis(
             Reason.NODE_PLUGINS_NOT_READY,
-            f"node {name} offers {have} nvidia.com/gpu, {gpus} needed: "
+            f"node {name} offers {have} {resource}, {gpus} needed: "
             "is the NVIDIA device plugin running?",
         )
     return None
+
+
+_SUFFIXES = {
+    "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
+    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
+}  # fmt: skip
+
+
+def whole_quantity(value: object) -> int:
+    """A Kubernetes quantity ("2", "1k", "500m", 4) as a whole number; 0 when unreadable.
+
+    Nodes are written by others (kubelets, device plugins, people): a value this code does
+    not expect must read as "none", never stop the reconcile.
+    """
+    text = str(value).strip()
+    scale: float
+    for suffix in sorted(_SUFFIXES, key=len, reverse=True):
+        if text.endswith(suffix):
+            number, scale = text[: -len(suffix)], _SUFFIXES[suffix]
+            break
+    else:
+        number, scale = (text[:-1], 0.001) if text.endswith("m") else (text, 1)
+    try:
+        return max(0, int(float(number) * scale))
+    except ValueError:
+        return 0

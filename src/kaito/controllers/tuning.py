@@ -25,26 +25,28 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kaito.controllers.objects import (
+    CONFIG_DIR,
     GPU_RESOURCE,
     GPU_TOLERATIONS,
     PULL_SECRET_ROOT,
     REVISION_ANNOTATION,
+    TERMINATION_MESSAGE_POLICY,
     WEIGHTS_DIR,
+    WEIGHTS_FETCHER,
     WORKSPACE_LABEL,
     Owner,
     node_affinity,
     owned_metadata,
+    plain_http_flag,
 )
 from kaito.presets.tuning import CONFIG_KEY, DEFAULT_OUTPUT_DIR, check_method, default_config_yaml
 
-CONFIG_DIR = "/mnt/config"
 DATA_DIR = "/mnt/data"
 DOCKER_CONFIG_DIR = "/root/.docker"
 BAD_INPUT_EXIT_CODE = 2  # serving.tuning.report.EXIT_BAD_INPUT
 BACKOFF_LIMIT = 2
 DOWNLOADER = "data-downloader"
 PULLER = "data-puller"
-WEIGHTS_DOWNLOADER = "model-weights-downloader"
 TRAINER = "trainer"
 PUSHER = "pusher"
 PHI3_TARGET_MODULES = "k_proj,q_proj,v_proj,o_proj,gate_proj,down_proj,up_proj"
@@ -109,6 +111,7 @@ class TuningJob:
     image_pull_secrets: Sequence[str] = ()
     env: Mapping[str, str] = field(default_factory=dict)
     backoff_limit: int = BACKOFF_LIMIT
+    plain_http_registries: frozenset[str] = frozenset()
 
 
 def default_config_map_name(owner: Owner, method: str) -> str:
@@ -135,7 +138,7 @@ def _container(
         "args": args,
         "env": [{"name": "PYTHONUNBUFFERED", "value": "1"}],
         "volumeMounts": mounts,
-        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "terminationMessagePolicy": TERMINATION_MESSAGE_POLICY,
     }
 
 
@@ -154,6 +157,7 @@ def _input_stage(job: TuningJob) -> tuple[list[dict[str, Any]], list[dict[str, A
         stage = _container(DOWNLOADER, job.image, "serving.tuning.download", args, [_data_mount()])
         return [stage], volumes
     args = ["--image", source.image, "--dest", DATA_DIR]
+    args += plain_http_flag(source.image, job.plain_http_registries)
     mounts = [_data_mount()]
     if source.pull_secrets:
         secret_dir = f"{PULL_SECRET_ROOT}/{job.owner.name}-tuning-input"
@@ -249,6 +253,7 @@ def _pusher(job: TuningJob, output: ImageOutput) -> dict[str, Any]:
         f"{DOCKER_CONFIG_DIR}/config.json",
         "--model-name",
         job.preset,
+        *plain_http_flag(output.image, job.plain_http_registries),
     ]
     mounts = [
         {"name": "results-volume", "mountPath": job.output_dir, "readOnly": True},
@@ -269,6 +274,7 @@ def job(spec: TuningJob) -> dict[str, Any]:
     ]
     if spec.weights_image:
         args = ["--image", spec.weights_image, "--dest", WEIGHTS_DIR]
+        args += plain_http_flag(spec.weights_image, spec.plain_http_registries)
         mounts: list[dict[str, Any]] = [{"name": "model-weights-volume", "mountPath": WEIGHTS_DIR}]
         if spec.image_pull_secrets:
             secret_dir = f"{PULL_SECRET_ROOT}/model-weights"
@@ -278,7 +284,7 @@ def job(spec: TuningJob) -> dict[str, Any]:
             )
             volumes.append(_dockerconfig_volume("weights-docker-config", spec.image_pull_secrets))
         init_containers.append(
-            _container(WEIGHTS_DOWNLOADER, spec.image, "serving.fetch", args, mounts)
+            _container(WEIGHTS_FETCHER, spec.image, "serving.fetch", args, mounts)
         )
     trainer = _trainer(spec)
     if isinstance(spec.output, ImageOutput):

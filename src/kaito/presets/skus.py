@@ -8,10 +8,12 @@ CPU build.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -170,3 +172,119 @@ def sku_from_node_labels(labels: Mapping[str, str], *, name: str = "byo") -> Sku
         gpu_model=labels.get(GPU_PRODUCT_LABEL, "byo") or "byo",
         name=name,
     )
+
+
+# --- instance types newer than the table --------------------------------------------------------
+
+# GPU models named in Azure VM size names: (product, GiB per GPU, compute capability).  Where a
+# model comes in two memory sizes (A100 40/80 GB, V100 16/32 GB, H100 80/94 GB) the smaller is
+# taken: sizing on too little memory costs a node, on too much a crash.
+AZURE_GPU_MODELS: Mapping[str, tuple[str, float, str]] = {
+    "H200": ("NVIDIA H200", 141, "9.0"),
+    "H100": ("NVIDIA H100", 80, "9.0"),
+    "A100": ("NVIDIA A100", 40, "8.0"),
+    "A10": ("NVIDIA A10", 24, "8.6"),
+    "L40S": ("NVIDIA L40S", 48, "8.9"),
+    "L4": ("NVIDIA L4", 24, "8.9"),
+    "T4": ("NVIDIA T4", 16, "7.5"),
+    "V100": ("NVIDIA V100", 16, "7.0"),
+}
+AZURE_PREFIX = "standard_"
+# Instance-type spellings of the clouds this operator does not provision on.
+_OTHER_CLOUDS = (
+    ("AWS", re.compile(r"^[a-z][a-z0-9-]*\.[0-9]*(nano|micro|small|medium|large|xlarge|metal)")),
+    ("Google Cloud", re.compile(r"^[a-z][a-z0-9]*-(standard|highgpu|megagpu|ultragpu|highmem)")),
+)
+
+
+@dataclass(frozen=True)
+class LearnedSku:
+    """An instance type missing from the table, sized from what the cluster or the cloud says."""
+
+    sku: Sku
+    source: str
+    """Where the figures came from, in words (it ends up in a Workspace condition)."""
+
+    @property
+    def summary(self) -> str:
+        if self.sku.cpu_only:
+            return f"{self.sku.name}: no GPU, {self.sku.vcpu} vCPUs, {self.sku.memory_gib} GiB"
+        return (
+            f"{self.sku.name}: {self.sku.gpu_count} x {self.sku.gpu_memory_gib:g} GiB "
+            f"{self.sku.gpu_model} (compute capability {self.sku.compute_capability})"
+        )
+
+
+def is_azure_name(name: str) -> bool:
+    return name.strip().lower().startswith(AZURE_PREFIX)
+
+
+def other_cloud(name: str) -> str | None:
+    """The cloud whose spelling `name` has, when it is not Azure's (e.g. AWS for g5.4xlarge)."""
+    text = name.strip().lower()
+    for cloud, pattern in _OTHER_CLOUDS:
+        if pattern.match(text):
+            return cloud
+    return None
+
+
+def learn_from_nodes(name: str, nodes: Iterable[Mapping[str, Any]]) -> LearnedSku | None:
+    """Size `name` from nodes of that type carrying GPU Feature Discovery labels."""
+    for node in nodes:
+        meta = node.get("metadata") or {}
+        labels = meta.get("labels") or {}
+        sku = sku_from_node_labels(labels, name=name)
+        if sku is None:
+            continue
+        capacity = (node.get("status") or {}).get("capacity") or {}
+        vcpu = _int_or(capacity.get("cpu"), 1)
+        return LearnedSku(
+            sku.model_copy(update={"vcpu": max(vcpu, 1)}),
+            f"the labels of node {meta.get('name')} ({GPU_COUNT_LABEL}="
+            f"{labels.get(GPU_COUNT_LABEL)}, "
+            f"{GPU_MEMORY_LABEL}={labels.get(GPU_MEMORY_LABEL)} MiB)",
+        )
+    return None
+
+
+def learn_from_azure(name: str, capabilities: Mapping[str, str]) -> LearnedSku | None:
+    """Size an Azure VM size from its resource SKU capabilities (GPUs, vCPUs, MemoryGB).
+
+    The SKU list gives the GPU count but not the GPU's memory: that comes from the GPU model
+    the size's name carries (``..._H200_v5``).  None when either is missing.
+    """
+    vcpu = _int_or(capabilities.get("vCPUs"), 0)
+    memory = int(float(capabilities.get("MemoryGB") or 0))
+    gpus = _int_or(capabilities.get("GPUs"), 0)
+    if vcpu < 1 or memory < 1:
+        return None
+    source = "Azure's resource SKU list"
+    if gpus == 0:
+        sku = Sku(name=name, cpu_only=True, vcpu=vcpu, memory_gib=memory)
+        return LearnedSku(sku, f"{source} (no GPUs, {vcpu} vCPUs, {memory} GB)")
+    tokens = [t.upper() for t in name.split("_")[1:]]
+    model = next((AZURE_GPU_MODELS[t] for t in tokens if t in AZURE_GPU_MODELS), None)
+    if model is None:
+        return None
+    product, per_gpu, cc = model
+    sku = Sku(
+        name=name,
+        gpu_model=product,
+        gpu_count=gpus,
+        gpu_memory_gib=per_gpu,
+        compute_capability=cc,
+        vcpu=vcpu,
+        memory_gib=memory,
+    )
+    return LearnedSku(
+        sku,
+        f"{source} (GPUs={gpus}) and the GPU model in its name ({product}, at least "
+        f"{per_gpu:g} GiB per GPU)",
+    )
+
+
+def _int_or(value: object, default: int) -> int:
+    try:
+        return int(str(value))
+    except ValueError:
+        return default

@@ -20,6 +20,9 @@ import yaml
 from kaito.presets.errors import SpecError
 
 CONFIG_KEY = "training_config.yaml"
+CONFIG_FIELD = "tuning.config"
+# Upstream Kaito nests the sections under one top-level key; both spellings are accepted.
+UPSTREAM_WRAPPER = "training_config"
 METHODS = ("lora", "qlora")
 OUTPUT_ROOT = "/mnt"
 DEFAULT_OUTPUT_DIR = "/mnt/results"
@@ -241,9 +244,37 @@ def parse_training_config(text: str, method: str) -> dict[str, dict[str, Any]]:
     return validate_training_config(document, method)
 
 
+def training_config_from_data(
+    name: str, namespace: str, data: Mapping[str, str] | None, method: str
+) -> dict[str, dict[str, Any]]:
+    """The validated training config of ConfigMap `name` (its ``data``; None: not found)."""
+    if data is None:
+        raise SpecError(
+            CONFIG_FIELD,
+            f"ConfigMap {name!r} not found in namespace {namespace!r}; create it with key "
+            f"{CONFIG_KEY}, or remove tuning.config to use the {method} defaults",
+        )
+    text = data.get(CONFIG_KEY)
+    if text is None:
+        raise SpecError(
+            CONFIG_FIELD,
+            f"ConfigMap {name!r} has no key {CONFIG_KEY} (it has: "
+            f"{', '.join(sorted(data)) or 'no keys'}); put the training settings under that key",
+        )
+    return parse_training_config(text, method)
+
+
+def unwrap(document: object) -> object:
+    """Upstream's ``training_config: {ModelConfig: ...}`` form, as the bare sections."""
+    if isinstance(document, Mapping) and set(document) == {UPSTREAM_WRAPPER}:
+        return document[UPSTREAM_WRAPPER]
+    return document
+
+
 def validate_training_config(config: object, method: str) -> dict[str, dict[str, Any]]:
     """Check every section and key; return a copy with empty sections as ``{}``."""
     method = check_method(method)
+    config = unwrap(config)
     if config is None:
         config = {}
     if not isinstance(config, Mapping):

@@ -14,31 +14,30 @@ from kaito.webhook.config import (
     mutating_webhook_configuration,
     validating_webhook_configuration,
 )
-from kaito.webhook.server import NodeLister, WebhookServer, kube_node_lister
+from kaito.webhook.server import Lookups, NodeLister, WebhookServer, kube_lookups
 from kaito.webhook.validation import (
-    FieldError,
-    Policy,
-    check_byo_nodes,
     check_spec,
     default_patch,
     validate_create,
     validate_update,
 )
+from kaito.webhook.view import ClusterView, FieldError, Policy
 
 __all__ = [
     "MUTATE_PATH",
     "VALIDATE_PATH",
     "CertBundle",
+    "ClusterView",
     "FieldError",
+    "Lookups",
     "NodeLister",
     "Policy",
     "ServiceRef",
     "WebhookServer",
-    "check_byo_nodes",
     "check_spec",
     "default_patch",
     "generate",
-    "kube_node_lister",
+    "kube_lookups",
     "load_or_create",
     "local_url",
     "mutating_webhook_configuration",

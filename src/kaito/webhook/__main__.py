@@ -21,19 +21,23 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import sys
 from pathlib import Path
 from typing import Any
 
+from kaito import featuregates
+from kaito.hub import HubClient, HubPresets
+from kaito.provisioner.azure.settings import AzureSettings
 from kaito.webhook import certs, incluster
 from kaito.webhook.config import (
     local_url,
     mutating_webhook_configuration,
     validating_webhook_configuration,
 )
-from kaito.webhook.server import WebhookServer, kube_node_lister
-from kaito.webhook.validation import Policy
+from kaito.webhook.server import WebhookServer, kube_lookups
+from kaito.webhook.view import Policy
 
 
 def _configurations(args: argparse.Namespace, ca_pem: bytes, port: int) -> list[dict[str, Any]]:
@@ -115,9 +119,12 @@ async def _serve(args: argparse.Namespace) -> int:
     bundle = await _bundle(args, api_client)
     if args.configuration:
         await incluster.inject_ca_bundle(api_client, args.configuration, bundle.ca_pem)
+    policy, cloud = _policy(args)
+    hub_client = HubClient()  # HF_ENDPOINT, as the Hugging Face libraries read it
     server = WebhookServer(
-        node_lister=kube_node_lister(api_client) if api_client is not None else None,
-        policy=Policy(allow_private_urls=args.allow_private_urls),
+        kube_lookups(api_client, cloud.describe if cloud else None) if api_client else None,
+        policy,
+        hub=HubPresets(hub_client),
     )
     port = await server.start(args.host, args.port, certs.server_context(args.cert_dir))
     configs = _configurations(args, bundle.ca_pem, port)
@@ -132,9 +139,43 @@ async def _serve(args: argparse.Namespace) -> int:
     if args.register and api_client is not None:
         await _apply(api_client, configs, delete=True)
     await server.stop()
+    await hub_client.close()
+    if cloud is not None:
+        await cloud.close()
     if api_client is not None:
         await api_client.close()
     return 0
+
+
+def _policy(args: argparse.Namespace) -> tuple[Policy, Any]:
+    """The operator's settings (same flags and environment), and Azure's SKU list if on."""
+    try:
+        gates = featuregates.parse(args.feature_gates)
+    except featuregates.FeatureGateError as exc:
+        raise SystemExit(str(exc)) from None
+    provisioner = args.node_provisioner
+    if gates.enabled("disableNodeAutoProvisioning"):
+        provisioner = "byo"
+    cloud = None
+    location = None
+    if provisioner == "azure":
+        from kaito.provisioner.azure import AzureSettings  # noqa: PLC0415 (cloud SDK import)
+        from kaito.provisioner.azure.skus import ResourceSkus  # noqa: PLC0415
+
+        settings = AzureSettings.from_args(args)
+        cloud, location = ResourceSkus(settings), settings.location
+    policy = Policy(
+        allow_private_urls=args.allow_private_urls,
+        node_provisioner=provisioner,
+        enable_mig=gates.enabled("enableMIG"),
+        enable_accelerator=gates.enabled("enableAccelerator"),
+        azure_location=location,
+    )
+    return policy, cloud
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(f"KAITO_{name.upper().replace('-', '_')}", default)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -153,6 +194,18 @@ def main(argv: list[str] | None = None) -> int:
         "--cert-secret", help="NAMESPACE/NAME of the Secret holding the certificate"
     )
     parser.add_argument("--configuration", help="ValidatingWebhookConfiguration to set caBundle in")
+    parser.add_argument(
+        "--node-provisioner",
+        choices=("kwok", "azure", "byo", "external"),
+        default=_env("node-provisioner", "kwok"),
+        help="the operator's node provisioner (env KAITO_NODE_PROVISIONER)",
+    )
+    parser.add_argument(
+        "--feature-gates",
+        default=_env("feature-gates", ""),
+        help="the operator's feature gates (env KAITO_FEATURE_GATES)",
+    )
+    AzureSettings.add_arguments(parser)
     args = parser.parse_args(argv)
     if args.command == "config":
         bundle = certs.load_or_create(args.cert_dir, ip_addresses=[args.host])

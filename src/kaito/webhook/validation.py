@@ -1,46 +1,33 @@
 """Admission rules that need the model catalog or the cluster (CEL in the CRD covers the rest).
 
-Everything here is a pure function of the Workspace (and, for bring-your-own nodes, of the
-nodes the caller looked up), so the rules are unit-tested without a server.  Every problem is a
-:class:`FieldError` naming the field path and saying what would be accepted.
+Everything here is a pure function of the Workspace, the operator's :class:`Policy` and the
+:class:`ClusterView` the server looked up, so the rules are unit-tested without a server.  Every
+problem is a :class:`FieldError` naming the field path and saying what would be accepted.  An
+update is held to the same rules as a create (immutable fields are CEL in the CRD), unless it
+leaves resource/inference/tuning alone or the Workspace is being deleted.
 """
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
 
 from kaito import presets
-from kaito.api import LabelSelector, WorkspaceBase, constants, parse_workspace
+from kaito.api import WorkspaceBase, constants, parse_workspace
 from kaito.api.workspace import DataSource
+from kaito.presets.hub_sizing import is_hub_id
+from kaito.webhook import configs, resources
 from kaito.webhook.addresses import url_problem
+from kaito.webhook.resources import names as _names
+from kaito.webhook.view import ClusterView, FieldError, Policy
 
+DEFAULT_POLICY = Policy()
 DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 MAX_NAME = 63
-_SHOWN = 40
-
-
-@dataclass(frozen=True)
-class FieldError:
-    """One rejected field: where, and what to write instead."""
-
-    field: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.field}: {self.message}"
-
-
-@dataclass(frozen=True)
-class Policy:
-    """Switches for environments that legitimately differ (local test clusters)."""
-
-    allow_private_urls: bool = False
-    """Accept data URLs on loopback/private addresses (a local registry in tests)."""
 
 
 def _loc(loc: tuple[int | str, ...]) -> str:
@@ -69,17 +56,17 @@ def _short(err: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _names(items: Sequence[str]) -> str:
-    shown = ", ".join(items[:_SHOWN])
-    return shown + (f" and {len(items) - _SHOWN} more" if len(items) > _SHOWN else "")
-
-
-def _preset_names(*, tunable: bool = False) -> list[str]:
-    return sorted(
+def _preset_names(*, tunable: bool = False, near: str | None = None) -> list[str]:
+    """Curated preset names, those closest to `near` (a mistyped name) first."""
+    names = sorted(
         p.name
         for p in presets.list_presets(include_test=False)
         if not p.deprecated and (p.supports_tuning or not tunable)
     )
+    if near:
+        close = difflib.get_close_matches(near.lower(), names, n=5, cutoff=0.5)
+        names = close + [n for n in names if n not in close]
+    return names
 
 
 def _check_annotations(ws: WorkspaceBase) -> list[FieldError]:
@@ -135,32 +122,20 @@ def _check_selector(ws: WorkspaceBase) -> list[FieldError]:
     return []
 
 
-def _check_instance_type(ws: WorkspaceBase) -> tuple[presets.Sku | None, list[FieldError]]:
-    name = ws.resource.instance_type
-    if name is None:
-        return None, []
-    sku = presets.get_sku(name)
-    if sku is None:
-        known = sorted(s.name for s in presets.list_skus())
-        return None, [
-            FieldError(
-                "resource.instanceType",
-                f"unknown instance type {name!r}; accepted: {_names(known)} (or omit "
-                "instanceType and select your own GPU nodes with labelSelector)",
-            )
-        ]
-    return sku, []
-
-
 def _preset(
-    name: str, field: str, *, tuning: bool
+    name: str, field: str, *, tuning: bool, view: ClusterView | None
 ) -> tuple[presets.Preset | None, list[FieldError]]:
-    preset = presets.get_preset(name)
+    hub_presets = (view.hub_presets if view is not None else None) or {}
+    preset = presets.get_preset(name) or hub_presets.get(name.strip().lower())
+    if preset is None and is_hub_id(name):
+        return None, []  # a hub model the server could not read: the operator sizes it
     if preset is None:
         return None, [
             FieldError(
                 field,
-                f"unknown preset {name!r}; accepted: {_names(_preset_names(tunable=tuning))}",
+                f"unknown preset {name!r}; accepted: "
+                f"{_names(_preset_names(tunable=tuning, near=name))}"
+                + ("" if tuning else ", or a Hugging Face model id (owner/name)"),
             )
         ]
     if preset.deprecated:
@@ -199,159 +174,85 @@ def _check_urls(prefix: str, source: DataSource | None, policy: Policy) -> list[
     return errors
 
 
-def _bypass(ws: WorkspaceBase) -> bool:
-    return constants.ANNOTATION_BYPASS_RESOURCE_CHECKS in (ws.metadata.annotations or {})
-
-
-def _fit(preset: presets.Preset, sku: presets.Sku | None, ws: WorkspaceBase) -> list[FieldError]:
-    if sku is None or _bypass(ws):
-        return []
-    try:
-        presets.estimate(preset, sku)
-    except presets.SpecError as exc:
-        hint = " (or annotate kaito.sh/bypass-resource-checks to skip this check)"
-        return [FieldError(exc.field, exc.reason + hint)]
-    return []
-
-
-def check_spec(ws: WorkspaceBase, policy: Policy = Policy()) -> list[FieldError]:
-    """Catalog rules for a parsed Workspace: presets, instance type, fit, adapters, data URLs."""
-    errors = _check_annotations(ws) + _check_selector(ws)
-    sku, sku_errors = _check_instance_type(ws)
-    errors += sku_errors
-    if ws.inference is not None:
-        inference = ws.inference
-        if inference.preset is not None:
-            preset, preset_errors = _preset(
-                inference.preset.name, "inference.preset.name", tuning=False
-            )
-            errors += preset_errors
-            if preset is not None:
-                errors += _fit(preset, sku, ws)
-                if inference.adapters and not preset.supports_lora:
-                    errors.append(
-                        FieldError(
-                            "inference.adapters",
-                            f"preset {preset.name!r} does not support LoRA adapters; remove "
-                            "inference.adapters or choose a preset that allows them",
-                        )
-                    )
-        for i, adapter in enumerate(inference.adapters or ()):
-            errors += _check_urls(f"inference.adapters[{i}].source", adapter.source, policy)
-    if ws.tuning is not None:
-        _, preset_errors = _preset(ws.tuning.preset.name, "tuning.preset.name", tuning=True)
-        errors += preset_errors
-        errors += _check_urls("tuning.input", ws.tuning.input, policy)
-    return errors
-
-
-def byo_selector(ws: WorkspaceBase) -> LabelSelector | None:
-    """The node selector to check when the Workspace brings its own nodes (no instanceType)."""
-    if ws.resource.instance_type is not None:
-        return None
-    return ws.resource.label_selector
-
-
-def selector_matches(selector: LabelSelector, labels: Mapping[str, str]) -> bool:
-    """Does a node with `labels` match (reserved Kaito keys in matchLabels are ignored)?"""
-    for key, value in (selector.match_labels or {}).items():
-        if key not in constants.RESERVED_SELECTOR_KEYS and labels.get(key) != value:
-            return False
-    for req in selector.match_expressions or ():
-        present = req.key in labels
-        values = req.values or []
-        ok = {
-            "In": present and labels.get(req.key) in values,
-            "NotIn": not present or labels.get(req.key) not in values,
-            "Exists": present,
-            "DoesNotExist": not present,
-        }[req.operator]
-        if not ok:
-            return False
-    return True
-
-
-def label_query(selector: LabelSelector) -> str:
-    """matchLabels as an API label selector string (expressions are filtered client-side)."""
-    return ",".join(
-        f"{k}={v}"
-        for k, v in sorted((selector.match_labels or {}).items())
-        if k not in constants.RESERVED_SELECTOR_KEYS
-    )
-
-
-def check_byo_nodes(ws: WorkspaceBase, nodes: Sequence[Mapping[str, Any]]) -> list[FieldError]:
-    """Bring-your-own nodes must exist and carry GPU Feature Discovery labels."""
-    selector = byo_selector(ws)
-    if selector is None:
-        return []
-    field = "resource.labelSelector"
-    matching = [
-        n
-        for n in nodes
-        if selector_matches(selector, (n.get("metadata") or {}).get("labels") or {})
-    ]
-    names = sorted(str((n.get("metadata") or {}).get("name")) for n in matching)
+def _check_adapters(ws: WorkspaceBase, preset: presets.Preset | None) -> list[FieldError]:
+    """Adapters come from an image or a volume (as upstream: never from URLs)."""
+    inference = ws.inference
+    assert inference is not None
     errors: list[FieldError] = []
-    for i, wanted in enumerate(ws.resource.preferred_nodes or ()):
-        if wanted not in names:
-            errors.append(
-                FieldError(
-                    f"resource.preferredNodes[{i}]",
-                    f"node {wanted!r} does not exist or does not match resource.labelSelector; "
-                    "list only selected nodes",
-                )
-            )
-    if not matching:
-        return [
-            *errors,
-            FieldError(
-                field,
-                "no node matches the selector; label your GPU nodes with it, or set "
-                "resource.instanceType so Kaito provisions nodes",
-            ),
-        ]
-    preset_name = ws.inference.preset.name if ws.inference and ws.inference.preset else None
-    if ws.tuning is not None:
-        preset_name = ws.tuning.preset.name
-    preset = presets.get_preset(preset_name) if preset_name else None
-    if preset is not None and "vllm" not in preset.runtimes:
-        return errors  # a CPU-only model needs no GPU labels
-    missing = [
-        str(n["metadata"].get("name"))
-        for n in matching
-        if not all(k in (n["metadata"].get("labels") or {}) for k in constants.GPU_LABELS)
-    ]
-    if missing:
+    if inference.adapters and preset is not None and not preset.supports_lora:
         errors.append(
             FieldError(
-                field,
-                f"selected node(s) {_names(sorted(missing))} lack the GPU labels "
-                f"{', '.join(constants.GPU_LABELS)}; install NVIDIA GPU Feature Discovery or "
-                "add the labels, or set resource.instanceType so Kaito provisions nodes",
+                "inference.adapters",
+                f"preset {preset.name!r} does not support LoRA adapters; remove "
+                "inference.adapters or choose a preset that allows them",
             )
         )
-        return errors
-    if preset is not None and ws.inference is not None and not _bypass(ws):
-        labels = matching[0]["metadata"].get("labels") or {}
-        sku = presets.sku_from_node_labels(labels)
-        if sku is not None:
-            try:
-                presets.estimate_byo(
-                    preset,
-                    sku.gpu_count,
-                    sku.gpu_memory_gib,
-                    compute_capability=sku.compute_capability,
-                    available_nodes=len(matching),
+    for i, adapter in enumerate(inference.adapters or ()):
+        source = adapter.source
+        if source is None:
+            continue
+        field = f"inference.adapters[{i}].source"
+        if source.urls:
+            errors.append(
+                FieldError(
+                    f"{field}.urls",
+                    "adapters cannot be downloaded from URLs; ship the adapter as an image "
+                    "(source.image) or on a volume (source.volumeSource)",
                 )
-            except presets.SpecError as exc:
-                errors.append(
-                    FieldError(
-                        exc.field,
-                        exc.reason + " (or annotate kaito.sh/bypass-resource-checks)",
-                    )
+            )
+        elif not source.image and not source.volume_source:
+            errors.append(
+                FieldError(
+                    field,
+                    f"adapter {source.name!r} needs source.image (an adapter image) or "
+                    "source.volumeSource (a volume holding adapter_config.json and "
+                    "adapter_model.safetensors)",
                 )
+            )
     return errors
+
+
+def check_spec(
+    ws: WorkspaceBase, view: ClusterView | None = None, policy: Policy = DEFAULT_POLICY
+) -> list[FieldError]:
+    """Catalog and cluster rules for a parsed Workspace (see docs/api.md for the list)."""
+    errors = _check_annotations(ws) + _check_selector(ws) + configs.check_images(ws)
+    errors += resources.check_count(ws)
+    sku, _, sku_errors = resources.resolve_instance_type(ws, view, policy)
+    errors += sku_errors
+    preset: presets.Preset | None = None
+    if ws.inference is not None:
+        if ws.inference.preset is not None:
+            preset, preset_errors = _preset(
+                ws.inference.preset.name, "inference.preset.name", tuning=False, view=view
+            )
+            errors += preset_errors
+        errors += _check_adapters(ws, preset)
+    if ws.tuning is not None:
+        preset, preset_errors = _preset(
+            ws.tuning.preset.name, "tuning.preset.name", tuning=True, view=view
+        )
+        errors += preset_errors + _check_urls("tuning.input", ws.tuning.input, policy)
+        errors += configs.tuning_configmap(ws, view)
+    available: int | None = None
+    if ws.resource.instance_type is None and view is not None and view.selected_nodes is not None:
+        sku, byo_errors = resources.byo_nodes(ws, view.selected_nodes, preset)
+        errors += byo_errors
+        available = len(view.selected_nodes)
+    errors += resources.check_partition(ws, policy, sku)
+    config, config_errors = configs.inference_config(ws, view)
+    errors += config_errors
+    if errors or preset is None or sku is None:
+        return errors
+    if ws.inference is not None and not resources.bypassed(ws):
+        errors += resources.total_memory_fit(ws, preset, sku, config)
+    return errors or resources.plan_fit(
+        ws,
+        sku,
+        config,
+        available_nodes=available,
+        hub_presets=view.hub_presets if view is not None else None,
+    )
 
 
 def _spec(obj: Mapping[str, Any]) -> tuple[Any, Any, Any]:
@@ -363,34 +264,42 @@ def spec_changed(obj: Mapping[str, Any], old: Mapping[str, Any]) -> bool:
     return _spec(obj) != _spec(old)
 
 
+def update_checked(obj: Mapping[str, Any], old: Mapping[str, Any] | None) -> bool:
+    """Is an update held to the rules?  Not while deleting, nor when the spec is unchanged.
+
+    The server asks before it looks anything up (nodes, ConfigMaps, the cloud, the model hub).
+    """
+    meta = obj.get("metadata")
+    if isinstance(meta, Mapping) and meta.get("deletionTimestamp"):
+        return False
+    return not (isinstance(old, Mapping) and not spec_changed(obj, old))
+
+
 def validate_create(
-    obj: Mapping[str, Any], nodes: Sequence[Mapping[str, Any]] | None, policy: Policy = Policy()
+    obj: Mapping[str, Any], view: ClusterView | None = None, policy: Policy = DEFAULT_POLICY
 ) -> list[FieldError]:
-    """All webhook rules for a new Workspace; `nodes` are those matching its BYO selector."""
+    """All webhook rules for a new Workspace."""
     ws, errors = parse(obj)
     if ws is None:
         return errors
-    errors = _check_name(ws) + check_spec(ws, policy)
-    if nodes is not None:
-        errors += check_byo_nodes(ws, nodes)
-    return errors
+    return _check_name(ws) + check_spec(ws, view, policy)
 
 
 def validate_update(
-    obj: Mapping[str, Any], old: Mapping[str, Any] | None, policy: Policy = Policy()
+    obj: Mapping[str, Any],
+    old: Mapping[str, Any] | None,
+    policy: Policy = DEFAULT_POLICY,
+    view: ClusterView | None = None,
 ) -> list[FieldError]:
-    """Rules for a changed Workspace; finalizer/label-only updates and deletions pass."""
+    """The create rules for a changed spec; finalizer/label-only updates and deletions pass."""
     if not isinstance(obj, Mapping):
         return [FieldError("(root)", "the object must be a JSON object")]
-    meta = obj.get("metadata")
-    if isinstance(meta, Mapping) and meta.get("deletionTimestamp"):
-        return []
-    if isinstance(old, Mapping) and not spec_changed(obj, old):
+    if not update_checked(obj, old):
         return []
     ws, errors = parse(obj)
     if ws is None:
         return errors
-    return check_spec(ws, policy)
+    return check_spec(ws, view, policy)
 
 
 def default_patch(obj: Mapping[str, Any], api_version: str) -> list[dict[str, Any]]:

@@ -144,3 +144,36 @@ def test_a_weights_image_is_fetched_before_vllm_starts() -> None:
 def test_no_weights_image_means_no_fetcher() -> None:
     pod = o.statefulset(work())["spec"]["template"]["spec"]
     assert "initContainers" not in pod
+
+
+def test_an_inferenceset_replica_is_labelled_for_its_set_and_drains_before_stopping() -> None:
+    sts = o.statefulset(work(inference_set="phi"))
+    template = sts["spec"]["template"]
+    assert template["metadata"]["labels"]["inferenceset.kaito.sh/created-by"] == "phi"
+    # the selector is unchanged, so existing StatefulSets are not broken by the label
+    assert "inferenceset.kaito.sh/created-by" not in sts["spec"]["selector"]["matchLabels"]
+    container = template["spec"]["containers"][0]
+    assert container["lifecycle"] == {"preStop": {"sleep": {"seconds": 5}}}
+    plain = o.statefulset(work())
+    assert "inferenceset.kaito.sh/created-by" not in plain["spec"]["template"]["metadata"]["labels"]
+    assert "lifecycle" not in plain["spec"]["template"]["spec"]["containers"][0]
+
+
+def test_pullers_speak_plain_http_only_to_the_registries_named_so() -> None:
+    named = frozenset({"10.250.0.1:5000"})
+    pod = o.statefulset(
+        work(
+            weights_image="10.250.0.1:5000/kaito-tiny:1",
+            adapters=(
+                o.ImageAdapter("near", "10.250.0.1:5000/adapter:1"),
+                o.ImageAdapter("far", "reg.example/adapter:1"),
+            ),
+            plain_http_registries=named,
+        )
+    )["spec"]["template"]["spec"]
+    flags = {c["name"]: "--plain-http" in c["args"] for c in pod["initContainers"]}
+    assert flags == {"model-weights-downloader": True, "adapter-near": True, "adapter-far": False}
+    # by default every registry is spoken to over HTTPS
+    default = o.statefulset(work(weights_image="10.250.0.1:5000/kaito-tiny:1"))
+    init = default["spec"]["template"]["spec"]["initContainers"][0]
+    assert "--plain-http" not in init["args"]

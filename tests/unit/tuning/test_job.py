@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from kaito.controllers import tuning as tj
-from kaito.controllers.objects import Owner
+from kaito.controllers.objects import WEIGHTS_FETCHER, Owner
 from kaito.presets import tuning as t
 from kaito.presets.errors import SpecError
 
@@ -224,7 +224,7 @@ def test_weights_image_secret_env_and_pull_secrets() -> None:
     )
     p = pod(job)
     names = [c["name"] for c in p["initContainers"]]
-    assert names == [tj.DOWNLOADER, tj.WEIGHTS_DOWNLOADER, tj.TRAINER]
+    assert names == [tj.DOWNLOADER, WEIGHTS_FETCHER, tj.TRAINER]
     weights = p["initContainers"][1]
     assert weights["args"] == [
         "--image",
@@ -258,3 +258,20 @@ def test_default_config_map(method: str) -> None:
     parsed = yaml.safe_load(cm["data"]["training_config.yaml"])
     assert parsed == t.default_config(method)
     assert t.validate_training_config(parsed, method) == parsed
+
+
+def test_every_stage_that_talks_to_a_plain_http_registry_says_so() -> None:
+    local = "10.250.0.1:5000"
+    job = tj.job(
+        spec(
+            input=tj.ImageInput(f"{local}/data/train:1"),
+            output=tj.ImageOutput(f"{local}/adapters/phi-3:v1", "push-secret"),
+            weights_image="registry.example.com/weights:1",
+            plain_http_registries=frozenset({local}),
+        )
+    )
+    p = pod(job)
+    stages = by_name([*p["initContainers"], *p["containers"]])
+    assert "--plain-http" in stages[tj.PULLER]["args"]
+    assert "--plain-http" in stages[tj.PUSHER]["args"]
+    assert "--plain-http" not in stages[tj.WEIGHTS_FETCHER]["args"]  # another registry
