@@ -117,6 +117,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "pusher reach over plain HTTP, as a node's containerd does for them",
     )
     p.add_argument(
+        "--cloud-provider",
+        default=os.environ.get("CLOUD_PROVIDER") or _env("cloud-provider", "azure"),
+        help="the cloud the cluster runs on (upstream's CLOUD_PROVIDER: azure, aws, arc); on "
+        "azure, Workspace pods tolerate the spot node pools' taint",
+    )
+    p.add_argument(
         "--feature-gates",
         default=_env("feature-gates", ""),
         help="upstream's gates, e.g. vLLM=true,disableNodeAutoProvisioning=false",
@@ -166,6 +172,7 @@ def build(mgr: Manager, args: argparse.Namespace) -> NodeProvisioner | None:
         plain_http_registries=frozenset(
             r.strip() for r in args.plain_http_registries.split(",") if r.strip()
         ),
+        spot_toleration=args.cloud_provider.lower() == "azure",
     )
     cache = mgr.cache
     provisioner = build_provisioner(args.node_provisioner, mgr.client, cache)

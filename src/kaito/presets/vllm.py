@@ -180,9 +180,17 @@ def vllm_launch(
     adapters: Sequence[AdapterSpec] = (),
     user_config: Mapping[str, Any] | None = None,
     port: int = SERVING_PORT,
+    performance_mode: str | None = None,
 ) -> Launch:
-    """Build the serving container's command, args and env; a user `vllm:` section wins per flag."""
+    """Build the serving container's command, args and env; a user `vllm:` section wins per flag.
+
+    ``performance_mode`` (annotation ``kaito.sh/performance-mode``) becomes vLLM's
+    ``--performance-mode`` unless it is the default, balanced, as upstream passes it.
+    """
     flags = dict(_model_flags(preset, sku, estimate, port) + _adapter_flags(preset, adapters))
+    mode = (performance_mode or "").strip().lower()
+    if mode and mode != "balanced":
+        flags["performance-mode"] = mode
     for key, value in user_vllm_section(user_config).items():
         if key in PROTECTED_FLAGS:
             raise SpecError(
