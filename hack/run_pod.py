@@ -283,8 +283,11 @@ class PodRunner:
         spec_env = {k: rewrite(v, mapping) for k, v in spec_env.items()}
         if main and self._is_serving(argv):
             mounts = dict(mapping)
-            if not _has_flag(argv, "--adapter-dir") and "/mnt/adapter" in mounts:
-                argv += ["--adapter-dir", mounts["/mnt/adapter"]]
+            adapter_dir = mounts.get("/mnt/adapter") or self.parent_of_mounts(
+                "/mnt/adapter", mounts
+            )
+            if not _has_flag(argv, "--adapter-dir") and adapter_dir:
+                argv += ["--adapter-dir", adapter_dir]
             cfg = Path(mounts.get("/mnt/config", "/nonexistent")) / "inference_config.yaml"
             if (
                 not _has_flag(argv, "--config")
@@ -305,6 +308,21 @@ class PodRunner:
         if argv[0] in ("python", "python3"):
             argv[0] = str(self.python_bin)
         return argv, env
+
+    def parent_of_mounts(self, path: str, mounts: dict[str, str]) -> str | None:
+        """A directory standing for ``path`` when only volumes below it are mounted (volume
+        adapters at /mnt/adapter/<name>): in a container the parent exists and lists them."""
+        below = {m: h for m, h in mounts.items() if m.startswith(path + "/")}
+        if not below:
+            return None
+        parent = self.work / "parents" / path.strip("/").replace("/", "_")
+        parent.mkdir(parents=True, exist_ok=True)
+        for mount, host in below.items():
+            link = parent / mount[len(path) + 1 :]
+            link.parent.mkdir(parents=True, exist_ok=True)
+            if not link.exists():
+                link.symlink_to(host, target_is_directory=True)
+        return str(parent)
 
     @staticmethod
     def _is_serving(argv: list[str]) -> bool:

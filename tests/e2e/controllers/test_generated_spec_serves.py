@@ -70,7 +70,11 @@ def images(registry: LocalRegistry) -> dict[str, str]:
             [str(REPO / "hack" / "push-model"), str(src), ref, "--authfile", authfile],
             check=True, capture_output=True, text=True,
         )  # fmt: skip
-    return {"weights": weights, "adapter": adapter}
+    return {
+        "weights": weights,
+        "adapter": adapter,
+        "adapter_dir": str(tiny / "adapters" / "adapter-a"),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -139,13 +143,15 @@ def wait_ready(cluster: Cluster, namespace: str, name: str) -> None:
     wait_until(f"Workspace {name} ready", ready, timeout=60)
 
 
-def run_pod(cluster: Cluster, namespace: str, name: str, log: Path) -> subprocess.Popen[str]:
+def run_pod(
+    cluster: Cluster, namespace: str, name: str, log: Path, *extra: str
+) -> subprocess.Popen[str]:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "1"}
     return subprocess.Popen(
         [
             str(REPO / "hack" / "run-pod"), f"statefulset/{name}", "-n", namespace,
             "--kubeconfig", str(cluster.kubeconfig), "--kubectl", cluster.kubectl_path,
-            "--wait", "300",
+            "--wait", "300", *extra,
         ],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=log.open("wb"), text=True,
         start_new_session=True,
@@ -199,6 +205,55 @@ def test_generated_statefulset_pulls_weights_and_adapter_and_serves(
         assert adapted["Result"] != base["Result"], "the adapter changes the answer"
         if shutil.which("prometheus"):
             scraped_by_prometheus(registry_operator, url, tmp_path / "prometheus")
+    finally:
+        stop(proc)
+
+
+def test_an_adapter_on_a_volume_is_mounted_where_the_server_loads_adapters(
+    cluster: Cluster,
+    ns: str,
+    registry: LocalRegistry,
+    images: dict[str, str],
+    registry_operator: Operator,
+    tmp_path: Path,
+) -> None:
+    """Issue 19 leftover: inference.adapters[].source.volumeSource (upstream v1beta1) is
+    mounted at /mnt/adapter/<name>, where the server finds adapters, and served."""
+    pull_secret(cluster, ns, "tiny-registry", registry.docker_config.read_bytes())
+    doc = tiny_workspace("vol", "tiny-registry", images["adapter"])
+    volume = {"hostPath": {"path": images["adapter_dir"], "type": "Directory"}}
+    doc["inference"]["adapters"] = [{"source": {"name": "vol-adapter", "volumeSource": volume}}]
+    cluster.apply(doc, ns)
+    wait_ready(cluster, ns, "vol")
+    sts = cluster.get("statefulset", "vol", ns)
+    assert sts is not None
+    pod = sts["spec"]["template"]["spec"]
+    assert [c["name"] for c in pod["initContainers"]] == ["model-weights-downloader"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["adapter-vol-adapter"]["hostPath"] == volume["hostPath"]
+    mounts = {m["name"]: m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
+    assert mounts["adapter-vol-adapter"] == "/mnt/adapter/vol-adapter"
+
+    log = tmp_path / "run-pod.log"
+    # the node's hostPath is this machine's directory (run-pod maps it as the kubelet would)
+    proc = run_pod(
+        cluster, ns, "vol", log, "--map", f"/mnt/adapter/vol-adapter={images['adapter_dir']}"
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("URL="), log.read_text()[-4000:]
+        url = line.strip().removeprefix("URL=")
+        with urllib.request.urlopen(url + "/v1/models", timeout=30) as resp:
+            models = {m["id"] for m in json.loads(resp.read())["data"]}
+        assert models == {"tiny-llama-test", "vol-adapter"}
+        greedy = {"do_sample": False, "max_new_tokens": 8, "min_new_tokens": 8}
+        prompt = {"prompt": "hello world", "return_full_text": False, "generate_kwargs": greedy}
+        status, adapted = post(url + "/chat", {**prompt, "model": "vol-adapter"})
+        assert status == 200, adapted
+        status, base = post(url + "/chat", {**prompt, "model": "tiny-llama-test"})
+        assert status == 200, base
+        assert adapted["Result"] != base["Result"], "the adapter changes the answer"
     finally:
         stop(proc)
 
