@@ -156,6 +156,9 @@ class Reason(enum.StrEnum):
     WORKSPACE_FAILED = "workspaceFailed"
     WORKSPACE_DELETED = "workspaceDeleted"
     BENCHMARK_FAILED = "BenchmarkFailed"
+    BENCHMARK_COMPLETED = "BenchmarkCompleted"
+    BENCHMARK_RESULT_UNAVAILABLE = "BenchmarkResultUnavailable"
+    """Ours: the benchmark's log line could not be read (no kubelet logs, no RBAC)."""
 
 
 class WorkspaceState(enum.StrEnum):

@@ -110,6 +110,7 @@ class InferenceWorkload:
     preferred_nodes: Sequence[str] = ()  # resource.preferredNodes
     spot_toleration: bool = False
     weights_claim_storage: str | None = None  # local NVMe: a PVC of this size for the weights
+    benchmark_args: Sequence[str] | None = None  # startup probe = serving.benchmark with these
     adapters: Sequence[ImageAdapter | VolumeAdapter] = ()
     config_map: str | None = None
     model_access_secret: str | None = None
@@ -446,6 +447,8 @@ def statefulset(work: InferenceWorkload) -> dict[str, Any]:
         "readinessProbe": _health_probe(periodSeconds=10, initialDelaySeconds=5),
         "terminationMessagePolicy": TERMINATION_MESSAGE_POLICY,
     }
+    if work.benchmark_args is not None:
+        container["startupProbe"] = benchmark_probe(work)
     pod_spec: dict[str, Any] = {
         "containers": [container],
         "volumes": volumes,
@@ -480,6 +483,20 @@ def statefulset(work: InferenceWorkload) -> dict[str, Any]:
     if work.weights_claim_storage:
         sts["spec"]["volumeClaimTemplates"] = [weights_claim(owner, work.weights_claim_storage)]
     return sts
+
+
+def benchmark_probe(work: InferenceWorkload) -> dict[str, Any]:
+    """Upstream's post-load benchmark as the startup probe: it fails until /health answers,
+    then loads the server for ``--duration-s`` and logs the result (``serving.benchmark``)."""
+    args = list(work.benchmark_args or ())
+    duration = float(args[args.index("--duration-s") + 1]) if "--duration-s" in args else 30.0
+    command = ["python3", "-m", "serving.benchmark", "--port", str(SERVING_PORT), *args]
+    return {
+        "exec": {"command": command},
+        "periodSeconds": 10,
+        "timeoutSeconds": math.ceil(duration) + 120,
+        "failureThreshold": startup_failure_threshold(work.weights_bytes),
+    }
 
 
 def weights_claim(owner: Owner, storage: str) -> dict[str, Any]:

@@ -40,7 +40,7 @@ PROGRESS_REASONS = frozenset(
         "AwaitingRegistration",
     }
 )
-# the status fields this controller owns; others (``performance``) are left alone
+# the status fields this controller owns; ``performance`` is written only with a new result
 OWNED_FIELDS = ("conditions", "state", "workerNodes", "targetNodeCount")
 ERROR_SUFFIX = " (last reconcile error: {})"
 _ERROR_SUFFIX = re.compile(r" \(last reconcile error: .*\)$", re.DOTALL)
@@ -133,9 +133,13 @@ class StatusWriter:
             if facts.target is not None
             else (current.target_node_count if current else None),
         }
+        owned: tuple[str, ...] = OWNED_FIELDS
+        if facts.performance is not None:  # written when a benchmark result was read
+            desired["performance"] = facts.performance
+            owned = (*OWNED_FIELDS, "performance")
         wanted = {k: v for k, v in desired.items() if v is not None}
         old = current.model_dump(mode="json", by_alias=True, exclude_none=True) if current else {}
-        cached = {k: old[k] for k in OWNED_FIELDS if k in old}
+        cached = {k: old[k] for k in owned if k in old}
         if self._baseline(ws, cached) == wanted:
             return None
         if (

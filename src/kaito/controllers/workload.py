@@ -8,7 +8,7 @@ from typing import Any
 from kaito.api import WorkspaceBase
 from kaito.api import constants as C
 from kaito.api.constants import ConditionType, Reason
-from kaito.controllers import diagnosis
+from kaito.controllers import benchmark, diagnosis
 from kaito.controllers import objects as o
 from kaito.controllers.apply import Applier
 from kaito.controllers.claims import Placement
@@ -140,6 +140,7 @@ class Workload:
             preferred_nodes=placement.preferred_nodes,
             spot_toleration=self.settings.spot_toleration,
             weights_claim_storage=self._local_nvme(ws, plan),
+            benchmark_args=benchmark.probe_args(plan) if benchmark.enabled(ws) else None,
             adapters=adapters,
             config_map=inference.config,
             model_access_secret=options.model_access_secret if options else None,
@@ -194,7 +195,15 @@ class Workload:
     def _local_nvme(self, ws: WorkspaceBase, plan: Plan) -> str | None:
         """The weights' PVC size when they go on the node's local NVMe, as upstream puts them:
         an instance type with NVMe, weights fetched at start (not a node-local directory) and
-        the StorageClass kaito-local-nvme-disk in the cluster (its arrival is watched)."""
+        the StorageClass kaito-local-nvme-disk in the cluster. Decided when the StatefulSet
+        is made: its claim templates cannot change afterwards."""
+        existing = self.cache.get(STATEFULSET, ws.namespace, ws.name)
+        if existing is not None:
+            templates = to_dict(existing).get("spec", {}).get("volumeClaimTemplates") or []
+            for template in templates:
+                if template.get("metadata", {}).get("name") == "model-weights-volume":
+                    return str(template["spec"]["resources"]["requests"]["storage"])
+            return None
         if plan.sku is None or plan.preset is None or not plan.sku.nvme:
             return None
         annotations = ws.metadata.annotations or {}

@@ -22,6 +22,7 @@ from kaito.api.constants import ConditionType, Reason
 from kaito.controllers import configs
 from kaito.controllers import objects as o
 from kaito.controllers.apply import Applier
+from kaito.controllers.benchmark import Benchmarks
 from kaito.controllers.claims import NodeClaims, NodeNeeds, node_needs
 from kaito.controllers.common import (
     CONTROLLER_REVISION,
@@ -84,6 +85,7 @@ class WorkspaceReconciler:
         self.tuning = TuningRun(client, cache, recorder, settings, self.applier)
         self.status = StatusWriter(client)
         self.finalizer = Finalizer(client, cache, settings)
+        self.benchmarks = Benchmarks(client, cache)
 
     # ---------------------------------------------------------------- entry point
     async def __call__(self, request: Request) -> Result | None:
@@ -184,6 +186,7 @@ class WorkspaceReconciler:
             await self.workload.reconcile_preset(
                 ws, plan, owner, revision, placement=placement, facts=facts
             )
+            await self.benchmarks.record(ws, facts)
         return None
 
     async def _finalize(self, ws: WorkspaceBase) -> Result | None:
@@ -207,6 +210,7 @@ class WorkspaceReconciler:
         self._learned.pop(uid, None)
         self.tuning.forget(uid)
         self.workload.forget(uid)
+        self.benchmarks.forget(uid)
         self.status.forget(uid)
         self.applier.forget(uid)
 
