@@ -107,6 +107,7 @@ class ClusterState:
     directory: str
     ports: dict[str, int] = field(default_factory=dict)
     components: dict[str, Component] = field(default_factory=dict)
+    audit: bool = False  # the apiserver writes an audit log of every write (logs/audit.log)
 
     @property
     def path(self) -> Path:
@@ -129,7 +130,16 @@ class ClusterState:
         except (FileNotFoundError, json.JSONDecodeError):
             return None
         comps = {k: Component(**v) for k, v in data.get("components", {}).items()}
-        return cls(directory=data["directory"], ports=data.get("ports", {}), components=comps)
+        return cls(
+            directory=data["directory"],
+            ports=data.get("ports", {}),
+            components=comps,
+            audit=bool(data.get("audit")),
+        )
+
+    @property
+    def audit_log(self) -> Path:
+        return self.path / "logs" / "audit.log"
 
 
 def _ssl_context(state: ClusterState, client_cert: bool) -> ssl.SSLContext:
@@ -243,6 +253,8 @@ def component_argv(name: str, state: ClusterState, binaries: Path) -> tuple[list
             "--max-requests-inflight=0", "--max-mutating-requests-inflight=0",
             "--enable-priority-and-fairness=false",
         ]  # fmt: skip
+        if state.audit:
+            argv += audit_args(state)
         health = f"https://{loop}:{p['kube-apiserver']}/readyz"
     elif name == "kube-controller-manager":
         argv = [
@@ -285,6 +297,31 @@ def component_argv(name: str, state: ClusterState, binaries: Path) -> tuple[list
     return argv + extra, health
 
 
+AUDIT_POLICY = """\
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+  # who wrote what, when: every write, at Metadata level (no bodies); reads are not logged
+  - level: Metadata
+    verbs: [create, update, patch, delete, deletecollection]
+  - level: None
+"""
+
+
+def audit_args(state: ClusterState) -> list[str]:
+    """apiserver flags for a JSON-lines audit log of every write (tests read it)."""
+    policy = state.path / "audit-policy.yaml"
+    policy.write_text(AUDIT_POLICY)
+    return [
+        f"--audit-policy-file={policy}",
+        f"--audit-log-path={state.audit_log}",
+        "--audit-log-format=json",
+        "--audit-log-mode=blocking",  # an event is on disk before the response is sent
+        "--audit-log-maxsize=0",
+    ]
+
+
 def start_component(state: ClusterState, name: str, binaries: Path) -> Component:
     argv, health = component_argv(name, state, binaries)
     log = state.path / "logs" / f"{name}.log"
@@ -325,8 +362,13 @@ def wait_for(what: str, check: Callable[[], bool], timeout: float) -> None:
     raise ClusterError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
-def up(directory: Path, quiet: bool = False) -> ClusterState:
-    """Start the cluster, or return the running one (idempotent)."""
+def up(directory: Path, quiet: bool = False, audit: bool = False) -> ClusterState:
+    """Start the cluster, or return the running one (idempotent).
+
+    ``audit`` (or ``KAITO_CLUSTER_AUDIT=1``) makes the apiserver log every write to
+    ``logs/audit.log`` as JSON lines: user, user agent, verb, object and time.
+    """
+    audit = audit or os.environ.get("KAITO_CLUSTER_AUDIT") == "1"
     directory = directory.resolve()
     existing = ClusterState.load(directory)
     if existing is not None:
@@ -348,7 +390,7 @@ def up(directory: Path, quiet: bool = False) -> ClusterState:
     except PKIError as exc:
         raise ClusterError(str(exc)) from None
     ports = {name: free_port() for name in (*COMPONENTS, "etcd-peer")}
-    state = ClusterState(directory=str(directory), ports=ports)
+    state = ClusterState(directory=str(directory), ports=ports, audit=audit)
     write_kubeconfig(state.kubeconfig, directory / "pki", ports["kube-apiserver"])
     kwok_config(directory / "kwok.yaml")
     state.save()
@@ -589,7 +631,10 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     sub = parser.add_subparsers(dest="cmd", required=True)
     sub.add_parser("build", help="build or reuse the cached binaries, print their directory")
-    sub.add_parser("up", help="start the cluster (idempotent)")
+    upp = sub.add_parser("up", help="start the cluster (idempotent)")
+    upp.add_argument(
+        "--audit", action="store_true", help="log every write to logs/audit.log (JSON lines)"
+    )
     sub.add_parser("down", help="stop our processes and remove the state")
     sub.add_parser("status", help="show each component; exit 1 if any is unhealthy")
     sub.add_parser("env", help="print shell exports for KUBECONFIG and PATH")
@@ -616,7 +661,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "build":
             print(ensure_binaries())
         elif args.cmd == "up":
-            up(args.dir)
+            up(args.dir, audit=args.audit)
         elif args.cmd == "down":
             down(args.dir)
         elif args.cmd == "status":

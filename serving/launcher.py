@@ -154,7 +154,8 @@ async def serve(args: Namespace, opts: LauncherOptions, state: KaitoState) -> No
         )
         await engine.reset_mm_cache()
         supported = await engine.get_supported_tasks()
-        args.middleware = [*(args.middleware or []), guard_middleware(opts.max_queue_depth)]
+        guard = guard_middleware(opts.max_queue_depth, opts.max_request_bytes)
+        args.middleware = [*(args.middleware or []), guard]
         app = build_app(args, supported, engine.model_config)
         install_routes(app, state)
         await init_app_state(engine, app.state, args, supported)
@@ -202,6 +203,19 @@ def early_model_check(vllm_argv: Sequence[str]) -> bool:
     return True
 
 
+def _log_to_stderr(logger: logging.Logger) -> None:
+    """Our own INFO lines (serving on ..., client went away, ...) on stderr.
+
+    vLLM sets up its own loggers and leaves the root logger at WARNING, so without this the
+    launcher's INFO messages were silently dropped.
+    """
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -220,6 +234,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         default_cpu_kv_cache()
         args = parse_vllm_args(vllm_argv)
         configure_logging_from_args(args)
+        _log_to_stderr(log)
         if not checked:
             check_model_source(args.model, getattr(args, "revision", None))
         state = configure_adapters(args, opts, vllm_argv)

@@ -12,14 +12,18 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
 import sys
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
 from kaito import featuregates
 from kaito.api import Workspace
-from kaito.controllers import garbage, machine, workspace_watches
+from kaito.controllers import garbage, inferenceset, machine, workspace_watches
 from kaito.controllers import metrics as kaito_metrics
+from kaito.controllers.activator import Activator
+from kaito.controllers.claim_liveness import REGISTRATION_TIMEOUT_S
 from kaito.controllers.common import MACHINE, NODECLAIM, WORKSPACE, WorkspaceSettings
 from kaito.controllers.workspace import WorkspaceReconciler
 from kaito.presets import get_sku
@@ -30,13 +34,16 @@ from kaito.runtime.client import Client
 from kaito.runtime.errors import AlreadyExists, NotFound
 from kaito.runtime.gvk import NODE
 from kaito.runtime.handlers import EnqueueMapped
-from kaito.runtime.leaderelection import LeaderElection
+from kaito.runtime.leaderelection import LeaderElection, LeadershipLost
+from kaito.runtime.logs import LOG_FORMATS, setup_logging
 from kaito.runtime.manager import Manager
 from kaito.runtime.objects import to_dict
 
 log = logging.getLogger("kaito.operator")
 
-PROVISIONERS = ("kwok", "azure", "byo")
+# external: NodeClaims are created and deleted here and fulfilled by a provisioner already in
+# the cluster (gpu-provisioner, Karpenter); the operator never touches the nodes themselves.
+PROVISIONERS = ("kwok", "azure", "byo", "external")
 
 
 class ClientNodes:
@@ -127,6 +134,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=_env("feature-gates", ""),
         help="upstream's gates, e.g. vLLM=true,disableNodeAutoProvisioning=false",
     )
+    p.add_argument(
+        "--activator-port",
+        type=int,
+        default=int(_env("activator-port", "0") or 0),
+        help="serve scale-to-zero InferenceSets' requests on this port (0: off)",
+    )
+    p.add_argument(
+        "--activator-host",
+        default=_env("activator-host")
+        or f"kaito-activator.{os.environ.get('POD_NAMESPACE') or 'kaito-system'}.svc.cluster.local",
+        help="DNS name of the activator's Service (scale-to-zero Services point there)",
+    )
     p.add_argument("--workers", type=int, default=int(_env("workers", "20") or 20))
     p.add_argument(
         "--gc-interval",
@@ -134,7 +153,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=float(_env("gc-interval", "60") or 60),
         help="seconds between garbage collection of orphaned NodeClaims and nodes",
     )
+    p.add_argument(
+        "--registration-timeout",
+        type=float,
+        default=float(_env("registration-timeout", str(REGISTRATION_TIMEOUT_S)) or 900),
+        help="seconds a launched node may take to register before its claim is replaced",
+    )
     p.add_argument("--log-level", default=_env("log-level", "info"))
+    p.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default=_env("log-format", "text"),
+        help="json: one object per line with controller, key and reconcile_id fields",
+    )
     args = p.parse_args(argv)
     if args.workers < 1:
         p.error("--workers must be at least 1")
@@ -159,13 +190,15 @@ def build_provisioner(name: str, client: Client, cache: Cache) -> NodeProvisione
     return None
 
 
-def build(mgr: Manager, args: argparse.Namespace) -> NodeProvisioner | None:
+def build(
+    mgr: Manager, args: argparse.Namespace, activator: Activator | None = None
+) -> NodeProvisioner | None:
     """Register the controllers and watches on `mgr`; returns the node backend, if any."""
     mgr.scheme.register(WORKSPACE, Workspace)
     claim_gvk = MACHINE if args.legacy_machines else NODECLAIM
     settings = WorkspaceSettings(
         node_provisioner=args.node_provisioner,
-        claims_finalized_by_us=args.node_provisioner != "byo",
+        claims_finalized_by_us=args.node_provisioner not in ("byo", "external"),
         claim_gvk=claim_gvk,
         serving_image=args.serving_image,
         preset_registry=args.preset_registry,
@@ -173,6 +206,8 @@ def build(mgr: Manager, args: argparse.Namespace) -> NodeProvisioner | None:
             r.strip() for r in args.plain_http_registries.split(",") if r.strip()
         ),
         spot_toleration=args.cloud_provider.lower() == "azure",
+        # the model hub, as the Hugging Face libraries read it; passed on to the serving pods
+        hub_endpoint=(os.environ.get("HF_ENDPOINT") or "").rstrip("/") or None,
     )
     cache = mgr.cache
     provisioner = build_provisioner(args.node_provisioner, mgr.client, cache)
@@ -201,11 +236,22 @@ def build(mgr: Manager, args: argparse.Namespace) -> NodeProvisioner | None:
             provisioner=provisioner,
             claim_gvk=claim_gvk,
             gpus_of=sku_gpus,
+            registration_timeout_s=args.registration_timeout,
         )
-        (
+        machine_ctrl = (
             mgr.controller("machine", mc, workers=args.workers)
             .watches(claim_gvk, label_selector=workspace_watches.CLAIM_SELECTOR)
             .watches(NODE, EnqueueMapped(machine.requests_for_node))
+        )
+        mc.enqueue = machine_ctrl.queue.add
+        provisioner.on_settled = mc.wake  # a finished cloud operation wakes its claim
+    if featuregates.parse(args.feature_gates).enabled("enableInferenceSetController"):
+        inferenceset.register(
+            mgr,
+            byo=args.node_provisioner == "byo",
+            workers=args.workers,
+            activator=activator,
+            activator_host=args.activator_host if activator is not None else None,
         )
     return provisioner
 
@@ -230,8 +276,9 @@ def start_garbage_collector(
 
 
 async def run(args: argparse.Namespace) -> int:
+    identity = f"{socket.gethostname()}_{uuid.uuid4()}"
     election = (
-        LeaderElection(args.leader_election_namespace, "kaito-operator")
+        LeaderElection(args.leader_election_namespace, "kaito-operator", identity=identity)
         if args.leader_elect
         else None
     )
@@ -241,12 +288,23 @@ async def run(args: argparse.Namespace) -> int:
         health_port=args.health_port,
         bind_address=args.bind_address,
         leader_election=election,
+        # tells the replicas apart in the apiserver's audit log
+        user_agent=f"kaito-operator/{identity}",
     )
-    provisioner = build(mgr, args)
+    activator = (
+        Activator(mgr.client, mgr.cache, inferenceset.INFERENCESET, registry=mgr.metrics.registry)
+        if args.activator_port
+        else None
+    )
+    provisioner = build(mgr, args, activator)
+    if activator is not None:
+        await activator.start(args.bind_address, args.activator_port)
     gc_task = start_garbage_collector(mgr, provisioner, args)
     try:
         await mgr.run()
     finally:
+        if activator is not None:
+            await activator.stop()
         if gc_task is not None:
             gc_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -258,15 +316,16 @@ async def run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(
-        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
+    setup_logging(
+        getattr(logging, str(args.log_level).upper(), logging.INFO), log_format=args.log_format
     )
     try:
         return asyncio.run(run(args))
     except KeyboardInterrupt:
         return 130
+    except LeadershipLost as exc:  # a standby leads now; restart and queue up behind it
+        print(f"kaito-operator: {exc}", file=sys.stderr)
+        return 1
     except (OSError, ValueError) as exc:
         print(f"kaito-operator: {exc}", file=sys.stderr)
         return 1

@@ -63,9 +63,10 @@ def fingerprint(live: dict[str, Any], desired: dict[str, Any]) -> str:
 class Applier:
     """Applies owned objects on change, and back after a hand edit (see module docstring)."""
 
-    def __init__(self, client: Client, cache: Cache) -> None:
+    def __init__(self, client: Client, cache: Cache, field_manager: str = FIELD_MANAGER) -> None:
         self.client = client
         self.cache = cache
+        self.field_manager = field_manager
         # owner uid -> (kind, name) -> (applied hash, fingerprint right after our apply)
         self._applied: dict[str, dict[tuple[str, str], tuple[str, str]]] = {}
 
@@ -92,6 +93,6 @@ class Applier:
                 )
                 if fingerprint(live, desired) == expected:
                     return False
-        result = await self.client.apply(desired, field_manager=FIELD_MANAGER, force=True)
+        result = await self.client.apply(desired, field_manager=self.field_manager, force=True)
         applied[key] = (digest, fingerprint(to_dict(result), desired))
         return True

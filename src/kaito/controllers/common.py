@@ -31,7 +31,7 @@ FIELD_MANAGER = "kaito-workspace"
 class WorkspaceSettings:
     """Operator-wide choices the workspace controller follows."""
 
-    node_provisioner: Literal["kwok", "azure", "byo"] = "kwok"
+    node_provisioner: Literal["kwok", "azure", "byo", "external"] = "kwok"
     claim_gvk: GVK = NODECLAIM
     serving_image: str = "kaito-py/serving:0.1.0"
     node_image_family: str = "ubuntu"
@@ -39,6 +39,7 @@ class WorkspaceSettings:
     preset_registry: str = "kaito-py"  # where preset model images live (PRESET_REGISTRY_NAME)
     plain_http_registries: frozenset[str] = frozenset()  # reached over HTTP, not HTTPS
     spot_toleration: bool = False  # on Azure, pods tolerate spot node pools' taint
+    hub_endpoint: str | None = None  # HF_ENDPOINT: the model hub to size and download from
 
 
 @dataclass

@@ -140,7 +140,7 @@ def node_problem(
     if not is_true(node, "Ready"):
         return Diagnosis(Reason.NODE_NOT_READY, f"node {name} is not Ready")
     allocatable = (node.get("status") or {}).get("allocatable") or {}
-    have = int(str(allocatable.get(resource, "0")) or 0)
+    have = whole_quantity(allocatable.get(resource, "0"))
     if have < gpus:
         return Diagnosis(
             Reason.NODE_PLUGINS_NOT_READY,
@@ -148,3 +148,29 @@ def node_problem(
             "is the NVIDIA device plugin running?",
         )
     return None
+
+
+_SUFFIXES = {
+    "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
+    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
+}  # fmt: skip
+
+
+def whole_quantity(value: object) -> int:
+    """A Kubernetes quantity ("2", "1k", "500m", 4) as a whole number; 0 when unreadable.
+
+    Nodes are written by others (kubelets, device plugins, people): a value this code does
+    not expect must read as "none", never stop the reconcile.
+    """
+    text = str(value).strip()
+    scale: float
+    for suffix in sorted(_SUFFIXES, key=len, reverse=True):
+        if text.endswith(suffix):
+            number, scale = text[: -len(suffix)], _SUFFIXES[suffix]
+            break
+    else:
+        number, scale = (text[:-1], 0.001) if text.endswith("m") else (text, 1)
+    try:
+        return max(0, int(float(number) * scale))
+    except ValueError:
+        return 0

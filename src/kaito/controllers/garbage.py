@@ -18,10 +18,10 @@ from collections.abc import Callable
 
 from kaito.api import constants as C
 from kaito.controllers.common import WORKSPACE
-from kaito.provisioner.base import NodeProvisioner
+from kaito.provisioner.base import NodeProvisioner, ProvisionerError
 from kaito.runtime.cache import Cache
 from kaito.runtime.client import Client
-from kaito.runtime.errors import NotFound
+from kaito.runtime.errors import ApiError, NotFound
 from kaito.runtime.gvk import GVK
 from kaito.runtime.objects import meta_of
 
@@ -96,5 +96,9 @@ async def run_garbage_collector(
         try:
             await collect_orphaned_claims(client, cache, claim_gvk)
             await collect_backend_resources(provisioner, cache, claim_gvk)
-        except Exception:  # a failed pass is retried next interval
+        except (ProvisionerError, ApiError, OSError, TimeoutError) as exc:
+            # the cloud or the API server failed (a 5xx, a reset): one line, retried next
+            # interval; anything else is a bug and keeps its traceback
+            log.warning("garbage collection failed: %s", exc)
+        except Exception:
             log.exception("garbage collection failed")

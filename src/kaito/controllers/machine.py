@@ -17,6 +17,12 @@ from typing import Any
 
 from kaito.api import constants as C
 from kaito.controllers import diagnosis
+from kaito.controllers.claim_liveness import (
+    REGISTRATION_TIMEOUT_REASON,
+    REGISTRATION_TIMEOUT_S,
+    BackendPolls,
+    registration_left,
+)
 from kaito.controllers.common import remove_finalizer, requeue_on_conflict
 from kaito.provisioner.base import (
     NODECLAIM_LABEL,
@@ -27,8 +33,8 @@ from kaito.provisioner.base import (
     Taint,
 )
 from kaito.runtime.cache import Cache
-from kaito.runtime.client import Client
-from kaito.runtime.errors import NotFound
+from kaito.runtime.client import Client, Preconditions
+from kaito.runtime.errors import Conflict, NotFound
 from kaito.runtime.events import EventRecorder
 from kaito.runtime.gvk import GVK, NODE
 from kaito.runtime.objects import to_dict
@@ -87,7 +93,12 @@ def claim_conditions(
     old = {c.get("type"): dict(c) for c in existing}
     wanted: dict[str, tuple[str, str, str]] = {}
     if backend is None or backend.phase is Phase.PENDING:
-        wanted["Launched"] = ("Unknown", "Launching", "asked the node provisioner for a node")
+        # the backend's own words when it has them (a pool being created, replaced, deleted)
+        wanted["Launched"] = (
+            "Unknown",
+            (backend and backend.reason) or "Launching",
+            (backend and backend.message) or "asked the node provisioner for a node",
+        )
     elif backend.phase is Phase.FAILED:
         wanted["Launched"] = ("False", backend.reason or "LaunchFailed", backend.message)
     elif backend.phase is Phase.THROTTLED:
@@ -151,6 +162,7 @@ class MachineReconciler:
         provisioner: NodeProvisioner,
         claim_gvk: GVK,
         gpus_of: Callable[[str], int],
+        registration_timeout_s: float = REGISTRATION_TIMEOUT_S,
     ) -> None:
         self.client = client
         self.cache = cache
@@ -158,7 +170,16 @@ class MachineReconciler:
         self.provisioner = provisioner
         self.claim_gvk = claim_gvk
         self.gpus_of = gpus_of  # instance type -> GPUs per node (0 when unknown)
+        self.registration_timeout_s = registration_timeout_s
+        self.enqueue: Callable[[Request], None] | None = None  # set by whoever runs us
         self._failed_at: dict[str, float] = {}  # claim name -> monotonic time of a failed launch
+        self._polls = BackendPolls()
+
+    def wake(self, claim_name: str) -> None:
+        """The backend says something changed for ``claim_name``: ask it now, not at backoff."""
+        self._polls.forget(claim_name)
+        if self.enqueue is not None:
+            self.enqueue(Request("", claim_name))
 
     async def __call__(self, request: Request) -> Result | None:
         return await requeue_on_conflict(log, request, self._reconcile_one)
@@ -197,11 +218,14 @@ class MachineReconciler:
         ):
             return Result(requeue_after=left)
         try:
-            backend = await self.provisioner.get(req)
+            backend, asked = await self._backend_status(req, claim)
             if backend is None or backend.phase is Phase.FAILED:
                 log.debug("creating node for %s (backend state %s)", req.name, backend)
                 backend = await self.provisioner.create(req)
+                self._polls.remember(req.name, backend)
+                asked = True
         except Exception as exc:
+            asked = True
             reason = getattr(exc, "reason", "ProvisioningFailed")
             backend = NodeStatus(
                 Phase.FAILED,
@@ -232,6 +256,9 @@ class MachineReconciler:
             for key in ("capacity", "allocatable"):
                 if node_status.get(key):
                     new_status[key] = node_status[key]
+        registration_due = registration_left(new_status, self.registration_timeout_s)
+        if registration_due is not None and registration_due <= 0:
+            return await self._delete_unregistered(claim)
         settle = self._settling(meta, backend, new_status)
         if settle is not None:
             return Result(requeue_after=settle)
@@ -244,8 +271,62 @@ class MachineReconciler:
             return Result(requeue_after=backend.retry_after_s or 5.0)
         if backend.phase is Phase.FAILED:
             return Result(requeue_after=backend.retry_after_s or RETRY_FAILED_LAUNCH_S)
-        if backend.phase is Phase.PENDING:
-            return Result(requeue_after=2.0)
+        if backend.phase is Phase.PENDING or (node is None and asked is not None):
+            wait = self._polls.next_read_in(req.name)
+            if registration_due is not None:
+                wait = min(wait, registration_due + 0.1)
+            return Result(requeue_after=wait)
+        return None
+
+    async def _backend_status(
+        self, req: NodeRequest, claim: Mapping[str, Any]
+    ) -> tuple[NodeStatus | None, bool | None]:
+        """The backend's view of the claim, asking the backend only when it is due.
+
+        A launched claim whose node has joined is answered from its own status (no backend
+        call at all); otherwise the backend is read at most on the backoff schedule, so the
+        node events that wake every claim cost no cloud reads. Returns (status, asked), asked
+        None for a claim that needs no more reads.
+        """
+        status = claim.get("status") or {}
+        node_name = status.get("nodeName")
+        if (
+            status.get("providerID")
+            and node_name
+            and diagnosis.is_true(claim, "Launched")
+            and self.cache.get(NODE, None, node_name) is not None
+        ):
+            self._polls.forget(req.name)
+            return (
+                NodeStatus(Phase.LAUNCHED, provider_id=status["providerID"], node_name=node_name),
+                None,
+            )
+        fresh, last = self._polls.cached(req.name)
+        if fresh:
+            return last, False
+        backend = await self.provisioner.get(req)
+        self._polls.remember(req.name, backend)
+        return backend, True
+
+    async def _delete_unregistered(self, claim: dict[str, Any]) -> Result | None:
+        """Karpenter's liveness rule: a node that never registers is given up; the claim goes.
+
+        Its owner (the Workspace) asks for a new claim, which launches a fresh node; the
+        termination finalizer removes what the backend made for this one first.
+        """
+        meta = claim["metadata"]
+        name = meta["name"]
+        message = (
+            f"node did not register within {self.registration_timeout_s:.0f}s of its launch; "
+            "deleting the claim so a new node is launched"
+        )
+        log.warning("%s: %s", name, message)
+        self.recorder.event(claim, "Warning", REGISTRATION_TIMEOUT_REASON, message)
+        with contextlib.suppress(NotFound, Conflict):
+            await self.client.delete(
+                self.claim_gvk, None, name, preconditions=Preconditions(uid=meta.get("uid"))
+            )
+        self._polls.forget(name)
         return None
 
     @staticmethod
@@ -286,6 +367,8 @@ class MachineReconciler:
         log.debug("terminating %s: backend resources gone=%s", meta["name"], gone)
         if not gone:
             return Result(requeue_after=1.0)
+        self._polls.forget(meta["name"])
+        self._failed_at.pop(meta["name"], None)
         # Any failure but NotFound (a 5xx, a 403 from a broken RBAC) propagates: the key is
         # retried with backoff and counted as an error, instead of the claim staying stuck
         # until the next resync. A Conflict (our copy is stale) is retried by the wrapper.

@@ -29,6 +29,7 @@ SERVING_PORT = 5000
 ADAPTER_ROOT = "/mnt/adapter"
 CONFIG_DIR = "/mnt/config"
 CONFIG_KEY = "inference_config.yaml"
+DRAIN_SECONDS = 5
 WEIGHTS_DIR = "/workspace/weights"
 PULL_SECRET_ROOT = "/root/.docker/config.d"
 # A container that dies without writing its termination log (a traceback) still leaves a
@@ -119,6 +120,7 @@ class InferenceWorkload:
     weights_image: str | None = None  # model files shipped as an image, fetched at start
     weights_pull_secrets: Sequence[str] = ()
     plain_http_registries: frozenset[str] = frozenset()
+    inference_set: str | None = None  # the InferenceSet this Workspace is a replica of
 
 
 def owned_metadata(owner: Owner, name: str, revision: str | None = None) -> dict[str, Any]:
@@ -379,6 +381,10 @@ def statefulset(work: InferenceWorkload) -> dict[str, Any]:
     """The inference StatefulSet: one pod per node, vLLM behind /health probes."""
     owner = work.owner
     pod_labels = {WORKSPACE_LABEL: owner.name}
+    template_labels = dict(pod_labels)
+    if work.inference_set:
+        # an InferenceSet's scale selector and Service find its replicas' pods by this label
+        template_labels[C.LABEL_INFERENCESET_CREATED_BY] = work.inference_set
     volumes: list[dict[str, Any]] = [{"name": "dshm", "emptyDir": {"medium": "Memory"}}]
     if not work.weights_claim_storage:  # else the StatefulSet's volumeClaimTemplate
         volumes.append({"name": "model-weights-volume", "emptyDir": {}})
@@ -449,6 +455,10 @@ def statefulset(work: InferenceWorkload) -> dict[str, Any]:
     }
     if work.benchmark_args is not None:
         container["startupProbe"] = benchmark_probe(work)
+    if work.inference_set:
+        # a replica behind the set's shared Service: stay up while the endpoint removal
+        # spreads, so a scale-down drops no request (SIGTERM then lets in-flight ones finish)
+        container["lifecycle"] = {"preStop": {"sleep": {"seconds": DRAIN_SECONDS}}}
     pod_spec: dict[str, Any] = {
         "containers": [container],
         "volumes": volumes,
@@ -476,7 +486,10 @@ def statefulset(work: InferenceWorkload) -> dict[str, Any]:
         pod_spec["imagePullSecrets"] = [{"name": s} for s in pull_secrets]
     template = {
         # the revision on the pod template rolls pods when the spec changes
-        "metadata": {"labels": pod_labels, "annotations": {REVISION_ANNOTATION: work.revision}},
+        "metadata": {
+            "labels": template_labels,
+            "annotations": {REVISION_ANNOTATION: work.revision},
+        },
         "spec": pod_spec,
     }
     sts = _statefulset(owner, work.replicas, work.revision, template)
@@ -547,16 +560,20 @@ def template_statefulset(
     pinned_nodes: Sequence[str] = (),
     preferred_nodes: Sequence[str] = (),
     spot_toleration: bool = False,
+    inference_set: str | None = None,
 ) -> dict[str, Any]:
     """``inference.template`` (the user's PodTemplateSpec) as the inference StatefulSet.
 
     As upstream does, the pods get the Workspace label (the selector), the node affinity to
     the Workspace's nodes (ANDed into each of the template's own required terms, which stay
-    ORed) and the GPU tolerations; everything else is the user's, as written.
+    ORed) and the GPU tolerations; a replica of an InferenceSet also gets the set's label (its
+    scale selector and Service find the pods by it); everything else is the user's, as written.
     """
     tpl = copy.deepcopy(dict(template))
     meta = tpl.setdefault("metadata", {})
     meta["labels"] = {**(meta.get("labels") or {}), WORKSPACE_LABEL: owner.name}
+    if inference_set:
+        meta["labels"][C.LABEL_INFERENCESET_CREATED_BY] = inference_set
     meta["annotations"] = {**(meta.get("annotations") or {}), REVISION_ANNOTATION: revision}
     spec = tpl.setdefault("spec", {})
     theirs = list(spec.get("tolerations") or [])

@@ -98,6 +98,11 @@ class TuningRun:
                 weights_image=weights_image,
                 image_pull_secrets=weights_secrets,
                 plain_http_registries=self.settings.plain_http_registries,
+                env=(
+                    {"HF_ENDPOINT": self.settings.hub_endpoint}
+                    if self.settings.hub_endpoint and not weights_image
+                    else {}
+                ),
             )
         )
         current_obj = self.cache.get(JOB, ws.namespace, ws.name)

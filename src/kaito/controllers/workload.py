@@ -148,6 +148,7 @@ class Workload:
             weights_image=weights_image,
             weights_pull_secrets=weights_secrets,
             plain_http_registries=self.settings.plain_http_registries,
+            inference_set=inference_set_of(ws),
         )
         where = (
             f"model image {weights_image}"
@@ -183,6 +184,7 @@ class Workload:
             pinned_nodes=placement.pinned_nodes,
             preferred_nodes=placement.preferred_nodes,
             spot_toleration=self.settings.spot_toleration,
+            inference_set=inference_set_of(ws),
         )
         try:
             await self._apply(ws, desired, revision, "it runs inference.template as written")
@@ -281,6 +283,11 @@ class Workload:
         facts.set(
             ConditionType.WORKSPACE_SUCCEEDED, False, Reason.WORKSPACE_PENDING, problem.message
         )
+
+
+def inference_set_of(ws: WorkspaceBase) -> str | None:
+    """The InferenceSet this Workspace is a replica of (its pods then carry the set's label)."""
+    return (ws.metadata.labels or {}).get(C.LABEL_INFERENCESET_CREATED_BY)
 
 
 def template_problem(template: Mapping[str, Any]) -> str | None:

@@ -19,7 +19,7 @@ from typing import Any
 from kaito.api import WorkspaceBase, parse_workspace
 from kaito.api import constants as C
 from kaito.api.constants import ConditionType, Reason
-from kaito.controllers import configs
+from kaito.controllers import configs, hub_models
 from kaito.controllers import objects as o
 from kaito.controllers.apply import Applier
 from kaito.controllers.benchmark import Benchmarks
@@ -35,7 +35,9 @@ from kaito.controllers.finalization import Finalizer
 from kaito.controllers.status import StatusWriter
 from kaito.controllers.tuning_run import TuningRun
 from kaito.controllers.workload import Workload
+from kaito.hub import HubClient, HubPresets
 from kaito.presets import FitError, Sku, SpecError, get_sku, sku_from_node_labels
+from kaito.presets.errors import SourceUnavailable
 from kaito.presets.partition import partitioned
 from kaito.presets.plan import Plan, plan_workspace
 from kaito.presets.skus import LearnedSku, learn_from_nodes
@@ -67,9 +69,13 @@ class WorkspaceReconciler:
         cache: Cache,
         recorder: EventRecorder,
         settings: WorkspaceSettings,
+        *,
         cloud_skus: Callable[[str], Awaitable[LearnedSku | None]] | None = None,
+        hub: HubPresets | None = None,
     ) -> None:
-        """`cloud_skus` sizes instance types the table lacks (Azure's resource SKU list)."""
+        """`cloud_skus` sizes instance types the table lacks (Azure's resource SKU list);
+        `hub` sizes models named by a hub id the catalog lacks (HF_ENDPOINT's hub by default).
+        """
         self.client = client
         self.cache = cache
         self.recorder = recorder
@@ -79,6 +85,7 @@ class WorkspaceReconciler:
         self._plans: dict[tuple[str, str, str, str], Plan | SpecError] = {}
         self._learned: dict[str, LearnedSku] = {}  # uid → an instance type the table lacks
         self.cloud_skus = cloud_skus
+        self.hub = hub or HubPresets(HubClient(settings.hub_endpoint))
         self.applier = Applier(client, cache)
         self.claims = NodeClaims(client, cache, recorder, settings)
         self.workload = Workload(cache, recorder, settings, self.applier)
@@ -112,7 +119,7 @@ class WorkspaceReconciler:
         except NotFound:
             return None  # gone meanwhile (our cached copy is behind); nothing left to do
         facts = Facts()
-        plan = await self._plan(ws, digest)
+        plan, recheck_s = await self._plan(ws, digest)
         result: Result | None = None
         learned = self._learned.get(ws.metadata.uid or ws.name)
         if learned is not None:
@@ -134,8 +141,12 @@ class WorkspaceReconciler:
                 ConditionType.WORKSPACE_SUCCEEDED, False, Reason.WORKSPACE_PENDING, exc.reason
             )
         except SpecError as exc:
-            facts.set(ConditionType.RESOURCE_READY, False, "InvalidSpec", str(exc))
+            unavailable = isinstance(exc, SourceUnavailable)
+            reason = hub_models.HUB_UNAVAILABLE if unavailable else "InvalidSpec"
+            facts.set(ConditionType.RESOURCE_READY, False, reason, str(exc))
             facts.set(ConditionType.WORKSPACE_SUCCEEDED, False, Reason.WORKSPACE_FAILED, str(exc))
+            if recheck_s is not None:
+                result = Result(requeue_after=recheck_s)
         else:
             try:
                 result = await self._reconcile(ws, plan, needs, revision, facts)
@@ -292,8 +303,13 @@ class WorkspaceReconciler:
         return number
 
     # ---------------------------------------------------------------- planning
-    async def _plan(self, ws: WorkspaceBase, digest: str) -> Plan | SpecError:
-        """The plan of this spec (and inference config), computed once per version of both."""
+    async def _plan(self, ws: WorkspaceBase, digest: str) -> tuple[Plan | SpecError, float | None]:
+        """The plan of this spec (and inference config), computed once per version of both.
+
+        The second item says when to look again: None when an event brings the change that
+        could settle it (the spec, its ConfigMap, a node); seconds for what no watch sees
+        (the model hub, the modelAccessSecret).
+        """
         config: dict[str, Any] | None = None
         version = ""
         if ws.inference is not None and ws.inference.config:
@@ -306,22 +322,33 @@ class WorkspaceReconciler:
                     field="inference.config",
                 )
             except SpecError as exc:
-                return exc  # its ConfigMap's arrival wakes the Workspace
+                return exc, None  # its ConfigMap's arrival wakes the Workspace
         uid = ws.metadata.uid or ws.name
         mode = (ws.metadata.annotations or {}).get(C.ANNOTATION_PERFORMANCE_MODE, "")
         key = (uid, digest, version, mode)
         found = self._plans.get(key)
         if found is not None:
-            return found
+            return found, None
         try:
             sku = await self._node_sku(ws)
         except SpecError as exc:
-            return exc  # not memoised: nodes may be labelled, the cloud may answer later
+            return exc, None  # not memoised: nodes may be labelled, the cloud may answer later
         doc = ws.model_dump(mode="json", by_alias=True, exclude_none=True)
+        try:
+            hub_presets = await hub_models.presets_for(self.client, self.hub, ws, doc)
+        except SpecError as exc:
+            # not memoised: the hub, the model or the Secret may change, and none is watched
+            return exc, hub_models.recheck_after(exc)
         try:
             if version:
                 config = parse_inference_config(text)
-            plan: Plan | SpecError = plan_workspace(doc, inference_config=config, sku=sku)
+            plan: Plan | SpecError = plan_workspace(
+                doc,
+                inference_config=config,
+                sku=sku,
+                hub_presets=hub_presets,
+                hub_endpoint=self.settings.hub_endpoint,
+            )
         except (SpecError, FitError) as exc:
             plan = (
                 exc if isinstance(exc, SpecError) else SpecError("resource.instanceType", str(exc))
@@ -329,7 +356,7 @@ class WorkspaceReconciler:
             self.recorder.event(ws, "Warning", "InvalidSpec", str(plan))
         self._plans = {k: v for k, v in self._plans.items() if k[0] != uid}
         self._plans[key] = plan
-        return plan
+        return plan, None
 
     async def _node_sku(self, ws: WorkspaceBase) -> Sku | None:
         """The nodes' figures when the table cannot give them (None: the table's)."""

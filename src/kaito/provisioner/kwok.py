@@ -38,6 +38,7 @@ class KwokProvisioner:
     """NodeProvisioner that creates fake GPU nodes named after their NodeClaim."""
 
     name = "kwok"
+    on_settled: Callable[[str], None] | None = None  # nothing runs in the background here
 
     def __init__(self, nodes: NodeAPI, shape: ShapeLookup) -> None:
         self._nodes = nodes

@@ -19,34 +19,9 @@ from hack.fake_arm import FakeArmAdmin
 
 from ..conftest import REPO, Cluster
 from ..controllers.conftest import Operator, _operator, condition, install_crds, wait_until
-from .conftest import (
-    CLIENT_ID,
-    CLIENT_SECRET,
-    CLUSTER_NAME,
-    LOCATION,
-    RESOURCE_GROUP,
-    SUBSCRIPTION_ID,
-    TENANT_ID,
-    FakeArmProcess,
-)
+from .conftest import CLIENT_SECRET, FakeArmProcess, operator_env
 
 pytestmark = pytest.mark.e2e
-
-
-def azure_env(fake_arm: FakeArmProcess) -> dict[str, str]:
-    """The operator's (and the webhook's) Azure settings, aimed at the fake ARM."""
-    return {
-        "AZURE_TENANT_ID": TENANT_ID,
-        "AZURE_CLIENT_ID": CLIENT_ID,
-        "AZURE_CLIENT_SECRET": CLIENT_SECRET,
-        "AZURE_AUTHORITY_HOST": fake_arm.url,
-        "AZURE_SUBSCRIPTION_ID": SUBSCRIPTION_ID,
-        "AZURE_RESOURCE_GROUP": RESOURCE_GROUP,
-        "AZURE_CLUSTER_NAME": CLUSTER_NAME,
-        "AZURE_LOCATION": LOCATION,
-        "AZURE_ARM_ENDPOINT": fake_arm.url,
-        "AZURE_CA_BUNDLE": fake_arm.ca_file,
-    }
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +29,7 @@ def azure_operator(
     cluster: Cluster, fake_arm: FakeArmProcess, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Operator]:
     install_crds(cluster)
-    env = azure_env(fake_arm)
+    env = operator_env(fake_arm)
     yield from _operator(cluster, tmp_path_factory, ["--node-provisioner=azure"], env)
 
 
@@ -134,7 +109,7 @@ def azure_webhook(
     """The admission webhook with the operator's Azure settings, for the test's namespace."""
     env = (
         os.environ
-        | azure_env(fake_arm)
+        | operator_env(fake_arm)
         | {"PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)])}
     )
     proc = subprocess.Popen(

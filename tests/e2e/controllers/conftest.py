@@ -107,7 +107,12 @@ class Operator:
 
 def install_crds(cluster: Cluster) -> None:
     cluster.kubectl("apply", "--server-side", "-f", str(REPO / "manifests" / "crd"))
-    for crd in ("workspaces.kaito.sh", "nodeclaims.karpenter.sh", "machines.karpenter.sh"):
+    for crd in (
+        "workspaces.kaito.sh",
+        "inferencesets.kaito.sh",
+        "nodeclaims.karpenter.sh",
+        "machines.karpenter.sh",
+    ):
         cluster.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=30s")
 
 
@@ -156,6 +161,17 @@ def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any] | None:
 def get_json(cluster: Cluster, *args: str) -> dict[str, Any]:
     result: dict[str, Any] = json.loads(cluster.kubectl("get", *args, "-o", "json").stdout)
     return result
+
+
+def kaito_status(cluster: Cluster, namespace: str) -> str:
+    """`kaito status -n NAMESPACE` against the cluster (the CLI reads through the API)."""
+    cli = subprocess.run(
+        [sys.executable, "-m", "kaito.cli", "status", "-n", namespace],
+        env={**os.environ, "KUBECONFIG": str(cluster.kubeconfig), "PYTHONPATH": str(REPO / "src")},
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert cli.returncode == 0, cli.stderr
+    return cli.stdout
 
 
 WS_LABEL = "kaito.sh/workspace"

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import copy
-import os
-import subprocess
-import sys
 import time
 import uuid
 from typing import Any
@@ -13,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from ..conftest import REPO, Cluster
+from ..conftest import Cluster
 from .conftest import (
     WS_LABEL,
     Operator,
@@ -21,6 +18,7 @@ from .conftest import (
     condition,
     example,
     get_json,
+    kaito_status,
     wait_condition,
     wait_ready,
     wait_until,
@@ -78,13 +76,7 @@ def test_seed_workspace_goes_ready_on_a_provisioned_gpu_node(cluster: Cluster, n
     assert events["items"], "a NodeClaimCreated event is recorded"
 
     # the CLI reads the same through the API
-    cli = subprocess.run(
-        [sys.executable, "-m", "kaito.cli", "status", "-n", ns],
-        env={**os.environ, "KUBECONFIG": str(cluster.kubeconfig), "PYTHONPATH": str(REPO / "src")},
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
-    assert cli.returncode == 0, cli.stderr
-    header, row = cli.stdout.splitlines()[:2]
+    header, row = kaito_status(cluster, ns).splitlines()[:2]
     assert header.split()[:5] == [
         "NAME", "INSTANCE", "RESOURCEREADY", "INFERENCEREADY", "WORKSPACEREADY"
     ]  # fmt: skip

@@ -55,10 +55,11 @@ def snapshot_difference(before: dict[str, Any], after: dict[str, Any]) -> list[s
     unmounted or ended its own things meanwhile.
     """
     out = []
+    builds = str(images.images_dir())  # an image build's own mounts come and go meanwhile
     for key, was in before.items():
         now = after.get(key)
         if isinstance(was, list) and isinstance(now, list):
-            new = sorted(set(now) - set(was))
+            new = sorted(n for n in set(now) - set(was) if not str(n).startswith(builds))
             if new:
                 out.append(f"{key}: left behind {new[:10]}")
         elif was != now:

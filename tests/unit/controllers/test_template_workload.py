@@ -34,16 +34,21 @@ TEMPLATE: dict[str, Any] = {
 }
 
 
-def test_the_template_runs_as_written_on_the_workspace_nodes() -> None:
-    original = copy.deepcopy(TEMPLATE)
-    sts = o.template_statefulset(
+def template_sts(replicas: int = 2, inference_set: str | None = None) -> dict[str, Any]:
+    return o.template_statefulset(
         OWNER,
         TEMPLATE,
-        replicas=2,
+        replicas=replicas,
         revision="3",
         node_selector_labels={"apps": "custom"},
         provisioned=True,
+        inference_set=inference_set,
     )
+
+
+def test_the_template_runs_as_written_on_the_workspace_nodes() -> None:
+    original = copy.deepcopy(TEMPLATE)
+    sts = template_sts()
     assert original == TEMPLATE, "the Workspace's own template is not modified"
     assert sts["spec"]["replicas"] == 2
     assert sts["spec"]["selector"] == {"matchLabels": {"kaito.sh/workspace": "custom"}}
@@ -63,6 +68,18 @@ def test_the_template_runs_as_written_on_the_workspace_nodes() -> None:
     keys = [e["key"] for e in term["matchExpressions"]]
     assert keys == ["zone", "apps", "kaito.sh/workspace", "kaito.sh/workspacenamespace"]
     assert "podAntiAffinity" in spec["affinity"]
+
+
+def test_a_template_replica_of_an_inferenceset_carries_the_sets_label() -> None:
+    def pod_labels(inference_set: str | None) -> dict[str, str]:
+        sts = template_sts(1, inference_set)
+        assert sts["spec"]["selector"] == {"matchLabels": {"kaito.sh/workspace": "custom"}}
+        labels: dict[str, str] = sts["spec"]["template"]["metadata"]["labels"]
+        return labels
+
+    assert pod_labels("phi")["inferenceset.kaito.sh/created-by"] == "phi"
+    assert "inferenceset.kaito.sh/created-by" not in pod_labels(None)
+    assert TEMPLATE["metadata"]["labels"] == {"app": "mine"}, "the template is not modified"
 
 
 def test_an_unusable_template_is_named() -> None:
