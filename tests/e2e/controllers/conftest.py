@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -107,13 +108,19 @@ class Operator:
 
 def install_crds(cluster: Cluster) -> None:
     cluster.kubectl("apply", "--server-side", "-f", str(REPO / "manifests" / "crd"))
+
+    def established(crd: str) -> bool:
+        return (condition(cluster.get("crd", crd), "Established") or {}).get("status") == "True"
+
     for crd in (
         "workspaces.kaito.sh",
         "inferencesets.kaito.sh",
         "nodeclaims.karpenter.sh",
         "machines.karpenter.sh",
     ):
-        cluster.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=30s")
+        # not `kubectl wait`: it fails ("accessor error: <nil>") when it reads the CRD before
+        # the API server has given it any condition
+        wait_until(f"{crd} established", functools.partial(established, crd), timeout=30)
 
 
 @pytest.fixture(scope="session")
