@@ -47,13 +47,20 @@ GPU_LOAD = (30, 16, 1024, 128)
 CPU_LOAD = (10, 2, 64, 16)
 
 
-def enabled(ws: WorkspaceBase) -> bool:
-    """Upstream's rule: on unless the annotation says "true"; vLLM presets only."""
+def enabled(ws: WorkspaceBase, plan: Plan | None = None) -> bool:
+    """Upstream's rule: on unless the annotation says "true"; vLLM presets only.
+
+    With ``plan``: only a model served by one pod. Upstream runs it on the leader of a
+    multi-node group alone; until the group has leader and worker roles (a worker serves no
+    /health), a multi-node StatefulSet keeps the plain /health startup probe.
+    """
     annotations = ws.metadata.annotations or {}
     if annotations.get(C.ANNOTATION_DISABLE_BENCHMARK, "").lower() == "true":
         return False
     runtime = annotations.get(C.ANNOTATION_RUNTIME, "vllm").lower()
-    return runtime == "vllm" and ws.inference is not None and ws.inference.preset is not None
+    if runtime != "vllm" or ws.inference is None or ws.inference.preset is None:
+        return False
+    return plan is None or plan.estimate is None or plan.estimate.node_count == 1
 
 
 def probe_args(plan: Plan) -> list[str]:
@@ -131,9 +138,9 @@ class Benchmarks:
     def forget(self, uid: str) -> None:
         self._tried.pop(uid, None)
 
-    async def record(self, ws: WorkspaceBase, facts: Facts) -> None:
+    async def record(self, ws: WorkspaceBase, plan: Plan, facts: Facts) -> None:
         """Fill ``facts`` with the result of the Ready leader pod, when not yet recorded."""
-        if not enabled(ws):
+        if not enabled(ws, plan):
             return
         found = self.cache.get(POD, ws.namespace, f"{ws.name}-0")
         if found is None:

@@ -140,7 +140,7 @@ class Workload:
             preferred_nodes=placement.preferred_nodes,
             spot_toleration=self.settings.spot_toleration,
             weights_claim_storage=self._local_nvme(ws, plan),
-            benchmark_args=benchmark.probe_args(plan) if benchmark.enabled(ws) else None,
+            benchmark_args=benchmark.probe_args(plan) if benchmark.enabled(ws, plan) else None,
             adapters=adapters,
             config_map=inference.config,
             model_access_secret=options.model_access_secret if options else None,

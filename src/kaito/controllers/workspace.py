@@ -197,7 +197,7 @@ class WorkspaceReconciler:
             await self.workload.reconcile_preset(
                 ws, plan, owner, revision, placement=placement, facts=facts
             )
-            await self.benchmarks.record(ws, facts)
+            await self.benchmarks.record(ws, plan, facts)
         return None
 
     async def _finalize(self, ws: WorkspaceBase) -> Result | None:

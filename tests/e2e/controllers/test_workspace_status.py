@@ -125,3 +125,38 @@ def test_an_old_deployment_is_replaced_by_the_statefulset_with_an_event(
     assert cluster.get("deployment", "not-kaitos", ns) is not None
     assert cluster.get("statefulset", "workspace-phi-3-mini", ns) is not None
     wait_ready(cluster, ns, "workspace-phi-3-mini")
+
+
+def test_the_benchmark_probe_is_on_by_default_and_the_annotation_turns_it_off(
+    cluster: Cluster, ns: str
+) -> None:
+    """The post-load benchmark is the startup probe of a vLLM preset; a KWOK pod has no
+    log to read, which BenchmarkCompleted says without holding the Workspace back;
+    ``kaito.sh/disable-benchmark: "true"`` gives back the plain /health probe."""
+    doc = example("workspace-phi-3-mini.yaml")
+    doc["metadata"]["annotations"] = {"kaito.sh/disable-benchmark": "true"}
+    cluster.apply(doc, ns)
+    ws = wait_ready(cluster, ns, "workspace-phi-3-mini")
+    assert condition(ws, "BenchmarkCompleted") is None
+
+    def startup_probe() -> dict[str, Any]:
+        sts = cluster.get("statefulset", "workspace-phi-3-mini", ns) or {}
+        containers = sts.get("spec", {}).get("template", {}).get("spec", {}).get("containers")
+        return dict(containers[0]["startupProbe"]) if containers else {}
+
+    assert startup_probe()["httpGet"]["path"] == "/health"
+    cluster.kubectl(
+        "-n", ns, "annotate", "workspace", "workspace-phi-3-mini", "kaito.sh/disable-benchmark-"
+    )
+    probe = wait_until("the benchmark probe", lambda: startup_probe().get("exec"))
+    assert probe["command"][:3] == ["python3", "-m", "serving.benchmark"]
+    cond = wait_condition(
+        cluster,
+        ns,
+        "workspace-phi-3-mini",
+        "BenchmarkCompleted",
+        reason="BenchmarkResultUnavailable",
+    )
+    assert "workspace-phi-3-mini-0" in cond["message"]
+    ws = wait_ready(cluster, ns, "workspace-phi-3-mini")
+    assert "performance" not in ws["status"]
