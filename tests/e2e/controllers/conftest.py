@@ -241,3 +241,39 @@ def ns(cluster: Cluster, namespace: str, operator: Operator) -> Iterator[str]:
         lambda: not get_json(cluster, "workspaces", "-n", namespace)["items"],
         timeout=60,
     )
+
+
+UPSTREAM_EXAMPLES = REPO / "tests" / "fixtures" / "upstream_v0.12_examples.yaml"
+
+
+def upstream(source: str) -> dict[str, Any]:
+    """One Workspace of upstream's v0.12 examples, by its file name."""
+    for doc in yaml.safe_load_all(UPSTREAM_EXAMPLES.read_text()):
+        annotations = (doc or {}).get("metadata", {}).get("annotations") or {}
+        if doc["kind"] == "Workspace" and annotations["test.kaito.sh/source"].endswith(source):
+            result: dict[str, Any] = doc
+            return result
+    raise AssertionError(f"no upstream example {source}")
+
+
+@pytest.fixture
+def nodes(cluster: Cluster) -> Iterator[list[str]]:
+    """Names of the KWOK nodes a test makes; deleted afterwards."""
+    made: list[str] = []
+    yield made
+    for name in made:
+        cluster.kubectl("delete", "node", name, "--wait=false", check=False)
+
+
+def pod_spec(cluster: Cluster, ns: str, name: str) -> dict[str, Any]:
+    """The pod template spec of the Workspace's StatefulSet."""
+    sts = cluster.get("statefulset", name, ns)
+    assert sts is not None
+    spec: dict[str, Any] = sts["spec"]["template"]["spec"]
+    return spec
+
+
+def pods_on(cluster: Cluster, ns: str, name: str) -> list[str]:
+    """The nodes the Workspace's pods run on, sorted (\"\" for one not scheduled)."""
+    pods = get_json(cluster, "pods", "-n", ns, "-l", f"{WS_LABEL}={name}")["items"]
+    return sorted(p["spec"].get("nodeName") or "" for p in pods)

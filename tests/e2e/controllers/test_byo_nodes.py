@@ -16,15 +16,17 @@ import yaml
 
 from kaito.provisioner.kwok_node import fake_gpu_node
 
-from ..conftest import REPO, Cluster
+from ..conftest import Cluster
 from .conftest import (
-    WS_LABEL,
+    UPSTREAM_EXAMPLES,
     Operator,
     _operator,
     claims_of,
     condition,
     example,
     get_json,
+    pod_spec,
+    pods_on,
     wait_condition,
     wait_ready,
     wait_until,
@@ -40,7 +42,6 @@ A100 = {
     "nvidia.com/cuda.compute.major": "8",
     "nvidia.com/cuda.compute.minor": "0",
 }
-UPSTREAM = REPO / "tests" / "fixtures" / "upstream_v0.12_examples.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -59,15 +60,6 @@ def ns(cluster: Cluster, namespace: str, byo_operator: Operator) -> Iterator[str
         lambda: not get_json(cluster, "workspaces", "-n", namespace)["items"],
         timeout=60,
     )
-
-
-@pytest.fixture
-def nodes(cluster: Cluster) -> Iterator[list[str]]:
-    """Names of the KWOK nodes a test makes; deleted afterwards."""
-    made: list[str] = []
-    yield made
-    for name in made:
-        cluster.kubectl("delete", "node", name, "--wait=false", check=False)
 
 
 def gpu_node(
@@ -108,18 +100,6 @@ def byo_workspace(
     return doc
 
 
-def sts_pod(cluster: Cluster, ns: str, name: str) -> dict[str, Any]:
-    sts = cluster.get("statefulset", name, ns)
-    assert sts is not None
-    pod: dict[str, Any] = sts["spec"]["template"]["spec"]
-    return pod
-
-
-def pods_on(cluster: Cluster, ns: str, name: str) -> list[str]:
-    pods = get_json(cluster, "pods", "-n", ns, "-l", f"{WS_LABEL}={name}")["items"]
-    return sorted(p["spec"].get("nodeName") or "" for p in pods)
-
-
 def test_a_workspace_applied_before_its_nodes_waits_and_is_sized_from_their_labels(
     cluster: Cluster, ns: str, nodes: list[str]
 ) -> None:
@@ -150,7 +130,7 @@ def test_a_workspace_applied_before_its_nodes_waits_and_is_sized_from_their_labe
     ws = wait_ready(cluster, ns, "early")
     assert ws["status"]["workerNodes"] == [node]
     assert claims_of(cluster, ns, "early") == []
-    pod = sts_pod(cluster, ns, "early")
+    pod = pod_spec(cluster, ns, "early")
     server = pod["containers"][0]
     # sized from the labels: both GPUs (phi-3-mini fits half of one: a replica on each, as
     # upstream runs it), bfloat16 from compute capability 8.0
@@ -175,7 +155,7 @@ def test_preferred_nodes_are_chosen_first(cluster: Cluster, ns: str, nodes: list
     cluster.apply(doc, ns)
     ws = wait_ready(cluster, ns, "preferring")
     assert ws["status"]["workerNodes"] == [wanted]
-    affinity = sts_pod(cluster, ns, "preferring")["affinity"]["nodeAffinity"]
+    affinity = pod_spec(cluster, ns, "preferring")["affinity"]["nodeAffinity"]
     (pref,) = affinity["preferredDuringSchedulingIgnoredDuringExecution"]
     assert pref["preference"]["matchFields"] == [
         {"key": "metadata.name", "operator": "In", "values": [wanted]}
@@ -187,7 +167,7 @@ def test_upstream_accelerator_partition_runs_on_its_labelled_node(
     cluster: Cluster, ns: str, nodes: list[str]
 ) -> None:
     """Upstream's examples/inference/kaito_workspace_accelerator.yaml on a 4-GPU node."""
-    docs = [d for d in yaml.safe_load_all(UPSTREAM.read_text()) if d]
+    docs = [d for d in yaml.safe_load_all(UPSTREAM_EXAMPLES.read_text()) if d]
     (doc,) = [d for d in docs if d["metadata"]["name"].startswith("workspace-accelerator")]
     selector = doc["resource"]["labelSelector"]["matchLabels"]
     node = gpu_node(cluster, nodes, selector | A100 | {"nvidia.com/gpu.count": "4"}, gpus=4)
@@ -195,7 +175,7 @@ def test_upstream_accelerator_partition_runs_on_its_labelled_node(
     name = doc["metadata"]["name"]
     ws = wait_ready(cluster, ns, name)
     assert ws["status"]["workerNodes"] == [node]
-    server = sts_pod(cluster, ns, name)["containers"][0]
+    server = pod_spec(cluster, ns, name)["containers"][0]
     assert server["resources"]["limits"] == {"nvidia.com/gpu": "2"}  # partition.count
 
 
@@ -211,7 +191,7 @@ def test_a_mig_partition_asks_for_one_slice_of_its_profile(
     cluster.apply(doc, ns)
     ws = wait_ready(cluster, ns, "sliced")
     assert ws["status"]["workerNodes"] == [node]
-    pod = sts_pod(cluster, ns, "sliced")
+    pod = pod_spec(cluster, ns, "sliced")
     assert pod["containers"][0]["resources"]["limits"] == {"nvidia.com/mig-3g.40gb": "1"}
     assert pods_on(cluster, ns, "sliced") == [node]
 

@@ -7,46 +7,24 @@ The real operator (a subprocess) on the real control plane."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
-from typing import Any
 
 import pytest
-import yaml
 
 from kaito.presets import get_preset
 
-from ..conftest import REPO, Cluster
+from ..conftest import Cluster
 from .conftest import (
     WS_LABEL,
     claims_of,
     example,
-    get_json,
+    pod_spec,
+    pods_on,
+    upstream,
     wait_ready,
     wait_until,
 )
 
 pytestmark = pytest.mark.e2e
-
-UPSTREAM = REPO / "tests" / "fixtures" / "upstream_v0.12_examples.yaml"
-
-
-def upstream(source: str) -> dict[str, Any]:
-    """One Workspace of upstream's v0.12 examples, by its file name."""
-    for doc in yaml.safe_load_all(UPSTREAM.read_text()):
-        annotations = (doc or {}).get("metadata", {}).get("annotations") or {}
-        if doc["kind"] == "Workspace" and annotations["test.kaito.sh/source"].endswith(source):
-            result: dict[str, Any] = doc
-            return result
-    raise AssertionError(f"no upstream example {source}")
-
-
-@pytest.fixture
-def nodes(cluster: Cluster) -> Iterator[list[str]]:
-    """Names of the KWOK nodes a test makes; deleted afterwards."""
-    made: list[str] = []
-    yield made
-    for name in made:
-        cluster.kubectl("delete", "node", name, "--wait=false", check=False)
 
 
 def user_node(cluster: Cluster, made: list[str], instance_type: str, labels: dict[str, str]) -> str:
@@ -54,18 +32,6 @@ def user_node(cluster: Cluster, made: list[str], instance_type: str, labels: dic
     cluster.add_node(name, instance_type, labels=labels)
     made.append(name)
     return name
-
-
-def pod_spec(cluster: Cluster, ns: str, name: str) -> dict[str, Any]:
-    sts = cluster.get("statefulset", name, ns)
-    assert sts is not None
-    spec: dict[str, Any] = sts["spec"]["template"]["spec"]
-    return spec
-
-
-def pods_on(cluster: Cluster, ns: str, name: str) -> list[str]:
-    pods = get_json(cluster, "pods", "-n", ns, "-l", f"{WS_LABEL}={name}")["items"]
-    return sorted(p["spec"].get("nodeName") or "" for p in pods)
 
 
 def test_nodes_already_there_reduce_the_nodeclaims_made(

@@ -16,6 +16,7 @@ from .conftest import (
     condition,
     example,
     get_json,
+    pod_spec,
     wait_condition,
     wait_ready,
     wait_until,
@@ -140,9 +141,7 @@ def test_the_benchmark_probe_is_on_by_default_and_the_annotation_turns_it_off(
     assert condition(ws, "BenchmarkCompleted") is None
 
     def startup_probe() -> dict[str, Any]:
-        sts = cluster.get("statefulset", "workspace-phi-3-mini", ns) or {}
-        containers = sts.get("spec", {}).get("template", {}).get("spec", {}).get("containers")
-        return dict(containers[0]["startupProbe"]) if containers else {}
+        return dict(pod_spec(cluster, ns, "workspace-phi-3-mini")["containers"][0]["startupProbe"])
 
     assert startup_probe()["httpGet"]["path"] == "/health"
     cluster.kubectl(
