@@ -177,20 +177,25 @@ def test_generated_statefulset_pulls_weights_and_adapter_and_serves(
         line = proc.stdout.readline()
         assert line.startswith("URL="), log.read_text()[-4000:]
         url = line.strip().removeprefix("URL=")
-        with urllib.request.urlopen(url + "/v1/models", timeout=30) as resp:
-            models = {m["id"] for m in json.loads(resp.read())["data"]}
-        assert models == {"tiny-llama-test", "tiny-adapter"}
-        greedy = {"do_sample": False, "max_new_tokens": 8, "min_new_tokens": 8}
-        prompt = {"prompt": "hello world", "return_full_text": False, "generate_kwargs": greedy}
-        status, adapted = post(url + "/chat", {**prompt, "model": "tiny-adapter"})
-        assert status == 200, adapted
-        status, base = post(url + "/chat", {**prompt, "model": "tiny-llama-test"})
-        assert status == 200, base
-        assert adapted["Result"] != base["Result"], "the adapter changes the answer"
+        serves_the_adapter(url, "tiny-adapter")
         if shutil.which("prometheus"):
             scraped_by_prometheus(registry_operator, url, tmp_path / "prometheus")
     finally:
         stop(proc)
+
+
+def serves_the_adapter(url: str, adapter: str) -> None:
+    """The server lists the tiny model and ``adapter``, and the adapter changes the answer."""
+    with urllib.request.urlopen(url + "/v1/models", timeout=30) as resp:
+        models = {m["id"] for m in json.loads(resp.read())["data"]}
+    assert models == {"tiny-llama-test", adapter}
+    greedy = {"do_sample": False, "max_new_tokens": 8, "min_new_tokens": 8}
+    prompt = {"prompt": "hello world", "return_full_text": False, "generate_kwargs": greedy}
+    status, adapted = post(url + "/chat", {**prompt, "model": adapter})
+    assert status == 200, adapted
+    status, base = post(url + "/chat", {**prompt, "model": "tiny-llama-test"})
+    assert status == 200, base
+    assert adapted["Result"] != base["Result"], "the adapter changes the answer"
 
 
 def test_an_adapter_on_a_volume_is_mounted_where_the_server_loads_adapters(
@@ -228,16 +233,7 @@ def test_an_adapter_on_a_volume_is_mounted_where_the_server_loads_adapters(
         line = proc.stdout.readline()
         assert line.startswith("URL="), log.read_text()[-4000:]
         url = line.strip().removeprefix("URL=")
-        with urllib.request.urlopen(url + "/v1/models", timeout=30) as resp:
-            models = {m["id"] for m in json.loads(resp.read())["data"]}
-        assert models == {"tiny-llama-test", "vol-adapter"}
-        greedy = {"do_sample": False, "max_new_tokens": 8, "min_new_tokens": 8}
-        prompt = {"prompt": "hello world", "return_full_text": False, "generate_kwargs": greedy}
-        status, adapted = post(url + "/chat", {**prompt, "model": "vol-adapter"})
-        assert status == 200, adapted
-        status, base = post(url + "/chat", {**prompt, "model": "tiny-llama-test"})
-        assert status == 200, base
-        assert adapted["Result"] != base["Result"], "the adapter changes the answer"
+        serves_the_adapter(url, "vol-adapter")
     finally:
         stop(proc)
 
