@@ -383,8 +383,11 @@ class PodRunner:
         spec_env["HOSTNAME"] = self.pod_name
         if main and self._is_serving(argv):
             mounts = dict(mapping)
-            if not _has_flag(argv, "--adapter-dir") and "/mnt/adapter" in mounts:
-                argv += ["--adapter-dir", mounts["/mnt/adapter"]]
+            adapter_dir = mounts.get("/mnt/adapter") or self.parent_of_mounts(
+                "/mnt/adapter", mounts
+            )
+            if not _has_flag(argv, "--adapter-dir") and adapter_dir:
+                argv += ["--adapter-dir", adapter_dir]
             cfg = Path(mounts.get("/mnt/config", "/nonexistent")) / "inference_config.yaml"
             if (
                 not _has_flag(argv, "--config")
@@ -417,6 +420,21 @@ class PodRunner:
             if re.fullmatch(r"--[\w-]*port", a) and out[i + 1].isdigit():
                 out[i + 1] = str(self.ports.get(int(out[i + 1]), int(out[i + 1])))
         return out
+
+    def parent_of_mounts(self, path: str, mounts: dict[str, str]) -> str | None:
+        """A directory standing for ``path`` when only volumes below it are mounted (volume
+        adapters at /mnt/adapter/<name>): in a container the parent exists and lists them."""
+        below = {m: h for m, h in mounts.items() if m.startswith(path + "/")}
+        if not below:
+            return None
+        parent = self.work / "parents" / path.strip("/").replace("/", "_")
+        parent.mkdir(parents=True, exist_ok=True)
+        for mount, host in below.items():
+            link = parent / mount[len(path) + 1 :]
+            link.parent.mkdir(parents=True, exist_ok=True)
+            if not link.exists():
+                link.symlink_to(host, target_is_directory=True)
+        return str(parent)
 
     @staticmethod
     def _is_serving(argv: list[str]) -> bool:

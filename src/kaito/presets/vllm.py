@@ -191,13 +191,19 @@ def vllm_launch(
     user_config: Mapping[str, Any] | None = None,
     port: int = SERVING_PORT,
     hub_endpoint: str | None = None,
+    performance_mode: str | None = None,
 ) -> Launch:
     """Build the serving container's command, args and env; a user `vllm:` section wins per flag.
 
     `hub_endpoint` (the operator's HF_ENDPOINT) becomes the container's HF_ENDPOINT when the
     weights come from the hub, so vLLM downloads them from the hub the operator sized them from.
+    ``performance_mode`` (annotation ``kaito.sh/performance-mode``) becomes vLLM's
+    ``--performance-mode`` unless it is the default, balanced, as upstream passes it.
     """
     flags = dict(_model_flags(preset, sku, estimate, port) + _adapter_flags(preset, adapters))
+    mode = (performance_mode or "").strip().lower()
+    if mode and mode != "balanced":
+        flags["performance-mode"] = mode
     for key, value in user_vllm_section(user_config).items():
         if key in PROTECTED_FLAGS:
             raise SpecError(
