@@ -1,12 +1,26 @@
-"""Launcher overhead: ``python -m serving`` versus bare vLLM on the same tiny model, same run.
+"""Launcher overhead: ``python -m serving`` versus bare vLLM, same flags, same run, LoRA off and on.
 
-For each server (one at a time, alternating for ``--rounds``): time from spawn to /health 200,
-resident memory of its process tree once loaded, then p50/p99 latency and tokens/s of
-sequential requests to ``/v1/chat/completions`` (both servers) and ``/chat`` (ours; bare vLLM has
-no such route), plus tokens/s at a fixed concurrency. Every request generates exactly
-``--tokens`` tokens (greedy, ``min_tokens``) so the servers do the same work.
+Two configurations of the tiny model: LoRA off, and LoRA on with two adapters loaded
+(``--enable-lora --lora-modules ... --max-loras 2``). Each round starts, for each configuration,
+a fresh launcher and a fresh bare vLLM with the same flags (one after the other, so their start-up
+times do not compete; which goes first alternates between rounds). Both then serve the same
+traffic phases, in blocks that alternate between the two servers (``--blocks`` per phase), so a
+change in the machine's load falls on both alike; only the server whose block it is has work:
 
-Run with the serving venv: ``$(hack/serving-env)/bin/python bench/serving.py``.
+- LoRA off: base model sequential and at ``--concurrency``; ``/chat`` sequential (the launcher's
+  route; bare vLLM answers the same requests on ``/v1/chat/completions``);
+- LoRA on: base and adapter traffic, each sequential and concurrent, and a concurrent mix
+  (base, adapter-a, base, adapter-b, ...) whose batches hold base and adapter rows together —
+  the case the launcher's mixed-batch LoRA fix changes.
+
+Every request generates exactly ``--tokens`` tokens (greedy, ``min_tokens``), so both servers do
+the same work. Per phase: p50 and p99 latency, tokens/s, and CPU time per request of the API
+process and of the whole process tree (API server, engine core, worker). CPU time moves less than
+wall time when other work shares the machine; read both. Each round prints its figures and the
+launcher ÷ bare ratios; the summary gives the median of the per-round ratios. Ratios are costs:
+latency and CPU launcher ÷ bare, tokens/s bare ÷ launcher, so above 1 means the launcher is slower.
+
+Run with the serving venv: ``$(hack/serving-env)/bin/python bench/serving.py [--rounds N]``.
 """
 
 from __future__ import annotations
@@ -14,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import sys
 import time
@@ -25,44 +40,109 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.serving.helpers import Server, free_port, start_server  # noqa: E402
-from tests.serving.tiny_model import build  # noqa: E402
+from tests.serving.tiny_model import TinyModel, build  # noqa: E402
 
+BASE = "tiny"
+ADAPTERS = ("adapter-a", "adapter-b")
 COMMON = ["--dtype", "float32", "--max-model-len", "256", "--enforce-eager", "--host", "127.0.0.1"]
 MESSAGES = [{"role": "user", "content": "hello world, the quick brown fox"}]
+KINDS = ("launcher", "bare")
+METRICS = ("p50_ms", "p99_ms", "tok_s", "api_cpu_ms", "tree_cpu_ms")
+HIGHER_IS_BETTER = {"tok_s"}
+Ratios = dict[str, dict[str, float]]  # phase -> metric -> launcher ÷ bare cost
+
+
+@dataclass(frozen=True)
+class Phase:
+    """A traffic pattern; ``models`` take turns. ``path`` is the launcher's route, ``bare_path``
+    bare vLLM's (the same unless the launcher's route is its own)."""
+
+    name: str
+    models: tuple[str, ...]
+    concurrent: bool
+    path: str = "/v1/chat/completions"
+    bare_path: str = "/v1/chat/completions"
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str
+    flags: tuple[str, ...]
+    phases: tuple[Phase, ...]
+
+
+def configs(tiny: TinyModel) -> tuple[Config, ...]:
+    lora = (
+        "--enable-lora",
+        "--max-lora-rank",
+        "8",
+        "--max-loras",
+        str(len(ADAPTERS)),
+        "--lora-modules",
+        *(f"{name}={tiny.adapter(name)}" for name in ADAPTERS),
+    )
+    return (
+        Config(
+            "LoRA off",
+            (),
+            (
+                Phase("base seq", (BASE,), False),
+                Phase("base c", (BASE,), True),
+                Phase("/chat seq", (BASE,), False, "/chat"),
+            ),
+        ),
+        Config(
+            "LoRA on",
+            lora,
+            (
+                Phase("base seq", (BASE,), False),
+                Phase("adapter seq", (ADAPTERS[0],), False),
+                Phase("base c", (BASE,), True),
+                Phase("adapter c", ADAPTERS, True),
+                Phase("mixed c", (BASE, ADAPTERS[0], BASE, ADAPTERS[1]), True),
+            ),
+        ),
+    )
 
 
 @dataclass
-class Result:
-    server: str
-    start_s: list[float] = field(default_factory=list)
-    rss_mib: list[float] = field(default_factory=list)
-    lat: dict[str, list[float]] = field(default_factory=dict)
-    tps: dict[str, list[float]] = field(default_factory=dict)
-    api_cpu_ms: list[float] = field(default_factory=list)  # API-process CPU per request
+class Run:
+    """One server's figures: phase name -> metric -> value."""
+
+    start_s: float
+    pss_mib: float
+    phases: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
-def argv_for(kind: str, model: Path, port: int) -> list[str]:
-    entry = ["-m", "serving"] if kind == "serving" else ["-m", "vllm.entrypoints.openai.api_server"]
+def argv_for(kind: str, model: Path, port: int, flags: tuple[str, ...]) -> list[str]:
+    module = "serving" if kind == "launcher" else "vllm.entrypoints.openai.api_server"
     return [
         sys.executable,
-        *entry,
+        "-m",
+        module,
         "--model",
         str(model),
         "--served-model-name",
-        "tiny",
+        BASE,
         "--port",
         str(port),
         *COMMON,
+        *flags,
     ]
 
 
-def tree_rss_mib(pid: int) -> float:
+def process_tree(pid: int) -> list[Any]:
     import psutil
 
     root = psutil.Process(pid)
-    procs = [root, *root.children(recursive=True)]
+    return [root, *root.children(recursive=True)]
+
+
+def tree_pss_mib(pid: int) -> float:
+    import psutil
+
     total = 0
-    for p in procs:
+    for p in process_tree(pid):
         try:
             total += p.memory_full_info().pss
         except (psutil.NoSuchProcess, psutil.AccessDenied):
@@ -70,75 +150,104 @@ def tree_rss_mib(pid: int) -> float:
     return total / 2**20
 
 
-def api_cpu_s(pid: int) -> float:
-    import psutil
-
-    t = psutil.Process(pid).cpu_times()
-    return float(t.user + t.system)
-
-
-async def sequential(
-    client: Any, url: str, path: str, *, body: dict[str, Any], n: int, tokens: int
-) -> tuple[list[float], float]:
-    lat = []
-    t0 = time.perf_counter()
-    for _ in range(n):
-        s = time.perf_counter()
-        r = await client.post(url + path, json=body, timeout=60)
-        r.raise_for_status()
-        lat.append(time.perf_counter() - s)
-    return lat, n * tokens / (time.perf_counter() - t0)
+def cpu_s(procs: list[Any]) -> float:
+    total = 0.0
+    for p in procs:
+        t = p.cpu_times()
+        total += t.user + t.system
+    return total
 
 
-async def concurrent(
-    client: Any, url: str, body: dict[str, Any], *, n: int, conc: int, tokens: int
-) -> float:
-    sem = asyncio.Semaphore(conc)
-
-    async def one() -> None:
-        async with sem:
-            r = await client.post(url + "/v1/chat/completions", json=body, timeout=120)
-            r.raise_for_status()
-
-    t0 = time.perf_counter()
-    await asyncio.gather(*(one() for _ in range(n)))
-    return n * tokens / (time.perf_counter() - t0)
-
-
-async def measure(
-    server: Server, kind: str, res: Result, *, n: int, tokens: int, conc: int
-) -> None:
-    import httpx
-
-    oai: dict[str, Any] = {
-        "model": "tiny",
+def body(path: str, model: str, tokens: int) -> dict[str, Any]:
+    if path == "/chat":
+        kwargs = {"do_sample": False, "max_new_tokens": tokens, "min_new_tokens": tokens}
+        return {"model": model, "messages": MESSAGES, "generate_kwargs": kwargs}
+    return {
+        "model": model,
         "messages": MESSAGES,
         "max_tokens": tokens,
         "min_tokens": tokens,
         "temperature": 0,
     }
-    chat: dict[str, Any] = {
-        "messages": MESSAGES,
-        "generate_kwargs": {"do_sample": False, "max_new_tokens": tokens, "min_new_tokens": tokens},
-    }
-    async with httpx.AsyncClient(limits=httpx.Limits(max_connections=conc + 2)) as client:
-        for _ in range(10):  # warm-up
-            (
-                await client.post(server.url + "/v1/chat/completions", json=oai, timeout=60)
-            ).raise_for_status()
-        runs = [("/v1/chat/completions", oai)]
-        if kind == "serving":
-            runs.append(("/chat", chat))
-        for path, body in runs:
-            lat, tps = await sequential(client, server.url, path, body=body, n=n, tokens=tokens)
-            res.lat.setdefault(path, []).extend(lat)
-            res.tps.setdefault(path, []).append(tps)
-        # CPU time of the API process (where the launcher's code runs) per request: unlike
-        # latency, it barely moves when other work shares the machine.
-        cpu0 = api_cpu_s(server.proc.pid)
-        tps = await concurrent(client, server.url, oai, n=n, conc=conc, tokens=tokens)
-        res.api_cpu_ms.append((api_cpu_s(server.proc.pid) - cpu0) / n * 1e3)
-        res.tps.setdefault(f"c={conc}", []).append(tps)
+
+
+@dataclass
+class Tally:
+    """One server's accumulated figures for one phase, over its blocks."""
+
+    lat: list[float] = field(default_factory=list)
+    wall_s: float = 0.0
+    api_cpu_s: float = 0.0
+    tree_cpu_s: float = 0.0
+
+    def figures(self, tokens: int) -> dict[str, float]:
+        n = len(self.lat)
+        return {
+            "p50_ms": pct(self.lat, 0.50) * 1e3,
+            "p99_ms": pct(self.lat, 0.99) * 1e3,
+            "tok_s": n * tokens / self.wall_s,
+            "api_cpu_ms": self.api_cpu_s / n * 1e3,
+            "tree_cpu_ms": self.tree_cpu_s / n * 1e3,
+        }
+
+
+@dataclass
+class Target:
+    """A running server under measurement."""
+
+    kind: str
+    server: Server
+    procs: list[Any]
+    run: Run
+
+
+async def run_block(
+    client: Any, target: Target, path: str, bodies: list[dict[str, Any]], *, conc: int, tally: Tally
+) -> None:
+    sem = asyncio.Semaphore(conc)
+
+    async def one(b: dict[str, Any]) -> None:
+        async with sem:
+            s = time.perf_counter()
+            r = await client.post(target.server.url + path, json=b, timeout=300)
+            r.raise_for_status()
+            tally.lat.append(time.perf_counter() - s)
+
+    api0, tree0 = cpu_s(target.procs[:1]), cpu_s(target.procs)
+    t0 = time.perf_counter()
+    await asyncio.gather(*(one(b) for b in bodies))
+    tally.wall_s += time.perf_counter() - t0
+    tally.api_cpu_s += cpu_s(target.procs[:1]) - api0
+    tally.tree_cpu_s += cpu_s(target.procs) - tree0
+
+
+async def measure(targets: list[Target], cfg: Config, a: argparse.Namespace) -> None:
+    """Warm both servers up, then run every phase in blocks alternating between them."""
+    import httpx
+
+    limits = httpx.Limits(max_connections=2 * a.concurrency + 4)
+    async with httpx.AsyncClient(limits=limits) as client:
+        models = sorted({m for p in cfg.phases for m in p.models})
+        for target in targets:
+            for model in models * 5:  # warm-up; loads every adapter into its slot
+                path = "/v1/chat/completions"
+                r = await client.post(target.server.url + path, json=body(path, model, 8))
+                r.raise_for_status()
+        for phase in cfg.phases:
+            n = a.concurrent_requests if phase.concurrent else a.requests
+            per_block = max(1, n // a.blocks)
+            conc = a.concurrency if phase.concurrent else 1
+            tallies = {t.kind: Tally() for t in targets}
+            for block in range(a.blocks):
+                start = block * per_block
+                turn = [phase.models[(start + i) % len(phase.models)] for i in range(per_block)]
+                for target in targets if block % 2 == 0 else targets[::-1]:
+                    path = phase.path if target.kind == "launcher" else phase.bare_path
+                    bodies = [body(path, m, a.tokens) for m in turn]
+                    tally = tallies[target.kind]
+                    await run_block(client, target, path, bodies, conc=conc, tally=tally)
+            for target in targets:
+                target.run.phases[phase.name] = tallies[target.kind].figures(a.tokens)
 
 
 def pct(values: list[float], q: float) -> float:
@@ -146,108 +255,120 @@ def pct(values: list[float], q: float) -> float:
     return s[min(len(s) - 1, round(q * (len(s) - 1)))]
 
 
+def cost_ratio(metric: str, launcher: float, bare: float) -> float:
+    if metric in HIGHER_IS_BETTER:
+        return bare / launcher
+    return launcher / bare
+
+
+def ratios(cfg: Config, ours: Run, bare: Run) -> Ratios:
+    out: Ratios = {}
+    for phase in cfg.phases:
+        theirs = bare.phases[phase.name]
+        mine = ours.phases[phase.name]
+        out[phase.name] = {m: cost_ratio(m, mine[m], theirs[m]) for m in METRICS}
+    out["start-up"] = {"start_s": ours.start_s / bare.start_s, "pss": ours.pss_mib / bare.pss_mib}
+    return out
+
+
+def print_round(rnd: int, cfg: Config, runs: dict[str, Run]) -> Ratios:
+    ours, bare = runs["launcher"], runs["bare"]
+    r = ratios(cfg, ours, bare)
+    print(
+        f"\nround {rnd + 1}, {cfg.name}: start {ours.start_s:.1f} s vs {bare.start_s:.1f} s, "
+        f"PSS {ours.pss_mib:.0f} vs {bare.pss_mib:.0f} MiB",
+        flush=True,
+    )
+    print(f"  {'phase':12} {'metric':12} {'launcher':>10} {'bare':>10} {'ratio':>7}")
+    for phase in cfg.phases:
+        mine, theirs = ours.phases[phase.name], bare.phases[phase.name]
+        for m in METRICS:
+            print(
+                f"  {phase.name:12} {m:12} {mine[m]:10.2f} {theirs[m]:10.2f} "
+                f"{r[phase.name][m]:7.3f}",
+                flush=True,
+            )
+    return r
+
+
+def summary(cfgs: tuple[Config, ...], per_round: dict[str, list[Ratios]]) -> None:
+    rounds = len(next(iter(per_round.values())))
+    print(
+        f"\nmedian of {rounds} per-round cost ratios, launcher ÷ bare "
+        "(tokens/s: bare ÷ launcher; above 1 = launcher slower)"
+    )
+    head = "".join(f"{m:>12}" for m in METRICS)
+    print(f"{'configuration':10} {'phase':12}{head}")
+    for cfg in cfgs:
+        rs = per_round[cfg.name]
+        for phase in cfg.phases:
+            cells = "".join(
+                f"{statistics.median(r[phase.name][m] for r in rs):12.3f}" for m in METRICS
+            )
+            print(f"{cfg.name:10} {phase.name:12}{cells}")
+        start = statistics.median(r["start-up"]["start_s"] for r in rs)
+        pss = statistics.median(r["start-up"]["pss"] for r in rs)
+        print(f"{cfg.name:10} start-up: time to /health {start:.3f}, PSS after load {pss:.3f}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=2)
-    p.add_argument("--requests", type=int, default=100, help="per endpoint per round")
-    p.add_argument("--tokens", type=int, default=32)
+    p.add_argument("--requests", type=int, default=100, help="per sequential phase")
+    p.add_argument("--concurrent-requests", type=int, default=320, help="per concurrent phase")
     p.add_argument("--concurrency", type=int, default=8)
-    p.add_argument("--json", type=Path, help="also write the figures here")
+    p.add_argument("--blocks", type=int, default=4, help="alternating blocks per phase")
+    p.add_argument("--start-timeout", type=float, default=900, help="seconds to /health 200")
+    p.add_argument("--tokens", type=int, default=32)
+    p.add_argument("--only", choices=["off", "on"], help="run one configuration")
+    p.add_argument("--json", type=Path, help="also write every round's figures here")
     a = p.parse_args()
+    if a.rounds < 2:
+        p.error("--rounds must be at least 2 (the order of the servers alternates)")
     tiny = build()
-    logs = Path("/tmp") / "kaito-bench-serving"
+    cfgs = configs(tiny)
+    if a.only:
+        cfgs = tuple(c for c in cfgs if c.name == f"LoRA {a.only}")
+    logs = Path(os.environ.get("TMPDIR", "/tmp")) / "kaito-bench-serving"
     logs.mkdir(exist_ok=True)
-    results = {k: Result(k) for k in ("serving", "vllm")}
-    for rnd in range(a.rounds):
-        for kind in ("serving", "vllm") if rnd % 2 == 0 else ("vllm", "serving"):
-            port = free_port()
-            t0 = time.perf_counter()
-            server = start_server(
-                argv_for(kind, tiny.model, port), port, logs / f"{kind}-{rnd}.log"
-            )
-            results[kind].start_s.append(time.perf_counter() - t0)
-            try:
-                results[kind].rss_mib.append(tree_rss_mib(server.proc.pid))
-                asyncio.run(
-                    measure(
-                        server,
-                        kind,
-                        results[kind],
-                        n=a.requests,
-                        tokens=a.tokens,
-                        conc=a.concurrency,
-                    )
-                )
-            finally:
-                server.stop()
-            print(f"round {rnd + 1}: {kind} done", file=sys.stderr, flush=True)
-
-    rows = []
-    ours, bare = results["serving"], results["vllm"]
     print(
-        f"\ntiny Llama (float32, CPU), {a.tokens} generated tokens per request, {a.rounds} rounds"
+        f"tiny Llama, float32, CPU; {a.tokens} tokens a request; {a.requests} sequential, "
+        f"{a.concurrent_requests} concurrent (at {a.concurrency}) requests a phase; "
+        f"load average at start {os.getloadavg()[0]:.2f}",
+        flush=True,
     )
-    print(f"{'metric':44} {'python -m serving':>18} {'bare vLLM':>12} {'overhead':>9}")
-
-    def row(name: str, mine: float, theirs: float | None, lower_is_better: bool = True) -> None:
-        if theirs is None:
-            print(f"{name:44} {mine:18.2f} {'-':>12} {'-':>9}")
-        else:
-            ovh = (mine / theirs - 1) * 100 if lower_is_better else (theirs / mine - 1) * 100
-            print(f"{name:44} {mine:18.2f} {theirs:12.2f} {ovh:8.1f}%")
-        rows.append({"metric": name, "serving": mine, "vllm": theirs})
-
-    path = "/v1/chat/completions"
-    row(
-        "start to /health 200 (s, median)",
-        statistics.median(ours.start_s),
-        statistics.median(bare.start_s),
-    )
-    row(
-        "PSS of process tree after load (MiB)",
-        statistics.median(ours.rss_mib),
-        statistics.median(bare.rss_mib),
-    )
-    row(f"{path} p50 latency (ms)", pct(ours.lat[path], 0.5) * 1e3, pct(bare.lat[path], 0.5) * 1e3)
-    row(
-        f"{path} p99 latency (ms)", pct(ours.lat[path], 0.99) * 1e3, pct(bare.lat[path], 0.99) * 1e3
-    )
-    row(
-        f"{path} tokens/s (sequential)",
-        statistics.median(ours.tps[path]),
-        statistics.median(bare.tps[path]),
-        False,
-    )
-    key = f"c={a.concurrency}"
-    row(
-        f"{path} tokens/s ({key})",
-        statistics.median(ours.tps[key]),
-        statistics.median(bare.tps[key]),
-        False,
-    )
-    row(
-        f"API-process CPU per request, {key} (ms)",
-        statistics.median(ours.api_cpu_ms),
-        statistics.median(bare.api_cpu_ms),
-    )
-    row(
-        "/chat p50 latency (ms) vs bare chat/completions",
-        pct(ours.lat["/chat"], 0.5) * 1e3,
-        pct(bare.lat[path], 0.5) * 1e3,
-    )
-    row(
-        "/chat p99 latency (ms) vs bare chat/completions",
-        pct(ours.lat["/chat"], 0.99) * 1e3,
-        pct(bare.lat[path], 0.99) * 1e3,
-    )
-    row(
-        "/chat tokens/s (sequential)",
-        statistics.median(ours.tps["/chat"]),
-        statistics.median(bare.tps[path]),
-        False,
-    )
+    per_round: dict[str, list[Ratios]] = {c.name: [] for c in cfgs}
+    raw: list[dict[str, Any]] = []
+    for rnd in range(a.rounds):
+        for cfg in cfgs:
+            targets: list[Target] = []
+            try:
+                for kind in KINDS if rnd % 2 == 0 else KINDS[::-1]:
+                    port = free_port()
+                    log = logs / f"{kind}-{cfg.name.replace(' ', '-')}-{rnd}.log"
+                    t0 = time.perf_counter()
+                    argv = argv_for(kind, tiny.model, port, cfg.flags)
+                    server = start_server(argv, port, log, timeout=a.start_timeout)
+                    run = Run(time.perf_counter() - t0, tree_pss_mib(server.proc.pid))
+                    targets.append(Target(kind, server, process_tree(server.proc.pid), run))
+                asyncio.run(measure(targets, cfg, a))
+            finally:
+                for target in targets:
+                    target.server.stop()
+            runs = {t.kind: t.run for t in targets}
+            per_round[cfg.name].append(print_round(rnd, cfg, runs))
+            raw.append(
+                {
+                    "round": rnd + 1,
+                    "config": cfg.name,
+                    "load_avg": os.getloadavg()[0],
+                    **{k: vars(v) for k, v in runs.items()},
+                }
+            )
+    summary(cfgs, per_round)
+    print(f"load average at end {os.getloadavg()[0]:.2f}")
     if a.json:
-        a.json.write_text(json.dumps(rows, indent=2))
+        a.json.write_text(json.dumps(raw, indent=2))
 
 
 if __name__ == "__main__":

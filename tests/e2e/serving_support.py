@@ -40,7 +40,8 @@ def tiny_model() -> Path:
 
 
 def push_tiny_model(host: str, authfile: Path) -> dict[str, str]:
-    """Publish the tiny model's weights (the preset image) and one adapter to a registry."""
+    """Publish the tiny model's weights (the preset image) and one adapter to a registry;
+    ``adapter_dir`` is that adapter's local directory (to mount as a volume adapter)."""
     tiny = tiny_model()
     weights = f"{host}/kaito-tiny-llama-test:0.1.0"
     adapter = f"{host}/tiny-adapter:0.1.0"
@@ -49,7 +50,8 @@ def push_tiny_model(host: str, authfile: Path) -> dict[str, str]:
             [str(REPO / "hack" / "push-model"), str(src), ref, "--authfile", str(authfile)],
             check=True, capture_output=True, text=True,
         )  # fmt: skip
-    return {"weights": weights, "adapter": adapter}
+    adapter_dir = str(tiny / "adapters" / "adapter-a")
+    return {"weights": weights, "adapter": adapter, "adapter_dir": adapter_dir}
 
 
 def post(url: str, body: dict[str, Any]) -> tuple[int, Any]:

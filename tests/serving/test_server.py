@@ -339,6 +339,30 @@ def test_metrics_expose_vllm_and_kaito_series(server: Server) -> None:
     assert "kaito_serving_adapters" in names
 
 
+def test_the_benchmark_probe_measures_the_running_server(server: Server, tmp_path: Path) -> None:
+    """serving.benchmark (the inference container's startup probe) against the real server:
+    one config and one result line with a positive token rate; nothing listening: exit 1."""
+    import subprocess
+    import sys
+
+    log = tmp_path / "container.log"
+    argv = [sys.executable, "-m", "serving.benchmark", "--url", server.url, "--duration-s", "4"]
+    argv += ["--max-concurrency", "2", "--input-tokens", "16", "--output-tokens", "8"]
+    done = subprocess.run(
+        [*argv, "--log", str(log)], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    config_line, result_line = log.read_text().splitlines()
+    assert config_line.startswith("KAITO_BENCHMARK_CONFIG ")
+    assert result_line.startswith("KAITO_BENCHMARK_RESULT ")
+    result = json.loads(result_line.split(" ", 2)[2])
+    assert result["vllm_total_tpm"] > 0 and result["requests"] > 0, result
+    assert result["errors"] == 0 and result["ttft_avg_ms"] > 0 and result["tpot_avg_ms"] > 0
+    assert json.loads(config_line.split(" ", 2)[2])["model"] == "tiny"
+    closed = [sys.executable, "-m", "serving.benchmark", "--url", f"http://127.0.0.1:{free_port()}"]
+    assert subprocess.run(closed, capture_output=True, timeout=60, check=False).returncode == 1
+
+
 # ---------------------------------------------------------------- the edge (issue 18, defect 13)
 
 

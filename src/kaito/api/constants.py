@@ -42,6 +42,8 @@ LABEL_INSTANCE_TYPE = "node.kubernetes.io/instance-type"
 LABEL_OS = "kubernetes.io/os"
 LABEL_ARCH = "kubernetes.io/arch"
 LABEL_AZURE_SKU_NAME = "karpenter.azure.com/sku-name"
+LABEL_AZURE_SCALESET_PRIORITY = "kubernetes.azure.com/scalesetpriority"
+"""AKS taints spot node pools' nodes ``<this>=spot:NoSchedule``; Workspace pods tolerate it."""
 LABEL_ACCELERATOR = "accelerator"
 ACCELERATOR_NVIDIA = "nvidia"
 KAITO_NODEPOOL = "kaito"
@@ -82,7 +84,7 @@ ANNOTATION_NODE_CLASS_NAME = "kaito.sh/node-class-name"
 ANNOTATION_RUNTIME = "kaito.sh/runtime"
 RUNTIMES = ("vllm", "transformers")
 ANNOTATION_ENABLE_LB = "kaito.sh/enablelb"
-"""Exactly ``"True"`` asks for a LoadBalancer Service."""
+"""``"True"`` asks for a LoadBalancer Service (upstream's value; any case is read here)."""
 ANNOTATION_DISABLE_BENCHMARK = "kaito.sh/disable-benchmark"
 ANNOTATION_PERFORMANCE_MODE = "kaito.sh/performance-mode"
 PERFORMANCE_MODES = ("balanced", "interactivity", "throughput")
@@ -114,6 +116,10 @@ FINALIZER_KARPENTER_TERMINATION = "karpenter.sh/termination"
 GPU_TAINT_KEY = "sku"
 GPU_TAINT_VALUE = "gpu"
 GPU_TAINT_EFFECT = "NoSchedule"
+LOCAL_NVME_STORAGE_CLASS = "kaito-local-nvme-disk"
+"""Upstream's StorageClass for model weights on a node's local NVMe (local-csi-driver)."""
+DEFAULT_NODE_DISK = "1024Gi"
+"""The OS disk of nodes for tuning and pod-template Workspaces (no model size to go by)."""
 
 # --- defaults and limits ---------------------------------------------------------------------
 V1ALPHA1_DEFAULT_INSTANCE_TYPE = "Standard_NC24ads_A100_v4"
@@ -172,6 +178,9 @@ class Reason(enum.StrEnum):
     WORKSPACE_FAILED = "workspaceFailed"
     WORKSPACE_DELETED = "workspaceDeleted"
     BENCHMARK_FAILED = "BenchmarkFailed"
+    BENCHMARK_COMPLETED = "BenchmarkCompleted"
+    BENCHMARK_RESULT_UNAVAILABLE = "BenchmarkResultUnavailable"
+    """Ours: the benchmark's log line could not be read (no kubelet logs, no RBAC)."""
 
 
 class WorkspaceState(enum.StrEnum):

@@ -1,7 +1,17 @@
-"""A Workspace's nodes: bring-your-own nodes the user labelled, or NodeClaims we make.
+"""A Workspace's nodes: nodes the user brought, and NodeClaims we make for the rest.
+
+Nodes already in the cluster come first, as upstream's bring-your-own path and its older
+"qualified nodes" selection do: a Ready node that matches ``resource.labelSelector`` (and
+the instance type, unless it is one of ``resource.preferredNodes``) and belongs to no other
+Workspace counts towards the target, so only the shortfall is provisioned. Preferred nodes
+are chosen first, then the nodes the Workspace already runs on, then by name. With node
+auto-provisioning off (the ``byo`` provisioner, or no instance type) nothing is made: the
+Workspace waits, with a condition saying so, until enough nodes are there.
 
 Claims are cluster-scoped and named deterministically from the Workspace and an index, so a
-restarted operator finds the claims it already made instead of making more.
+restarted operator finds the claims it already made instead of making more. A claim already
+made is kept when user nodes appear later: its node may run a pod, and a node that is
+provisioned is not worth a restart to save.
 """
 
 from __future__ import annotations
@@ -28,11 +38,28 @@ from kaito.runtime.objects import to_dict
 
 @dataclass(frozen=True)
 class NodeNeeds:
-    """What the workload needs: ``target`` Ready nodes of ``instance_type`` with ``gpus`` each."""
+    """What the workload needs: ``target`` Ready nodes of ``instance_type`` with ``gpus`` each.
+
+    ``instance_type`` is None for bring-your-own nodes (nothing to provision); ``disk`` is the
+    OS disk a provisioned node gets (the model's weights plus headroom, as upstream sizes it).
+    """
 
     target: int
     gpus: int
     instance_type: str | None
+    disk: str = C.DEFAULT_NODE_DISK
+
+
+@dataclass(frozen=True)
+class Placement:
+    """The nodes a reconcile found for a Workspace, and how its pods are to select them."""
+
+    ready: bool
+    provisioned: bool = False
+    """Nodes made for the Workspace (its ownership labels) are among them."""
+    pinned_nodes: tuple[str, ...] = ()
+    """The user's own nodes chosen next to provisioned ones, selected by name."""
+    preferred_nodes: tuple[str, ...] = ()
 
 
 def node_needs(ws: WorkspaceBase, plan: Plan) -> NodeNeeds:
@@ -53,10 +80,25 @@ def node_needs(ws: WorkspaceBase, plan: Plan) -> NodeNeeds:
         return NodeNeeds(
             ws.resource.count or 1, sku.gpu_count if sku else 0, sku.name if sku else None
         )
-    assert plan.estimate is not None and plan.sku is not None
+    assert plan.estimate is not None and plan.sku is not None and plan.preset is not None
+    # bring-your-own nodes are sized from their labels (a Sku named "byo"): nothing to make
+    instance_type = plan.sku.name if ws.resource.instance_type else None
     if plan.mode == "tuning":  # a tuning Job runs on one node with all of its GPUs
-        return NodeNeeds(1, plan.sku.gpu_count, plan.sku.name)
-    return NodeNeeds(plan.estimate.node_count, plan.estimate.gpus_per_node, plan.sku.name)
+        return NodeNeeds(1, plan.sku.gpu_count, instance_type)
+    disk = f"{plan.preset.node_disk_gib}Gi"
+    return NodeNeeds(plan.estimate.node_count, plan.estimate.gpus_per_node, instance_type, disk)
+
+
+def _order(nodes: list[dict[str, Any]], preferred: list[str], previous: list[str]) -> None:
+    """Upstream's choice among qualified nodes: preferred first (in the user's order), then
+    the ones the Workspace already runs on, then by name."""
+
+    def key(node: dict[str, Any]) -> tuple[int, int, str]:
+        name = str(node["metadata"]["name"])
+        rank = preferred.index(name) if name in preferred else len(preferred)
+        return (rank, 0 if name in previous else 1, name)
+
+    nodes.sort(key=key)
 
 
 class NodeClaims:
@@ -71,22 +113,42 @@ class NodeClaims:
         self.settings = settings
         self.expectations = CreateExpectations()
 
-    def byo_nodes(self, ws: WorkspaceBase, gpus: int) -> list[dict[str, Any]]:
-        """Ready nodes the user labelled for this Workspace, not made by any provisioner.
+    def candidate_nodes(
+        self, ws: WorkspaceBase, gpus: int, *, own: bool = False
+    ) -> list[dict[str, Any]]:
+        """Ready nodes the Workspace may use beside any it gets provisioned, best first.
 
-        Filters on the cache's compact entries first, so the many nodes provisioned for
-        other Workspaces (which carry the same user labels) are never decoded.
+        A node qualifies when it matches ``resource.labelSelector``, has the GPUs, belongs
+        to no other Workspace (nor to a Karpenter node pool) and, with an instance type set,
+        is of that type, unless it is a preferred node. ``own``: nodes provisioned for this
+        Workspace count too (auto-provisioning off: they were made before it was switched
+        off). Filters on the cache's compact entries first, so the many nodes provisioned
+        for other Workspaces (which carry the same user labels) are never decoded.
         """
         wanted = o.sanitized_selector(ws.resource.label_selector.match_labels)
         if not wanted:
             return []
+        preferred = list(ws.resource.preferred_nodes or ())
+        instance_type = (ws.resource.instance_type or "").lower()
         found = []
         for entry in self.cache.entries(NODE, labels=wanted):
             labels = entry.labels or {}
-            if C.LABEL_WORKSPACE_NAME in labels or C.LABEL_KARPENTER_NODEPOOL in labels:
+            mine = labels.get(C.LABEL_WORKSPACE_NAME) == ws.name and (
+                labels.get(C.LABEL_WORKSPACE_NAMESPACE) == ws.namespace
+            )
+            if mine and not own:
+                continue  # a node of our claims: counted through the claim
+            if not mine and (
+                C.LABEL_WORKSPACE_NAME in labels or C.LABEL_KARPENTER_NODEPOOL in labels
+            ):
                 continue
-            instance = labels.get(C.LABEL_INSTANCE_TYPE)
-            if ws.resource.instance_type and instance not in (None, ws.resource.instance_type):
+            node_type = labels.get(C.LABEL_INSTANCE_TYPE)
+            if (
+                instance_type
+                and node_type is not None
+                and node_type.lower() != instance_type
+                and entry.name not in preferred
+            ):
                 continue
             obj = self.cache.get(NODE, None, entry.name)
             if obj is None:
@@ -94,35 +156,41 @@ class NodeClaims:
             node = to_dict(obj)
             if diagnosis.node_problem(node, entry.name, gpus, gpu_resource(ws)) is None:
                 found.append(node)
+        previous = list(ws.status.worker_nodes or ()) if ws.status else []
+        _order(found, preferred, previous)
         return found
 
     async def reconcile(
         self, ws: WorkspaceBase, owner: o.Owner, needs: NodeNeeds, facts: Facts
-    ) -> tuple[bool, bool]:
-        """(ready, byo): make sure ``needs.target`` Ready nodes exist."""
+    ) -> Placement:
+        """Make sure ``needs.target`` Ready nodes exist: the user's first, claims for the rest."""
         target, gpus = needs.target, needs.gpus
         facts.target = target
+        preferred = tuple(ws.resource.preferred_nodes or ())
+        if self.settings.node_provisioner == "byo" or needs.instance_type is None:
+            nodes = self.candidate_nodes(ws, gpus, own=True)[:target]
+            ready = self._byo_status(ws, nodes, needs, facts)
+            return Placement(ready, preferred_nodes=preferred)
         claim_gvk = self.settings.claim_gvk
         existing = {
             to_dict(c)["metadata"]["name"]: to_dict(c)
             for c in self.cache.list(claim_gvk, labels=o.ownership_labels(owner))
         }
-        byo = self.byo_nodes(ws, gpus)
-        byo_only = self.settings.node_provisioner == "byo" or needs.instance_type is None
-        if len(byo) >= target or byo_only:
-            await self._delete_extra(ws, existing, set(), target)
-            return self._byo_status(byo, needs, facts), True
-        wanted = {o.nodeclaim_name(owner, i) for i in range(target)}
-        await self._delete_extra(ws, existing, wanted, target)
-        existing = {k: v for k, v in existing.items() if k in wanted}
+        candidates = self.candidate_nodes(ws, gpus)
+        names = [o.nodeclaim_name(owner, i) for i in range(target)]
+        live = [n for n in names if n in existing and not _deleting(existing[n])]
+        count = max(target - len(candidates), len(live))
+        free = [n for n in names if n not in existing]
+        wanted = live + free[: count - len(live)]
+        chosen = [n["metadata"]["name"] for n in candidates[: target - count]]
+        await self._delete_extra(ws, existing, set(wanted), target)
         problems: list[diagnosis.Diagnosis] = []
         ready_nodes: list[str] = []
-        for index in range(target):
-            name = o.nodeclaim_name(owner, index)
+        for name in wanted:
             claim = existing.get(name)
             if claim is None:
                 if not self.expectations.pending(None, name):
-                    await self._create(ws, owner, index, needs)
+                    await self._create(ws, owner, names.index(name), needs)
                 problems.append(
                     diagnosis.Diagnosis(
                         Reason.NODE_CLAIM_NOT_READY,
@@ -135,62 +203,113 @@ class NodeClaims:
                 problems.append(diagnosis.claim_problem(claim))
                 continue
             node_name = (claim.get("status") or {}).get("nodeName") or name
-            node = self.cache.get(NODE, None, node_name)
-            problem = diagnosis.node_problem(
-                None if node is None else to_dict(node), node_name, gpus, gpu_resource(ws)
-            )
+            node_obj = self.cache.get(NODE, None, node_name)
+            node = None if node_obj is None else to_dict(node_obj)
+            problem = diagnosis.node_problem(node, node_name, gpus, gpu_resource(ws))
             if problem is not None:
                 problems.append(problem)
                 continue
+            if node is not None and gpus:
+                await self._label_accelerator(node)
             ready_nodes.append(node_name)
-        facts.worker_nodes = sorted(ready_nodes)
-        claims_ready = all(
-            diagnosis.is_true(existing.get(o.nodeclaim_name(owner, i), {}), "Ready")
-            for i in range(target)
+        facts.worker_nodes = sorted(ready_nodes + chosen)
+        self._claims_condition(existing, wanted, len(chosen), facts)
+        placement = Placement(
+            not problems and len(wanted) + len(chosen) >= target,
+            provisioned=bool(wanted),
+            pinned_nodes=tuple(sorted(chosen)),
+            preferred_nodes=preferred,
         )
-        facts.set(
-            ConditionType.NODE_CLAIM_READY,
-            claims_ready,
-            Reason.NODE_CLAIMS_READY if claims_ready else Reason.NODE_CLAIM_NOT_READY,
-            f"{sum(diagnosis.is_true(c, 'Ready') for c in existing.values())}/{target} "
-            f"{claim_gvk.kind}s ready",
-        )
-        if problems:
-            first = problems[0]
+        if problems or not placement.ready:
+            first = problems[0] if problems else None
             facts.set(
                 ConditionType.NODES_READY,
                 False,
                 Reason.NODE_NOT_READY,
-                f"{len(ready_nodes)}/{target} nodes ready",
+                f"{len(ready_nodes) + len(chosen)}/{target} nodes ready",
             )
-            facts.set(ConditionType.RESOURCE_READY, False, first.reason, first.message)
-            return False, False
-        facts.set(ConditionType.NODES_READY, True, Reason.NODES_READY, f"{target} node(s) ready")
+            if first is not None:
+                facts.set(ConditionType.RESOURCE_READY, False, first.reason, first.message)
+            return placement
+        mix = f" ({len(chosen)} already in the cluster)" if chosen else ""
+        facts.set(
+            ConditionType.NODES_READY, True, Reason.NODES_READY, f"{target} node(s) ready{mix}"
+        )
         facts.set(
             ConditionType.RESOURCE_READY,
             True,
             Reason.RESOURCE_STATUS_SUCCESS,
-            f"{target} {needs.instance_type} node(s) ready",
+            f"{target} {needs.instance_type} node(s) ready{mix}",
         )
-        return True, False
+        return placement
 
-    @staticmethod
-    def _byo_status(byo: list[dict[str, Any]], needs: NodeNeeds, facts: Facts) -> bool:
-        target = needs.target
-        chosen = byo[:target]
-        facts.worker_nodes = sorted(n["metadata"]["name"] for n in chosen)
-        if len(chosen) < target:
-            msg = (
-                f"{len(chosen)}/{target} Ready nodes match resource.labelSelector with "
-                f"{needs.gpus} GPU(s) each; label more nodes or let the operator provision them"
+    def _claims_condition(
+        self, existing: dict[str, dict[str, Any]], wanted: list[str], found: int, facts: Facts
+    ) -> None:
+        kind = self.settings.claim_gvk.kind
+        if not wanted:
+            facts.set(
+                ConditionType.NODE_CLAIM_READY,
+                True,
+                Reason.NODE_CLAIMS_READY,
+                f"no {kind} needed: {found} matching node(s) already in the cluster",
             )
+            return
+        ready = sum(diagnosis.is_true(existing.get(n, {}), "Ready") for n in wanted)
+        facts.set(
+            ConditionType.NODE_CLAIM_READY,
+            ready == len(wanted),
+            Reason.NODE_CLAIMS_READY if ready == len(wanted) else Reason.NODE_CLAIM_NOT_READY,
+            f"{ready}/{len(wanted)} {kind}s ready",
+        )
+
+    async def _label_accelerator(self, node: dict[str, Any]) -> None:
+        """Upstream's GPU-node readiness step: ``accelerator=nvidia`` on a provisioned GPU
+        node, written by the controller when the node came up without it."""
+        meta = node["metadata"]
+        if (meta.get("labels") or {}).get(C.LABEL_ACCELERATOR) == C.ACCELERATOR_NVIDIA:
+            return
+        await self.client.patch(
+            NODE,
+            None,
+            meta["name"],
+            {"metadata": {"labels": {C.LABEL_ACCELERATOR: C.ACCELERATOR_NVIDIA}}},
+        )
+
+    def _byo_status(
+        self,
+        ws: WorkspaceBase,
+        chosen: list[dict[str, Any]],
+        needs: NodeNeeds,
+        facts: Facts,
+    ) -> bool:
+        target = needs.target
+        names = [n["metadata"]["name"] for n in chosen]
+        facts.worker_nodes = sorted(names)
+        missing = [p for p in ws.resource.preferred_nodes or () if p not in names]
+        if len(chosen) < target:
+            selector = ",".join(
+                f"{k}={v}"
+                for k, v in sorted(
+                    o.sanitized_selector(ws.resource.label_selector.match_labels).items()
+                )
+            )
+            msg = (
+                f"waiting for nodes: {len(chosen)}/{target} Ready node(s) match "
+                f"resource.labelSelector ({selector}) with {needs.gpus} GPU(s) each; label "
+                "your GPU nodes, or let the operator provision them (resource.instanceType)"
+            )
+            if missing:
+                msg += f"; preferred node(s) {', '.join(missing)} not Ready or not matching"
+            facts.set(ConditionType.NODES_READY, False, Reason.NODE_NOT_READY, msg)
             facts.set(ConditionType.RESOURCE_READY, False, Reason.NODE_NOT_READY, msg)
             return False
+        note = f"; preferred node(s) {', '.join(missing)} not used" if missing else ""
         facts.set(
             ConditionType.NODES_READY,
             True,
             Reason.NODES_READY,
-            f"{target} bring-your-own node(s) ready",
+            f"{target} bring-your-own node(s) ready{note}",
         )
         facts.set(
             ConditionType.RESOURCE_READY,
@@ -210,9 +329,7 @@ class NodeClaims:
         """Delete the claims beyond the target (it fell: a changed inference config needs
         fewer GPUs), once the StatefulSet no longer runs pods on more nodes than that."""
         extra = [
-            name
-            for name, claim in existing.items()
-            if name not in wanted and not claim["metadata"].get("deletionTimestamp")
+            name for name, claim in existing.items() if name not in wanted and not _deleting(claim)
         ]
         if not extra:
             return
@@ -240,10 +357,12 @@ class NodeClaims:
             index,
             instance_type=instance_type,
             match_labels=ws.resource.label_selector.match_labels,
+            storage=needs.disk,
             node_image_family=(ws.metadata.annotations or {}).get(
                 C.ANNOTATION_NODE_IMAGE_FAMILY, self.settings.node_image_family
             ),
             api_version=claim_gvk.api_version,
+            gpu=needs.gpus > 0,
         )
         if self.settings.claims_finalized_by_us:
             # saves the machine controller a patch per claim
@@ -261,3 +380,7 @@ class NodeClaims:
         self.recorder.event(
             ws, "Normal", "NodeClaimCreated", f"created {claim_gvk.kind} {name} ({instance_type})"
         )
+
+
+def _deleting(obj: dict[str, Any]) -> bool:
+    return bool(obj["metadata"].get("deletionTimestamp"))

@@ -38,6 +38,7 @@ class WorkspaceSettings:
     claims_finalized_by_us: bool = True  # our machine controller handles the claims
     preset_registry: str = "kaito-py"  # where preset model images live (PRESET_REGISTRY_NAME)
     plain_http_registries: frozenset[str] = frozenset()  # reached over HTTP, not HTTPS
+    spot_toleration: bool = False  # on Azure, pods tolerate spot node pools' taint
     hub_endpoint: str | None = None  # HF_ENDPOINT: the model hub to size and download from
 
 
@@ -49,6 +50,8 @@ class Facts:
     worker_nodes: list[str] = field(default_factory=list)
     target: int | None = None
     state: str | None = None  # tuning sets Running/Succeeded/Failed itself
+    error: str | None = None  # the reconcile failed: upstream appends it to every message
+    performance: dict[str, Any] | None = None  # a benchmark result read this reconcile
 
     def set(self, type_: str, ok: bool | None, reason: str, message: str) -> None:
         status = "Unknown" if ok is None else ("True" if ok else "False")

@@ -1,5 +1,7 @@
 """A deleted Workspace lets go only after its NodeClaims are gone.
 
+While it waits, its status says so (condition WorkspaceDeleting, as upstream sets it).
+
 NodeClaims are cluster-scoped and carry no owner reference (a namespaced owner cannot own
 them), so the API server's garbage collector never removes them: the Workspace finalizer
 is what stands between a deleted Workspace and a leaked GPU node. The cache alone cannot
@@ -48,8 +50,11 @@ class Finalizer:
                 await self.client.delete(
                     claim_gvk, None, claim["metadata"]["name"], ignore_not_found=True
                 )
-        if claims:
+        if claims and self.settings.node_provisioner != "byo":
             return False, Result(requeue_after=CLAIMS_GONE_POLL_S)  # claim events also wake us
+        # with node auto-provisioning off no controller of ours releases a claim made before
+        # it was switched off: its deletion is asked for, not waited on (upstream's BYO
+        # provisioner leaves such claims behind altogether)
         await remove_finalizer(
             self.client,
             WORKSPACE,

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kaito.api import constants as C
+from kaito.presets.vllm import GROUP_PORT, MASTER_PORT
 
 WORKSPACE_LABEL = C.LABEL_WORKSPACE_NAME
 WORKSPACE_NAMESPACE_LABEL = C.LABEL_WORKSPACE_NAMESPACE
@@ -35,10 +36,24 @@ PULL_SECRET_ROOT = "/root/.docker/config.d"
 # A container that dies without writing its termination log (a traceback) still leaves a
 # reason: the tail of its log, which the Workspace's conditions then show.
 TERMINATION_MESSAGE_POLICY = "FallbackToLogsOnError"
+POD_INDEX_LABEL = "apps.kubernetes.io/pod-index"  # set by the StatefulSet controller
 GPU_TOLERATIONS: tuple[dict[str, str], ...] = (
     {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"},
     {"key": "sku", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"},
 )
+# Azure spot node pools taint their nodes; upstream tolerates it on Azure
+SPOT_TOLERATION = {
+    "key": C.LABEL_AZURE_SCALESET_PRIORITY,
+    "operator": "Equal",
+    "value": "spot",
+    "effect": "NoSchedule",
+}
+LOCAL_NVME_STORAGE_CLASS = C.LOCAL_NVME_STORAGE_CLASS
+
+
+def tolerations(*, spot: bool) -> list[dict[str, str]]:
+    """The GPU tolerations every Workspace pod gets (and Azure's spot taint on Azure)."""
+    return [dict(t) for t in GPU_TOLERATIONS] + ([dict(SPOT_TOLERATION)] if spot else [])
 
 
 @dataclass(frozen=True)
@@ -94,6 +109,11 @@ class InferenceWorkload:
     gpu_resource: str = GPU_RESOURCE  # nvidia.com/mig-<profile> for a MIG partition
     node_selector_labels: Mapping[str, str] = field(default_factory=dict)
     provisioned: bool = True  # nodes made for this Workspace carry its ownership labels
+    pinned_nodes: Sequence[str] = ()  # the user's own nodes chosen for it (node_affinity)
+    preferred_nodes: Sequence[str] = ()  # resource.preferredNodes
+    spot_toleration: bool = False
+    weights_claim_storage: str | None = None  # local NVMe: a PVC of this size for the weights
+    benchmark_args: Sequence[str] | None = None  # startup probe = serving.benchmark with these
     adapters: Sequence[ImageAdapter | VolumeAdapter] = ()
     config_map: str | None = None
     model_access_secret: str | None = None
@@ -145,10 +165,17 @@ def nodeclaim(
     storage: str = "1024Gi",
     node_image_family: str = "ubuntu",
     api_version: str = "karpenter.sh/v1",
+    gpu: bool = False,
 ) -> dict[str, Any]:
-    """A Karpenter NodeClaim (v1) or, for old gpu-provisioner releases, a v1alpha5 Machine."""
+    """A Karpenter NodeClaim (v1) or, for old gpu-provisioner releases, a v1alpha5 Machine.
+
+    ``gpu``: the label ``accelerator=nvidia`` that upstream requires on GPU nodes travels
+    with the claim (Karpenter and gpu-provisioner copy claim labels onto the node).
+    """
     labels = {NODEPOOL_LABEL: NODEPOOL_NAME, **ownership_labels(owner)}
     labels |= sanitized_selector(match_labels)
+    if gpu:
+        labels[C.LABEL_ACCELERATOR] = C.ACCELERATOR_NVIDIA
     requirements = [
         {"key": NODEPOOL_LABEL, "operator": "In", "values": [NODEPOOL_NAME]},
         {"key": INSTANCE_TYPE_LABEL, "operator": "In", "values": [instance_type]},
@@ -182,8 +209,18 @@ def nodeclaim(
     }
 
 
-def services(owner: Owner) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The client-facing Service (80 → 5000, the leader pod only) and the headless one."""
+def headless_name(owner: Owner) -> str:
+    return f"{owner.name}-headless"
+
+
+def leader_host(owner: Owner) -> str:
+    """Pod 0's name under the headless Service (cluster-domain agnostic: ``….svc``)."""
+    return f"{owner.name}-0.{headless_name(owner)}.{owner.namespace}.svc"
+
+
+def services(owner: Owner, *, load_balancer: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The client-facing Service (80 → 5000, the leader pod only) and the headless one;
+    ``load_balancer`` (annotation ``kaito.sh/enablelb: "True"``) makes the first a LoadBalancer."""
     meta = {"namespace": owner.namespace, "ownerReferences": [owner.reference()]}
     leader = {WORKSPACE_LABEL: owner.name, "statefulset.kubernetes.io/pod-name": f"{owner.name}-0"}
     main = {
@@ -191,12 +228,11 @@ def services(owner: Owner) -> tuple[dict[str, Any], dict[str, Any]]:
         "kind": "Service",
         "metadata": {"name": owner.name, "labels": {WORKSPACE_LABEL: owner.name}, **meta},
         "spec": {
-            "type": "ClusterIP",
+            "type": "LoadBalancer" if load_balancer else "ClusterIP",
             "selector": leader,
             "publishNotReadyAddresses": True,
             "ports": [
                 {"name": "http", "port": 80, "targetPort": SERVING_PORT, "protocol": "TCP"},
-                {"name": "torchrun", "port": 29500, "targetPort": 29500, "protocol": "TCP"},
             ],
         },
     }
@@ -204,7 +240,7 @@ def services(owner: Owner) -> tuple[dict[str, Any], dict[str, Any]]:
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": {
-            "name": f"{owner.name}-headless",
+            "name": headless_name(owner),
             "labels": {WORKSPACE_LABEL: owner.name},
             **meta,
         },
@@ -229,22 +265,47 @@ def _health_probe(**extra: int) -> dict[str, Any]:
 
 
 def node_affinity(
-    owner: Owner, node_selector_labels: Mapping[str, str], *, provisioned: bool
+    owner: Owner,
+    node_selector_labels: Mapping[str, str],
+    *,
+    provisioned: bool,
+    pinned_nodes: Sequence[str] = (),
+    preferred_nodes: Sequence[str] = (),
 ) -> dict[str, Any] | None:
-    """Required node affinity: the user's labels, plus ownership on provisioned nodes."""
-    wanted = dict(sanitized_selector(node_selector_labels))
+    """Node affinity: the user's labels, on the nodes made for this Workspace (ownership
+    labels) and/or on the user's own nodes chosen for it (pinned by name, one term each, as
+    a node field selector takes one name); terms are ORed.
+
+    With neither (nodes brought by the user, auto-provisioning off) the user's labels alone
+    select them, as upstream does; ``preferred_nodes`` become preferences, in their order.
+    """
+    user = dict(sanitized_selector(node_selector_labels))
+
+    def exprs(labels: Mapping[str, str]) -> list[dict[str, Any]]:
+        return [{"key": k, "operator": "In", "values": [v]} for k, v in sorted(labels.items())]
+
+    def named(node: str) -> list[dict[str, Any]]:
+        return [{"key": "metadata.name", "operator": "In", "values": [node]}]
+
+    terms: list[dict[str, Any]] = []
     if provisioned:
-        wanted |= ownership_labels(owner)
-    if not wanted:
-        return None
-    expressions = [{"key": k, "operator": "In", "values": [v]} for k, v in sorted(wanted.items())]
-    return {
-        "nodeAffinity": {
-            "requiredDuringSchedulingIgnoredDuringExecution": {
-                "nodeSelectorTerms": [{"matchExpressions": expressions}]
-            }
-        }
-    }
+        terms.append({"matchExpressions": exprs(user | ownership_labels(owner))})
+    for node in sorted(pinned_nodes):
+        terms.append({"matchExpressions": exprs(user), "matchFields": named(node)})
+    if not terms and user:
+        terms.append({"matchExpressions": exprs(user)})
+    affinity: dict[str, Any] = {}
+    if terms:
+        for term in terms:
+            if not term.get("matchExpressions"):
+                term.pop("matchExpressions", None)
+        affinity["requiredDuringSchedulingIgnoredDuringExecution"] = {"nodeSelectorTerms": terms}
+    if preferred_nodes:
+        affinity["preferredDuringSchedulingIgnoredDuringExecution"] = [
+            {"weight": max(100 - i, 1), "preference": {"matchFields": named(node)}}
+            for i, node in enumerate(preferred_nodes)
+        ]
+    return {"nodeAffinity": affinity} if affinity else None
 
 
 WEIGHTS_FETCHER = "model-weights-downloader"
@@ -334,10 +395,9 @@ def statefulset(work: InferenceWorkload) -> dict[str, Any]:
     if work.inference_set:
         # an InferenceSet's scale selector and Service find its replicas' pods by this label
         template_labels[C.LABEL_INFERENCESET_CREATED_BY] = work.inference_set
-    volumes: list[dict[str, Any]] = [
-        {"name": "dshm", "emptyDir": {"medium": "Memory"}},
-        {"name": "model-weights-volume", "emptyDir": {}},
-    ]
+    volumes: list[dict[str, Any]] = [{"name": "dshm", "emptyDir": {"medium": "Memory"}}]
+    if not work.weights_claim_storage:  # else the StatefulSet's volumeClaimTemplate
+        volumes.append({"name": "model-weights-volume", "emptyDir": {}})
     mounts: list[dict[str, Any]] = [
         {"name": "dshm", "mountPath": "/dev/shm"},
         {"name": "model-weights-volume", "mountPath": WEIGHTS_DIR},
@@ -403,6 +463,10 @@ def statefulset(work: InferenceWorkload) -> dict[str, Any]:
         "readinessProbe": _health_probe(periodSeconds=10, initialDelaySeconds=5),
         "terminationMessagePolicy": TERMINATION_MESSAGE_POLICY,
     }
+    if work.replicas > 1:
+        join_group(container, owner)
+    if work.benchmark_args is not None:
+        container["startupProbe"] = benchmark_probe(work)
     if work.inference_set:
         # a replica behind the set's shared Service: stay up while the endpoint removal
         # spreads, so a scale-down drops no request (SIGTERM then lets in-flight ones finish)
@@ -410,11 +474,17 @@ def statefulset(work: InferenceWorkload) -> dict[str, Any]:
     pod_spec: dict[str, Any] = {
         "containers": [container],
         "volumes": volumes,
-        "tolerations": [dict(t) for t in GPU_TOLERATIONS],
+        "tolerations": tolerations(spot=work.spot_toleration),
     }
     if init_containers:
         pod_spec["initContainers"] = init_containers
-    affinity = node_affinity(owner, work.node_selector_labels, provisioned=work.provisioned)
+    affinity = node_affinity(
+        owner,
+        work.node_selector_labels,
+        provisioned=work.provisioned,
+        pinned_nodes=work.pinned_nodes,
+        preferred_nodes=work.preferred_nodes,
+    )
     if affinity:
         pod_spec["affinity"] = affinity
     pull_secrets = sorted(
@@ -434,7 +504,71 @@ def statefulset(work: InferenceWorkload) -> dict[str, Any]:
         },
         "spec": pod_spec,
     }
-    return _statefulset(owner, work.replicas, work.revision, template)
+    sts = _statefulset(owner, work.replicas, work.revision, template)
+    if work.weights_claim_storage:
+        sts["spec"]["volumeClaimTemplates"] = [weights_claim(owner, work.weights_claim_storage)]
+    return sts
+
+
+def benchmark_probe(work: InferenceWorkload) -> dict[str, Any]:
+    """Upstream's post-load benchmark as the startup probe: it fails until /health answers,
+    then loads the server for ``--duration-s`` and logs the result (``serving.benchmark``)."""
+    args = list(work.benchmark_args or ())
+    duration = float(args[args.index("--duration-s") + 1]) if "--duration-s" in args else 30.0
+    command = ["python3", "-m", "serving.benchmark", "--port", str(SERVING_PORT), *args]
+    return {
+        "exec": {"command": command},
+        "periodSeconds": 10,
+        "timeoutSeconds": math.ceil(duration) + 120,
+        "failureThreshold": startup_failure_threshold(work.weights_bytes),
+    }
+
+
+def weights_claim(owner: Owner, storage: str) -> dict[str, Any]:
+    """The model weights on the node's local NVMe (upstream's volumeClaimTemplate): one PVC
+    per pod of StorageClass kaito-local-nvme-disk, deleted with the StatefulSet."""
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "model-weights-volume", "labels": {WORKSPACE_LABEL: owner.name}},
+        "spec": {
+            "accessModes": ["ReadWriteOnce"],
+            "storageClassName": LOCAL_NVME_STORAGE_CLASS,
+            "resources": {"requests": {"storage": storage}},
+        },
+    }
+
+
+def join_group(container: dict[str, Any], owner: Owner) -> None:
+    """Make the serving container one pod of a multi-node group (see serving/group.py).
+
+    The pod template is shared, so each pod learns its rank from its index (``POD_INDEX``)
+    and the launcher picks the role: pod 0 leads (the engine and the OpenAI server; the client
+    Service targets it), the others run vLLM's headless members under a supervisor. The probes
+    stay the same on every pod: the leader answers /health for the model, a worker for its
+    supervisor. ``POD_TEMPLATE_REVISION`` keeps old and new pods of a rollout out of one group;
+    ``VLLM_HOST_IP`` is the address vLLM tells its peers.
+    """
+    container["args"] = [*container["args"], "--group-leader", f"{leader_host(owner)}:{GROUP_PORT}"]
+    container["env"] = [
+        *container["env"],
+        {
+            "name": "POD_INDEX",
+            "valueFrom": {"fieldRef": {"fieldPath": f"metadata.labels['{POD_INDEX_LABEL}']"}},
+        },
+        {
+            "name": "POD_TEMPLATE_REVISION",
+            "valueFrom": {
+                "fieldRef": {"fieldPath": f"metadata.annotations['{REVISION_ANNOTATION}']"}
+            },
+        },
+        {"name": "VLLM_HOST_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+    ]
+    container["ports"] = [
+        *container["ports"],
+        {"name": "group", "containerPort": GROUP_PORT, "protocol": "TCP"},
+        {"name": "rendezvous", "containerPort": MASTER_PORT, "protocol": "TCP"},
+    ]
 
 
 def _statefulset(
@@ -448,7 +582,7 @@ def _statefulset(
         "spec": {
             "replicas": replicas,
             "podManagementPolicy": "Parallel",
-            "serviceName": f"{owner.name}-headless",
+            "serviceName": headless_name(owner),
             "selector": {"matchLabels": {WORKSPACE_LABEL: owner.name}},
             "persistentVolumeClaimRetentionPolicy": {
                 "whenScaled": "Retain",
@@ -467,14 +601,17 @@ def template_statefulset(
     revision: str,
     node_selector_labels: Mapping[str, str],
     provisioned: bool,
+    pinned_nodes: Sequence[str] = (),
+    preferred_nodes: Sequence[str] = (),
+    spot_toleration: bool = False,
     inference_set: str | None = None,
 ) -> dict[str, Any]:
     """``inference.template`` (the user's PodTemplateSpec) as the inference StatefulSet.
 
     As upstream does, the pods get the Workspace label (the selector), the node affinity to
-    the Workspace's nodes (ANDed into each of the template's own required terms) and the
-    GPU tolerations; a replica of an InferenceSet also gets the set's label (its scale
-    selector and Service find the pods by it); everything else is the user's, as written.
+    the Workspace's nodes (ANDed into each of the template's own required terms, which stay
+    ORed) and the GPU tolerations; a replica of an InferenceSet also gets the set's label (its
+    scale selector and Service find the pods by it); everything else is the user's, as written.
     """
     tpl = copy.deepcopy(dict(template))
     meta = tpl.setdefault("metadata", {})
@@ -483,19 +620,38 @@ def template_statefulset(
         meta["labels"][C.LABEL_INFERENCESET_CREATED_BY] = inference_set
     meta["annotations"] = {**(meta.get("annotations") or {}), REVISION_ANNOTATION: revision}
     spec = tpl.setdefault("spec", {})
-    tolerations = list(spec.get("tolerations") or [])
-    spec["tolerations"] = tolerations + [dict(t) for t in GPU_TOLERATIONS if t not in tolerations]
-    ours = node_affinity(owner, node_selector_labels, provisioned=provisioned)
+    theirs = list(spec.get("tolerations") or [])
+    spec["tolerations"] = theirs + [t for t in tolerations(spot=spot_toleration) if t not in theirs]
+    ours = node_affinity(
+        owner,
+        node_selector_labels,
+        provisioned=provisioned,
+        pinned_nodes=pinned_nodes,
+        preferred_nodes=preferred_nodes,
+    )
     if ours is not None:
-        affinity = spec.setdefault("affinity", {})
-        required = affinity.setdefault("nodeAffinity", {}).setdefault(
-            "requiredDuringSchedulingIgnoredDuringExecution", {}
-        )
-        wanted = ours["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
-        expressions = wanted["nodeSelectorTerms"][0]["matchExpressions"]
-        terms = required.get("nodeSelectorTerms") or [{}]
-        required["nodeSelectorTerms"] = [
-            {**term, "matchExpressions": [*(term.get("matchExpressions") or []), *expressions]}
-            for term in terms
-        ]
+        node = spec.setdefault("affinity", {}).setdefault("nodeAffinity", {})
+        wanted = ours["nodeAffinity"]
+        if "requiredDuringSchedulingIgnoredDuringExecution" in wanted:
+            required = node.setdefault("requiredDuringSchedulingIgnoredDuringExecution", {})
+            own_terms = wanted["requiredDuringSchedulingIgnoredDuringExecution"]
+            required["nodeSelectorTerms"] = [
+                _and_terms(term, own)
+                for term in required.get("nodeSelectorTerms") or [{}]
+                for own in own_terms["nodeSelectorTerms"]
+            ]
+        for pref in wanted.get("preferredDuringSchedulingIgnoredDuringExecution") or ():
+            prefs = node.setdefault("preferredDuringSchedulingIgnoredDuringExecution", [])
+            if pref not in prefs:
+                prefs.append(pref)
     return _statefulset(owner, replicas, revision, tpl)
+
+
+def _and_terms(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
+    """One node selector term requiring both ``a`` and ``b``."""
+    out = dict(a)
+    for key in ("matchExpressions", "matchFields"):
+        both = [*(a.get(key) or []), *(b.get(key) or [])]
+        if both:
+            out[key] = both
+    return out

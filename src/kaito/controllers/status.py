@@ -10,6 +10,7 @@ passes spec, label and annotation changes only), so the Workspace would stay Not
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from kaito.api import WorkspaceBase, set_condition, utcnow
@@ -39,8 +40,17 @@ PROGRESS_REASONS = frozenset(
         "AwaitingRegistration",
     }
 )
-# the status fields this controller owns; others (``performance``) are left alone
+# the status fields this controller owns; ``performance`` is written only with a new result
 OWNED_FIELDS = ("conditions", "state", "workerNodes", "targetNodeCount")
+ERROR_SUFFIX = " (last reconcile error: {})"
+_ERROR_SUFFIX = re.compile(r" \(last reconcile error: .*\)$", re.DOTALL)
+
+
+def with_error(message: str, error: str | None) -> str:
+    """A condition message with the last reconcile error after it, as upstream shows it (an
+    earlier error's suffix is dropped: a successful reconcile clears it)."""
+    message = _ERROR_SUFFIX.sub("", message)
+    return message + ERROR_SUFFIX.format(error) if error else message
 
 
 def _not_older(resource_version: str | None, than: str) -> bool:
@@ -95,6 +105,12 @@ class StatusWriter:
                 message,
                 observed_generation=ws.metadata.generation,
             )
+        conditions = [
+            c.model_copy(update={"message": with_error(c.message or "", facts.error)})
+            if facts.error or _ERROR_SUFFIX.search(c.message or "")
+            else c
+            for c in conditions
+        ]
         by_type = {c.type: c.status for c in conditions}
         if facts.state is not None:
             state: str = facts.state
@@ -117,13 +133,19 @@ class StatusWriter:
             if facts.target is not None
             else (current.target_node_count if current else None),
         }
+        owned: tuple[str, ...] = OWNED_FIELDS
+        if facts.performance is not None:  # written when a benchmark result was read
+            desired["performance"] = facts.performance
+            owned = (*OWNED_FIELDS, "performance")
         wanted = {k: v for k, v in desired.items() if v is not None}
         old = current.model_dump(mode="json", by_alias=True, exclude_none=True) if current else {}
-        cached = {k: old[k] for k in OWNED_FIELDS if k in old}
+        cached = {k: old[k] for k in owned if k in old}
         if self._baseline(ws, cached) == wanted:
             return None
-        if state == WorkspaceState.PENDING and all(
-            reason in PROGRESS_REASONS for _, reason, _ in facts.conditions.values()
+        if (
+            state == WorkspaceState.PENDING
+            and not facts.error
+            and all(reason in PROGRESS_REASONS for _, reason, _ in facts.conditions.values())
         ):
             created = ws.metadata.creation_timestamp
             age = (utcnow() - created).total_seconds() if created else STATUS_SETTLE_S

@@ -27,7 +27,6 @@ from typing import Any
 from kaito.controllers.objects import (
     CONFIG_DIR,
     GPU_RESOURCE,
-    GPU_TOLERATIONS,
     PULL_SECRET_ROOT,
     REVISION_ANNOTATION,
     TERMINATION_MESSAGE_POLICY,
@@ -38,6 +37,7 @@ from kaito.controllers.objects import (
     node_affinity,
     owned_metadata,
     plain_http_flag,
+    tolerations,
 )
 from kaito.presets.tuning import CONFIG_KEY, DEFAULT_OUTPUT_DIR, check_method, default_config_yaml
 
@@ -105,6 +105,9 @@ class TuningJob:
     gpus: int
     node_selector_labels: Mapping[str, str] = field(default_factory=dict)
     provisioned: bool = True  # nodes made for this Workspace carry its ownership labels
+    pinned_nodes: Sequence[str] = ()  # the user's own nodes chosen for it (node_affinity)
+    preferred_nodes: Sequence[str] = ()
+    spot_toleration: bool = False
     output_dir: str = DEFAULT_OUTPUT_DIR  # kaito.presets.tuning.output_dir(config)
     weights_image: str | None = None  # fetched into /workspace/weights when set
     model_access_secret: str | None = None  # HF_TOKEN for gated hub models
@@ -304,9 +307,15 @@ def job(spec: TuningJob) -> dict[str, Any]:
         "initContainers": init_containers,
         "containers": containers,
         "volumes": volumes,
-        "tolerations": [dict(t) for t in GPU_TOLERATIONS],
+        "tolerations": tolerations(spot=spec.spot_toleration),
     }
-    affinity = node_affinity(owner, spec.node_selector_labels, provisioned=spec.provisioned)
+    affinity = node_affinity(
+        owner,
+        spec.node_selector_labels,
+        provisioned=spec.provisioned,
+        pinned_nodes=spec.pinned_nodes,
+        preferred_nodes=spec.preferred_nodes,
+    )
     if affinity:
         pod_spec["affinity"] = affinity
     if spec.image_pull_secrets:

@@ -16,6 +16,7 @@ from kaito.api.constants import ConditionType, Reason, WorkspaceState
 from kaito.controllers import configs, diagnosis, tuning
 from kaito.controllers import objects as o
 from kaito.controllers.apply import Applier
+from kaito.controllers.claims import Placement
 from kaito.controllers.common import Facts, WorkspaceSettings, weights_source
 from kaito.presets import SpecError
 from kaito.presets import tuning as tuning_config
@@ -55,7 +56,7 @@ class TuningRun:
         owner: o.Owner,
         revision: str,
         *,
-        byo: bool,
+        placement: Placement,
         facts: Facts,
     ) -> Result | None:
         """The tuning Job: (re)created per spec revision; its outcome is the Workspace's."""
@@ -88,7 +89,10 @@ class TuningRun:
                 output=job_output,
                 gpus=plan.sku.gpu_count,
                 node_selector_labels=ws.resource.label_selector.match_labels or {},
-                provisioned=not byo,
+                provisioned=placement.provisioned,
+                pinned_nodes=placement.pinned_nodes,
+                preferred_nodes=placement.preferred_nodes,
+                spot_toleration=self.settings.spot_toleration,
                 output_dir=out_dir,
                 model_access_secret=options.model_access_secret if options else None,
                 weights_image=weights_image,
@@ -137,6 +141,27 @@ class TuningRun:
                 self.recorder.event(ws, "Normal", "TuningJobCreated", f"Job {ws.name} created")
             current = desired
         self.status_from_job(ws, current, facts)
+        return None
+
+    def finished_job(self, ws: WorkspaceBase, revision: str) -> dict[str, Any] | None:
+        """The tuning Job of this spec revision once it has completed or failed for good.
+
+        Its outcome is final: the nodes it ran on are no longer a condition of it, so a
+        finished Workspace keeps its state whatever happens to them (or to how the operator
+        finds nodes: switching node auto-provisioning off must not make it Pending again).
+        """
+        found = self.cache.get(JOB, ws.namespace, ws.name)
+        if found is None:
+            return None
+        job = to_dict(found)
+        meta = job["metadata"]
+        if (
+            meta.get("deletionTimestamp")
+            or (meta.get("annotations") or {}).get(C.ANNOTATION_WORKSPACE_REVISION) != revision
+        ):
+            return None
+        if any(diagnosis.is_true(job, t) for t in ("Complete", "SuccessCriteriaMet", "Failed")):
+            return job
         return None
 
     def forget(self, uid: str) -> None:

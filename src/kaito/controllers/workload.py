@@ -8,9 +8,10 @@ from typing import Any
 from kaito.api import WorkspaceBase
 from kaito.api import constants as C
 from kaito.api.constants import ConditionType, Reason
-from kaito.controllers import diagnosis
+from kaito.controllers import benchmark, diagnosis
 from kaito.controllers import objects as o
 from kaito.controllers.apply import Applier
+from kaito.controllers.claims import Placement
 from kaito.controllers.common import (
     Facts,
     WorkspaceSettings,
@@ -20,9 +21,10 @@ from kaito.controllers.common import (
 )
 from kaito.presets.plan import Plan
 from kaito.runtime.cache import Cache
-from kaito.runtime.errors import Invalid
+from kaito.runtime.client import Preconditions
+from kaito.runtime.errors import Invalid, NotFound
 from kaito.runtime.events import EventRecorder
-from kaito.runtime.gvk import POD, SERVICE, STATEFULSET
+from kaito.runtime.gvk import DEPLOYMENT, POD, SERVICE, STATEFULSET, STORAGE_CLASS
 from kaito.runtime.objects import to_dict
 
 
@@ -36,9 +38,53 @@ class Workload:
         self.recorder = recorder
         self.settings = settings
         self.applier = applier
+        self._migrated: set[str] = set()  # Workspace uids checked for an old Deployment
 
-    async def reconcile_services(self, owner: o.Owner) -> None:
-        for svc in o.services(owner):
+    def forget(self, uid: str) -> None:
+        self._migrated.discard(uid)
+
+    async def migrate_deployment(self, ws: WorkspaceBase) -> None:
+        """Upstream's migration: the Deployment ``<ws>`` that Kaito before v0.8 ran some
+        models in goes, with a Warning Event, and the StatefulSet takes over.
+
+        Read once per Workspace and operator start, not watched: those Deployments carry
+        no label to select them by, and none are made any more. Only one this Workspace
+        controls is deleted (upstream deletes any of that name).
+        """
+        uid = ws.metadata.uid or ""
+        if uid in self._migrated:
+            return
+        try:
+            dep = to_dict(await self.applier.client.get(DEPLOYMENT, ws.namespace, ws.name))
+        except NotFound:
+            self._migrated.add(uid)
+            return
+        meta = dep["metadata"]
+        owned = any(
+            ref.get("uid") == uid and ref.get("controller")
+            for ref in meta.get("ownerReferences") or ()
+        )
+        if owned and not meta.get("deletionTimestamp"):
+            self.recorder.event(
+                ws,
+                "Warning",
+                "WorkloadMigration",
+                f"Deployment {ws.name} (made by an older Kaito) is replaced by StatefulSet "
+                f"{ws.name}; the model is unavailable until the StatefulSet is ready",
+            )
+            await self.applier.client.delete(
+                DEPLOYMENT,
+                ws.namespace,
+                ws.name,
+                preconditions=Preconditions(uid=meta.get("uid")),
+                ignore_not_found=True,
+            )
+        self._migrated.add(uid)
+
+    async def reconcile_services(self, ws: WorkspaceBase, owner: o.Owner) -> None:
+        annotations = ws.metadata.annotations or {}
+        load_balancer = annotations.get(C.ANNOTATION_ENABLE_LB, "").lower() == "true"
+        for svc in o.services(owner, load_balancer=load_balancer):
             await self.applier.apply_if_changed(SERVICE, svc)
 
     async def reconcile_preset(
@@ -48,7 +94,7 @@ class Workload:
         owner: o.Owner,
         revision: str,
         *,
-        byo: bool,
+        placement: Placement,
         facts: Facts,
     ) -> None:
         """The StatefulSet that serves a catalog preset with vLLM."""
@@ -89,7 +135,12 @@ class Workload:
             gpu_resource=gpu_resource(ws),
             revision=revision,
             node_selector_labels=ws.resource.label_selector.match_labels or {},
-            provisioned=not byo,
+            provisioned=placement.provisioned,
+            pinned_nodes=placement.pinned_nodes,
+            preferred_nodes=placement.preferred_nodes,
+            spot_toleration=self.settings.spot_toleration,
+            weights_claim_storage=self._local_nvme(ws, plan),
+            benchmark_args=benchmark.probe_args(plan) if benchmark.enabled(ws, plan) else None,
             adapters=adapters,
             config_map=inference.config,
             model_access_secret=options.model_access_secret if options else None,
@@ -114,7 +165,7 @@ class Workload:
         revision: str,
         *,
         replicas: int,
-        byo: bool,
+        placement: Placement,
         facts: Facts,
     ) -> None:
         """The StatefulSet that runs the user's ``inference.template`` as written."""
@@ -129,7 +180,10 @@ class Workload:
             replicas=replicas,
             revision=revision,
             node_selector_labels=ws.resource.label_selector.match_labels or {},
-            provisioned=not byo,
+            provisioned=placement.provisioned,
+            pinned_nodes=placement.pinned_nodes,
+            preferred_nodes=placement.preferred_nodes,
+            spot_toleration=self.settings.spot_toleration,
             inference_set=inference_set_of(ws),
         )
         try:
@@ -139,6 +193,27 @@ class Workload:
             self._invalid_template(ws, f"inference.template: {exc.message}", facts)
             return
         self.readiness(ws, replicas, facts)
+
+    def _local_nvme(self, ws: WorkspaceBase, plan: Plan) -> str | None:
+        """The weights' PVC size when they go on the node's local NVMe, as upstream puts them:
+        an instance type with NVMe, weights fetched at start (not a node-local directory) and
+        the StorageClass kaito-local-nvme-disk in the cluster. Decided when the StatefulSet
+        is made: its claim templates cannot change afterwards."""
+        existing = self.cache.get(STATEFULSET, ws.namespace, ws.name)
+        if existing is not None:
+            templates = to_dict(existing).get("spec", {}).get("volumeClaimTemplates") or []
+            for template in templates:
+                if template.get("metadata", {}).get("name") == "model-weights-volume":
+                    return str(template["spec"]["resources"]["requests"]["storage"])
+            return None
+        if plan.sku is None or plan.preset is None or not plan.sku.nvme:
+            return None
+        annotations = ws.metadata.annotations or {}
+        if annotations.get(C.ANNOTATION_USE_LOCAL_WEIGHTS, "").lower() == "true":
+            return None
+        if self.cache.get(STORAGE_CLASS, None, C.LOCAL_NVME_STORAGE_CLASS) is None:
+            return None
+        return f"{plan.preset.node_disk_gib}Gi"
 
     def _invalid_template(self, ws: WorkspaceBase, message: str, facts: Facts) -> None:
         shown = ws.status.conditions if ws.status else None

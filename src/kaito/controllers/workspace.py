@@ -22,6 +22,7 @@ from kaito.api.constants import ConditionType, Reason
 from kaito.controllers import configs, hub_models
 from kaito.controllers import objects as o
 from kaito.controllers.apply import Applier
+from kaito.controllers.benchmark import Benchmarks
 from kaito.controllers.claims import NodeClaims, NodeNeeds, node_needs
 from kaito.controllers.common import (
     CONTROLLER_REVISION,
@@ -43,7 +44,7 @@ from kaito.presets.skus import LearnedSku, learn_from_nodes
 from kaito.presets.vllm_config import parse_inference_config
 from kaito.runtime.cache import Cache
 from kaito.runtime.client import Client
-from kaito.runtime.errors import AlreadyExists, Forbidden, NotFound
+from kaito.runtime.errors import AlreadyExists, Conflict, Forbidden, NotFound
 from kaito.runtime.events import EventRecorder
 from kaito.runtime.gvk import NODE
 from kaito.runtime.objects import to_dict
@@ -79,8 +80,9 @@ class WorkspaceReconciler:
         self.cache = cache
         self.recorder = recorder
         self.settings = settings
-        # (uid, spec hash, inference ConfigMap resourceVersion) -> plan, one per Workspace
-        self._plans: dict[tuple[str, str, str], Plan | SpecError] = {}
+        # (uid, spec hash, inference ConfigMap resourceVersion, performance mode) -> plan,
+        # one per Workspace
+        self._plans: dict[tuple[str, str, str, str], Plan | SpecError] = {}
         self._learned: dict[str, LearnedSku] = {}  # uid → an instance type the table lacks
         self.cloud_skus = cloud_skus
         self.hub = hub or HubPresets(HubClient(settings.hub_endpoint))
@@ -90,6 +92,7 @@ class WorkspaceReconciler:
         self.tuning = TuningRun(client, cache, recorder, settings, self.applier)
         self.status = StatusWriter(client)
         self.finalizer = Finalizer(client, cache, settings)
+        self.benchmarks = Benchmarks(client, cache)
 
     # ---------------------------------------------------------------- entry point
     async def __call__(self, request: Request) -> Result | None:
@@ -126,10 +129,17 @@ class WorkspaceReconciler:
                 "FromNodeLabels" if learned.source.startswith("the labels") else "FromCloud",
                 f"{learned.summary}; not in Kaito's table, figures from {learned.source}",
             )
+        error: Exception | None = None
         try:
             if isinstance(plan, SpecError):
                 raise plan
             needs = node_needs(ws, plan)
+        except AwaitingNodes as exc:
+            facts.set(ConditionType.NODES_READY, False, Reason.NODE_NOT_READY, exc.reason)
+            facts.set(ConditionType.RESOURCE_READY, False, Reason.NODE_NOT_READY, exc.reason)
+            facts.set(
+                ConditionType.WORKSPACE_SUCCEEDED, False, Reason.WORKSPACE_PENDING, exc.reason
+            )
         except SpecError as exc:
             unavailable = isinstance(exc, SourceUnavailable)
             reason = hub_models.HUB_UNAVAILABLE if unavailable else "InvalidSpec"
@@ -138,8 +148,16 @@ class WorkspaceReconciler:
             if recheck_s is not None:
                 result = Result(requeue_after=recheck_s)
         else:
-            result = await self._reconcile(ws, plan, needs, revision, facts)
+            try:
+                result = await self._reconcile(ws, plan, needs, revision, facts)
+            except (Conflict, NotFound):
+                raise  # our copy is behind: retried, not a failure to show
+            except Exception as exc:  # shown on the conditions, then retried with backoff
+                error = exc
+                facts.error = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
         wait = await self.status.write(ws, facts)
+        if error is not None:
+            raise error
         if wait is not None and (result is None or not 0 < result.requeue_after <= wait):
             result = Result(requeue_after=wait)
         return result
@@ -149,9 +167,14 @@ class WorkspaceReconciler:
     ) -> Result | None:
         owner = self._owner(ws)
         tuning = plan.mode == "tuning"
+        if tuning:
+            finished = self.tuning.finished_job(ws, revision)
+            if finished is not None:
+                self.tuning.status_from_job(ws, finished, facts)
+                return None
         pending_type = ConditionType.JOB_STARTED if tuning else ConditionType.INFERENCE_READY
-        nodes_ready, byo = await self.claims.reconcile(ws, owner, needs, facts)
-        if not nodes_ready:
+        placement = await self.claims.reconcile(ws, owner, needs, facts)
+        if not placement.ready:
             facts.set(pending_type, None, Reason.INFERENCE_STATUS_PENDING, "waiting for nodes")
             facts.set(
                 ConditionType.WORKSPACE_SUCCEEDED,
@@ -161,17 +184,32 @@ class WorkspaceReconciler:
             )
             return None
         if tuning:
-            return await self.tuning.reconcile(ws, plan, owner, revision, byo=byo, facts=facts)
-        await self.workload.reconcile_services(owner)
+            return await self.tuning.reconcile(
+                ws, plan, owner, revision, placement=placement, facts=facts
+            )
+        await self.workload.migrate_deployment(ws)
+        await self.workload.reconcile_services(ws, owner)
         if plan.mode == "template":
             await self.workload.reconcile_template(
-                ws, owner, revision, replicas=needs.target, byo=byo, facts=facts
+                ws, owner, revision, replicas=needs.target, placement=placement, facts=facts
             )
         else:
-            await self.workload.reconcile_preset(ws, plan, owner, revision, byo=byo, facts=facts)
+            await self.workload.reconcile_preset(
+                ws, plan, owner, revision, placement=placement, facts=facts
+            )
+            await self.benchmarks.record(ws, plan, facts)
         return None
 
     async def _finalize(self, ws: WorkspaceBase) -> Result | None:
+        if C.FINALIZER_WORKSPACE in (ws.metadata.finalizers or ()):
+            facts = Facts()
+            facts.set(
+                ConditionType.WORKSPACE_DELETING,
+                True,
+                Reason.WORKSPACE_DELETED,
+                "deleting: releasing the Workspace's nodes before it goes",
+            )
+            await self.status.write(ws, facts)
         released, result = await self.finalizer.finalize(ws, self._owner(ws))
         if released:
             self._forget(ws.metadata.uid or ws.name)
@@ -182,6 +220,8 @@ class WorkspaceReconciler:
         self._plans = {k: v for k, v in self._plans.items() if k[0] != uid}
         self._learned.pop(uid, None)
         self.tuning.forget(uid)
+        self.workload.forget(uid)
+        self.benchmarks.forget(uid)
         self.status.forget(uid)
         self.applier.forget(uid)
 
@@ -284,7 +324,8 @@ class WorkspaceReconciler:
             except SpecError as exc:
                 return exc, None  # its ConfigMap's arrival wakes the Workspace
         uid = ws.metadata.uid or ws.name
-        key = (uid, digest, version)
+        mode = (ws.metadata.annotations or {}).get(C.ANNOTATION_PERFORMANCE_MODE, "")
+        key = (uid, digest, version, mode)
         found = self._plans.get(key)
         if found is not None:
             return found, None
@@ -343,19 +384,39 @@ class WorkspaceReconciler:
             return learned.sku
         if ws.api_version.endswith(C.V1ALPHA1) or (ws.inference and ws.inference.template):
             return None
-        wanted = o.sanitized_selector(ws.resource.label_selector.match_labels)
-        for entry in self.cache.entries(NODE, labels=wanted) if wanted else ():
-            obj = self.cache.get(NODE, None, entry.name)
-            sku = sku_from_node_labels(entry.labels or {}) if obj is not None else None
-            if sku is not None:
-                part = ws.resource.partition
-                if part is None:
-                    return sku
-                return partitioned(sku, part.mode, profile=part.profile, count=part.count)
-        # a node labelled later wakes the Workspace (nodes map to the selectors they match)
-        raise SpecError(
-            "resource.labelSelector",
-            "no node matching the selector carries nvidia.com/gpu.count and "
-            "nvidia.com/gpu.memory labels yet; label your GPU nodes (GPU Feature Discovery "
-            "does) or set resource.instanceType",
+        return self._byo_sku(ws)
+
+    def _byo_sku(self, ws: WorkspaceBase) -> Sku:
+        """Bring-your-own nodes sized as upstream sizes them: from the GPU Feature Discovery
+        labels of the first Ready node the Workspace would choose (preferred nodes first).
+
+        AwaitingNodes until such a node is there: the Workspace was admitted before its nodes
+        (they may be created or labelled later; a node's change wakes the Workspace).
+        """
+        selector = o.sanitized_selector(ws.resource.label_selector.match_labels)
+        nodes = self.claims.candidate_nodes(ws, 0, own=True)
+        for node in nodes:
+            sku = sku_from_node_labels(node["metadata"].get("labels") or {})
+            if sku is None:
+                continue
+            part = ws.resource.partition
+            if part is None:
+                return sku
+            return partitioned(sku, part.mode, profile=part.profile, count=part.count)
+        shown = ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
+        found = (
+            f"Ready node(s) {', '.join(n['metadata']['name'] for n in nodes[:5])} match "
+            f"resource.labelSelector ({shown}) but lack the GPU Feature Discovery labels "
+            f"{', '.join(C.GPU_LABELS)}"
+            if nodes
+            else f"no Ready node matches resource.labelSelector ({shown}) yet"
         )
+        raise AwaitingNodes(
+            "resource.labelSelector",
+            f"waiting for nodes: {found}; label your GPU nodes (GPU Feature Discovery does) "
+            "and the Workspace starts on them",
+        )
+
+
+class AwaitingNodes(SpecError):
+    """Bring-your-own nodes are not there (or not labelled) yet: wait, nothing is wrong."""

@@ -17,7 +17,7 @@ from kaito.controllers.common import CONTROLLER_REVISION, WORKSPACE
 from kaito.controllers.expectations import CreateExpectations
 from kaito.runtime.cache import Cache
 from kaito.runtime.controller import Controller
-from kaito.runtime.gvk import CONFIGMAP, GVK, JOB, NODE, POD, SERVICE, STATEFULSET
+from kaito.runtime.gvk import CONFIGMAP, GVK, JOB, NODE, POD, SERVICE, STATEFULSET, STORAGE_CLASS
 from kaito.runtime.handlers import EnqueueForOwner, EnqueueMapped
 from kaito.runtime.objects import KObject, to_dict
 from kaito.runtime.predicates import (
@@ -84,6 +84,8 @@ def watch(
     cache.add_index(WORKSPACE, SELECTOR_INDEX, selector_pairs)
     cache.add_index(WORKSPACE, configs.CONFIG_INDEX, configs.config_map_names)
     cache.informer(claim_gvk, label_selector=CLAIM_SELECTOR).add_listener(claims_created.observe)
+    # read when a StatefulSet is first made (local NVMe for the weights); wakes nobody
+    cache.informer(STORAGE_CLASS, field_selector=f"metadata.name={C.LOCAL_NVME_STORAGE_CLASS}")
     owned = EnqueueForOwner(WORKSPACE)
     (
         ctrl.watches(

@@ -46,6 +46,9 @@ ByteCount = Annotated[int, BeforeValidator(_parse_bytes), Field(gt=0)]
 PositiveInt = Annotated[int, Field(gt=0)]
 FlagValue = str | int | float | bool
 
+NODE_DISK_HEADROOM_GIB = 80
+"""Upstream's SystemFileDiskSizeGiB: a node's disk beyond the model's weights."""
+
 
 class Preset(BaseModel):
     """One servable model and everything needed to size and launch it."""
@@ -108,6 +111,12 @@ class Preset(BaseModel):
     @property
     def weights_gib(self) -> float:
         return self.param_bytes / GIB
+
+    @property
+    def node_disk_gib(self) -> int:
+        """The node disk a server of this model needs: its weights (downloaded onto the node)
+        plus room for the system and images, as upstream sizes it (weights + 80 GiB)."""
+        return int(round(self.weights_gib, 2) + NODE_DISK_HEADROOM_GIB)
 
     @property
     def kv_bytes_per_token(self) -> int:

@@ -23,6 +23,7 @@ from kaito.presets.vllm import AdapterSpec, Launch, user_max_model_len, vllm_lau
 API_VERSIONS = ("kaito.sh/v1alpha1", "kaito.sh/v1beta1")
 DEFAULT_INSTANCE_TYPE = "Standard_NC24ads_A100_v4"
 TUNING_METHODS = ("lora", "qlora")
+PERFORMANCE_MODE_ANNOTATION = "kaito.sh/performance-mode"
 
 
 class Plan(BaseModel):
@@ -237,8 +238,15 @@ def plan_workspace(
         max_model_len=user_max_model_len(config),
         requested_count=_count(resource, notes),
     )
+    annotations = _mapping(metadata.get("annotations"), "metadata.annotations")
     launch = vllm_launch(
-        preset, node_sku, sized, adapters=adapters, user_config=config, hub_endpoint=hub_endpoint
+        preset,
+        node_sku,
+        sized,
+        adapters=adapters,
+        user_config=config,
+        hub_endpoint=hub_endpoint,
+        performance_mode=annotations.get(PERFORMANCE_MODE_ANNOTATION),
     )
     return Plan(
         **common,

@@ -8,6 +8,7 @@ CPU build.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -153,7 +154,8 @@ def byo_sku(
 def sku_from_node_labels(labels: Mapping[str, str], *, name: str = "byo") -> Sku | None:
     """Size a BYO node from GPU Feature Discovery labels; None when the labels are missing or bad.
 
-    `nvidia.com/gpu.memory` is MiB per GPU; like upstream it is rounded to whole GiB.
+    `nvidia.com/gpu.memory` is MiB per GPU; like upstream it is rounded to whole GiB (halves
+    up). Without `nvidia.com/cuda.compute.*` labels the GPU is taken to be Ampere (8.0).
     """
     try:
         count = int(labels[GPU_COUNT_LABEL])
@@ -167,7 +169,7 @@ def sku_from_node_labels(labels: Mapping[str, str], *, name: str = "byo") -> Sku
     cc = f"{major}.{minor}" if major.isdigit() and minor.isdigit() else "8.0"
     return byo_sku(
         count,
-        float(round(memory_mib / 1024)),
+        float(math.floor(memory_mib / 1024 + 0.5)),
         compute_capability=cc,
         gpu_model=labels.get(GPU_PRODUCT_LABEL, "byo") or "byo",
         name=name,

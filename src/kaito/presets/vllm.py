@@ -20,6 +20,9 @@ from kaito.presets.skus import Sku
 
 LAUNCH_COMMAND = ("python3", "-m", "serving")
 SERVING_PORT = 5000
+# Multi-node groups (serving/group.py): vLLM's own launch over the pods of the StatefulSet.
+MASTER_PORT = 29500  # vLLM's torch.distributed rendezvous, on the leader (pod 0)
+GROUP_PORT = 5001  # the launcher's group channel, on the leader; never on the client Service
 WEIGHTS_DIR = "/workspace/weights"
 ADAPTER_DIR = "/mnt/adapter"
 CONFIG_PATH = "/mnt/config/inference_config.yaml"
@@ -30,8 +33,10 @@ A10_GPU_MEMORY_UTILIZATION = 0.82
 
 ADAPTERS_FIELD = "inference.adapters"
 CONFIG_FIELD = "inference.config"
-# Flags a user config may not override: the Service, probes and weights mount depend on them.
+# Flags a user config may not override: the Service, probes and weights mount depend on them,
+# and a multi-node group on the rest (each pod's rank comes from its index).
 PROTECTED_FLAGS = frozenset({"port", "host", "model"})
+GROUP_FLAGS = frozenset({"nnodes", "node-rank", "master-addr", "master-port", "headless"})
 
 Flag = tuple[str, str | list[str] | None]
 
@@ -125,8 +130,13 @@ def _model_flags(preset: Preset, sku: Sku, estimate: Estimate, port: int) -> lis
     ]
     if estimate.data_parallel_size > 1:
         flags.append(("data-parallel-size", str(estimate.data_parallel_size)))
-    if estimate.pipeline_parallel_size > 1:
-        flags.append(("distributed-executor-backend", "ray"))
+    if estimate.node_count > 1:
+        # vLLM's native multi-node launch; the launcher adds each pod's rank and role
+        flags += [
+            ("distributed-executor-backend", "mp"),
+            ("nnodes", str(estimate.node_count)),
+            ("master-port", str(MASTER_PORT)),
+        ]
     flags.append(("port", str(port)))
     if preset.chat_template:
         flags.append(("chat-template", f"{CHAT_TEMPLATE_DIR}/{preset.chat_template}"))
@@ -181,18 +191,30 @@ def vllm_launch(
     user_config: Mapping[str, Any] | None = None,
     port: int = SERVING_PORT,
     hub_endpoint: str | None = None,
+    performance_mode: str | None = None,
 ) -> Launch:
     """Build the serving container's command, args and env; a user `vllm:` section wins per flag.
 
     `hub_endpoint` (the operator's HF_ENDPOINT) becomes the container's HF_ENDPOINT when the
     weights come from the hub, so vLLM downloads them from the hub the operator sized them from.
+    ``performance_mode`` (annotation ``kaito.sh/performance-mode``) becomes vLLM's
+    ``--performance-mode`` unless it is the default, balanced, as upstream passes it.
     """
     flags = dict(_model_flags(preset, sku, estimate, port) + _adapter_flags(preset, adapters))
+    mode = (performance_mode or "").strip().lower()
+    if mode and mode != "balanced":
+        flags["performance-mode"] = mode
     for key, value in user_vllm_section(user_config).items():
         if key in PROTECTED_FLAGS:
             raise SpecError(
                 f"{CONFIG_FIELD} (vllm.{key})",
                 f"{key} is set by Kaito (the Service and probes depend on it); remove it",
+            )
+        if key in GROUP_FLAGS:
+            raise SpecError(
+                f"{CONFIG_FIELD} (vllm.{key})",
+                f"{key} is set by Kaito for models served by several nodes (from each pod's "
+                "index and the node count); remove it",
             )
         if value is False:
             flags.pop(key, None)

@@ -147,45 +147,21 @@ def _labels(node: Node) -> Mapping[str, str]:
 
 def byo_nodes(
     ws: WorkspaceBase, nodes: Sequence[Node], preset: presets.Preset | None
-) -> tuple[presets.Sku | None, list[FieldError]]:
-    """Bring-your-own nodes must exist and carry GPU Feature Discovery labels; their shape."""
+) -> presets.Sku | None:
+    """The shape of the bring-your-own nodes from their GPU Feature Discovery labels.
+
+    None when no selected node carries them yet: such a Workspace is admitted and waits
+    (the controller says so in its conditions) until its nodes are there and labelled, so a
+    Workspace can be applied together with, or before, its node pool.
+    """
     selector = ws.resource.label_selector
     matching = [n for n in nodes if selector_matches(selector, _labels(n))]
-    found = sorted(_node_name(n) for n in matching)
-    errors = [
-        FieldError(
-            f"resource.preferredNodes[{i}]",
-            f"node {wanted!r} does not exist or does not match resource.labelSelector; "
-            "list only selected nodes",
-        )
-        for i, wanted in enumerate(ws.resource.preferred_nodes or ())
-        if wanted not in found
-    ]
-    if not matching:
-        errors.append(
-            FieldError(
-                SELECTOR,
-                "no node matches the selector; label your GPU nodes with it, or set "
-                "resource.instanceType so Kaito provisions nodes",
-            )
-        )
-        return None, errors
     if preset is not None and "vllm" not in preset.runtimes:
-        return None, errors  # a CPU-only model needs no GPU labels
-    missing = sorted(
-        _node_name(n) for n in matching if not all(k in _labels(n) for k in constants.GPU_LABELS)
-    )
-    if missing:
-        errors.append(
-            FieldError(
-                SELECTOR,
-                f"selected node(s) {names(missing)} lack the GPU labels "
-                f"{', '.join(constants.GPU_LABELS)}; install NVIDIA GPU Feature Discovery or "
-                "add the labels, or set resource.instanceType so Kaito provisions nodes",
-            )
-        )
-        return None, errors
-    return presets.sku_from_node_labels(_labels(matching[0])), errors
+        return None  # a CPU-only model needs no GPU labels
+    labelled = [n for n in matching if all(k in _labels(n) for k in constants.GPU_LABELS)]
+    preferred = list(ws.resource.preferred_nodes or ())
+    labelled.sort(key=lambda n: (_node_name(n) not in preferred, _node_name(n)))
+    return presets.sku_from_node_labels(_labels(labelled[0])) if labelled else None
 
 
 # --------------------------------------------------------------------------- partitions, count
@@ -321,7 +297,6 @@ def plan_fit(
     sku: presets.Sku,
     config: Mapping[str, Any] | None,
     *,
-    available_nodes: int | None = None,
     hub_presets: Mapping[str, presets.Preset] | None = None,
 ) -> list[FieldError]:
     """The controller's own sizing of the Workspace on `sku` must succeed.
@@ -342,21 +317,6 @@ def plan_fit(
     except presets.SpecError as exc:
         return [FieldError(exc.field, exc.reason)]
     estimate = plan.estimate
-    if (
-        available_nodes is not None
-        and estimate is not None
-        and plan.mode == "inference"
-        and estimate.node_count > available_nodes
-        and not bypassed(ws)
-    ):
-        return [
-            FieldError(
-                SELECTOR,
-                f"{plan.preset.name if plan.preset else 'the model'} needs "
-                f"{estimate.node_count} nodes of {sku.gpu_count} x {sku.gpu_memory_gib:g} GiB "
-                f"GPUs but {available_nodes} match; label more nodes" + BYPASS_HINT,
-            )
-        ]
     if partition is not None and partition.mode == "mig" and estimate and estimate.node_count > 1:
         return [
             FieldError(

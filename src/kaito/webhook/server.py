@@ -247,7 +247,9 @@ class WebhookServer:
         old = req.get("oldObject")
         old_obj = old if isinstance(old, Mapping) else None
         if update and not update_checked(obj, old_obj):
-            return []  # nothing to look up: metadata-only updates and deletions pass
+            # nothing to look up: deletions and metadata-only updates pass (changed
+            # annotations are checked on their own)
+            return validate_update(obj, old_obj, self.policy)
         hub_presets, errors = await self._hub_presets(obj, warnings if warnings is not None else [])
         if errors:
             return errors

@@ -77,6 +77,8 @@ def _check_annotations(ws: WorkspaceBase) -> list[FieldError]:
         constants.ANNOTATION_RUNTIME: constants.RUNTIMES,
         constants.ANNOTATION_PERFORMANCE_MODE: constants.PERFORMANCE_MODES,
         constants.ANNOTATION_USE_LOCAL_WEIGHTS: ("true", "false"),
+        constants.ANNOTATION_ENABLE_LB: ("true", "false"),
+        constants.ANNOTATION_DISABLE_BENCHMARK: ("true", "false"),
     }
     for key, accepted in choices.items():
         value = annotations.get(key)
@@ -234,11 +236,8 @@ def check_spec(
         )
         errors += preset_errors + _check_urls("tuning.input", ws.tuning.input, policy)
         errors += configs.tuning_configmap(ws, view)
-    available: int | None = None
     if ws.resource.instance_type is None and view is not None and view.selected_nodes is not None:
-        sku, byo_errors = resources.byo_nodes(ws, view.selected_nodes, preset)
-        errors += byo_errors
-        available = len(view.selected_nodes)
+        sku = resources.byo_nodes(ws, view.selected_nodes, preset)
     errors += resources.check_partition(ws, policy, sku)
     config, config_errors = configs.inference_config(ws, view)
     errors += config_errors
@@ -247,16 +246,17 @@ def check_spec(
     if ws.inference is not None and not resources.bypassed(ws):
         errors += resources.total_memory_fit(ws, preset, sku, config)
     return errors or resources.plan_fit(
-        ws,
-        sku,
-        config,
-        available_nodes=available,
-        hub_presets=view.hub_presets if view is not None else None,
+        ws, sku, config, hub_presets=view.hub_presets if view is not None else None
     )
 
 
 def _spec(obj: Mapping[str, Any]) -> tuple[Any, Any, Any]:
     return obj.get("resource"), obj.get("inference"), obj.get("tuning")
+
+
+def _annotations(obj: Mapping[str, Any]) -> Any:
+    meta = obj.get("metadata")
+    return meta.get("annotations") if isinstance(meta, Mapping) else None
 
 
 def spec_changed(obj: Mapping[str, Any], old: Mapping[str, Any]) -> bool:
@@ -273,6 +273,18 @@ def update_checked(obj: Mapping[str, Any], old: Mapping[str, Any] | None) -> boo
     if isinstance(meta, Mapping) and meta.get("deletionTimestamp"):
         return False
     return not (isinstance(old, Mapping) and not spec_changed(obj, old))
+
+
+def annotation_update(obj: Mapping[str, Any], old: Mapping[str, Any] | None) -> list[FieldError]:
+    """An update that leaves the spec alone: annotations still steer the workload (performance
+    mode, load balancer, runtime), so a changed one is checked as on create; nothing else is."""
+    meta = obj.get("metadata")
+    if isinstance(meta, Mapping) and meta.get("deletionTimestamp"):
+        return []
+    if not isinstance(old, Mapping) or _annotations(obj) == _annotations(old):
+        return []
+    ws, errors = parse(obj)
+    return errors if ws is None else _check_annotations(ws)
 
 
 def validate_create(
@@ -295,7 +307,7 @@ def validate_update(
     if not isinstance(obj, Mapping):
         return [FieldError("(root)", "the object must be a JSON object")]
     if not update_checked(obj, old):
-        return []
+        return annotation_update(obj, old)
     ws, errors = parse(obj)
     if ws is None:
         return errors

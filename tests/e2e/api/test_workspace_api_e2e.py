@@ -527,16 +527,13 @@ CREATE_CASES: list[tuple[str, Obj, str, str]] = [
     ),
     ("url-scheme", edit(tuning, _url("file:///etc/passwd")), "tuning.input.urls[0]", "http://"),
     (
-        "byo-no-nodes",
+        "enablelb-value",
         edit(
             inference,
-            lambda o: (
-                o["resource"].pop("instanceType"),
-                o["resource"]["labelSelector"].update(matchLabels={"apps": "nobody-has-this"}),
-            ),
+            lambda o: o["metadata"].update(annotations={"kaito.sh/enablelb": "yes"}),
         ),
-        "resource.labelSelector",
-        "no node matches",
+        "metadata.annotations[kaito.sh/enablelb]",
+        "true, false",
     ),
     (
         "node-image-family",
@@ -661,28 +658,45 @@ def test_bypass_annotation_allows_an_oversized_model(api: Api) -> None:
     assert proc.returncode == 0, proc.stderr
 
 
-def test_byo_nodes_need_gpu_labels(api: Api) -> None:
+def test_byo_is_admitted_before_its_nodes_and_sized_once_they_are_labelled(api: Api) -> None:
+    """Issue 20: no matching node, or one without GPU Feature Discovery labels, is admitted
+    (the controller waits); a labelled node too small for the model is refused."""
     suffix = uuid.uuid4().hex[:6]
     label = f"byo-{suffix}"
-    api.cluster.add_node(f"byo-plain-{suffix}", labels={"apps": label})
     obj = inference()
     obj["resource"].pop("instanceType")
     obj["resource"]["labelSelector"] = {"matchLabels": {"apps": label}}
     proc = api.create(obj, "--dry-run=server")
-    _assert_rejected(proc, "resource.labelSelector", "nvidia.com/gpu.product")
-    assert f"byo-plain-{suffix}" in proc.stderr
-    api.cluster.kubectl(
-        "label",
-        "node",
-        f"byo-plain-{suffix}",
-        "nvidia.com/gpu.product=A100",
-        "nvidia.com/gpu.memory=81920",
-        "nvidia.com/gpu.count=1",
-        "--overwrite",
-    )
-    proc = api.create(obj, "--dry-run=server")
     assert proc.returncode == 0, proc.stderr
-    api.cluster.kubectl("delete", "node", f"byo-plain-{suffix}", "--wait=false", check=False)
+    api.cluster.add_node(f"byo-plain-{suffix}", labels={"apps": label})
+    try:
+        proc = api.create(obj, "--dry-run=server")
+        assert proc.returncode == 0, proc.stderr
+        api.cluster.kubectl(
+            "label",
+            "node",
+            f"byo-plain-{suffix}",
+            "nvidia.com/gpu.product=NVIDIA-A10",
+            "nvidia.com/gpu.memory=2048",
+            "nvidia.com/gpu.count=1",
+            "--overwrite",
+        )
+        _assert_rejected(api.create(obj, "--dry-run=server"), "resource.labelSelector", "GiB")
+    finally:
+        api.cluster.kubectl("delete", "node", f"byo-plain-{suffix}", "--wait=false", check=False)
+
+
+def test_annotations_are_checked_when_they_change(api: Api) -> None:
+    obj = inference()
+    obj["metadata"]["name"] = f"annotated-{uuid.uuid4().hex[:6]}"
+    proc = api.create(obj)
+    assert proc.returncode == 0, proc.stderr
+    name = obj["metadata"]["name"]
+    proc = api.kubectl("annotate", "workspace", name, "kaito.sh/performance-mode=fastest")
+    _assert_rejected(proc, "kaito.sh/performance-mode", "throughput")
+    proc = api.kubectl("annotate", "workspace", name, "kaito.sh/performance-mode=throughput")
+    assert proc.returncode == 0, proc.stderr
+    api.kubectl("delete", "workspace", name, "--wait=false")
 
 
 UPDATE_CASES: list[tuple[str, Callable[[], Obj], Callable[[Obj], Any], str, str]] = [

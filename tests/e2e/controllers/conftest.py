@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -107,13 +108,19 @@ class Operator:
 
 def install_crds(cluster: Cluster) -> None:
     cluster.kubectl("apply", "--server-side", "-f", str(REPO / "manifests" / "crd"))
+
+    def established(crd: str) -> bool:
+        return (condition(cluster.get("crd", crd), "Established") or {}).get("status") == "True"
+
     for crd in (
         "workspaces.kaito.sh",
         "inferencesets.kaito.sh",
         "nodeclaims.karpenter.sh",
         "machines.karpenter.sh",
     ):
-        cluster.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=30s")
+        # not `kubectl wait`: it fails ("accessor error: <nil>") when it reads the CRD before
+        # the API server has given it any condition
+        wait_until(f"{crd} established", functools.partial(established, crd), timeout=30)
 
 
 @pytest.fixture(scope="session")
@@ -234,3 +241,39 @@ def ns(cluster: Cluster, namespace: str, operator: Operator) -> Iterator[str]:
         lambda: not get_json(cluster, "workspaces", "-n", namespace)["items"],
         timeout=60,
     )
+
+
+UPSTREAM_EXAMPLES = REPO / "tests" / "fixtures" / "upstream_v0.12_examples.yaml"
+
+
+def upstream(source: str) -> dict[str, Any]:
+    """One Workspace of upstream's v0.12 examples, by its file name."""
+    for doc in yaml.safe_load_all(UPSTREAM_EXAMPLES.read_text()):
+        annotations = (doc or {}).get("metadata", {}).get("annotations") or {}
+        if doc["kind"] == "Workspace" and annotations["test.kaito.sh/source"].endswith(source):
+            result: dict[str, Any] = doc
+            return result
+    raise AssertionError(f"no upstream example {source}")
+
+
+@pytest.fixture
+def nodes(cluster: Cluster) -> Iterator[list[str]]:
+    """Names of the KWOK nodes a test makes; deleted afterwards."""
+    made: list[str] = []
+    yield made
+    for name in made:
+        cluster.kubectl("delete", "node", name, "--wait=false", check=False)
+
+
+def pod_spec(cluster: Cluster, ns: str, name: str) -> dict[str, Any]:
+    """The pod template spec of the Workspace's StatefulSet."""
+    sts = cluster.get("statefulset", name, ns)
+    assert sts is not None
+    spec: dict[str, Any] = sts["spec"]["template"]["spec"]
+    return spec
+
+
+def pods_on(cluster: Cluster, ns: str, name: str) -> list[str]:
+    """The nodes the Workspace's pods run on, sorted (\"\" for one not scheduled)."""
+    pods = get_json(cluster, "pods", "-n", ns, "-l", f"{WS_LABEL}={name}")["items"]
+    return sorted(p["spec"].get("nodeName") or "" for p in pods)

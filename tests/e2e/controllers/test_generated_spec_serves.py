@@ -19,23 +19,27 @@ import json
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import threading
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Iterator
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from hack.pki import issue, make_cluster_pki, server_ext
 from hack.registry import LocalRegistry
+from kaito.provisioner.kwok_node import fake_gpu_node
 
 from ..conftest import REPO, Cluster
 from ..prometheus_support import Prometheus
 from ..serving_support import post, push_tiny_model, serving_python
-from .conftest import Operator, _operator, condition, wait_until
+from .conftest import Operator, _operator, condition, wait_condition, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -123,13 +127,16 @@ def wait_ready(cluster: Cluster, namespace: str, name: str) -> None:
     wait_until(f"Workspace {name} ready", ready, timeout=60)
 
 
-def run_pod(cluster: Cluster, namespace: str, name: str, log: Path) -> subprocess.Popen[str]:
+def run_pod(
+    cluster: Cluster, namespace: str, name: str, log: Path, *extra: str, wait: int = 300
+) -> subprocess.Popen[str]:
+    """hack/run-pod on the stored StatefulSet ``name``; ``extra``: more run-pod flags."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "1"}
     return subprocess.Popen(
         [
             str(REPO / "hack" / "run-pod"), f"statefulset/{name}", "-n", namespace,
             "--kubeconfig", str(cluster.kubeconfig), "--kubectl", cluster.kubectl_path,
-            "--wait", "300",
+            "--wait", str(wait), *extra,
         ],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=log.open("wb"), text=True,
         start_new_session=True,
@@ -171,20 +178,171 @@ def test_generated_statefulset_pulls_weights_and_adapter_and_serves(
         line = proc.stdout.readline()
         assert line.startswith("URL="), log.read_text()[-4000:]
         url = line.strip().removeprefix("URL=")
-        with urllib.request.urlopen(url + "/v1/models", timeout=30) as resp:
-            models = {m["id"] for m in json.loads(resp.read())["data"]}
-        assert models == {"tiny-llama-test", "tiny-adapter"}
-        greedy = {"do_sample": False, "max_new_tokens": 8, "min_new_tokens": 8}
-        prompt = {"prompt": "hello world", "return_full_text": False, "generate_kwargs": greedy}
-        status, adapted = post(url + "/chat", {**prompt, "model": "tiny-adapter"})
-        assert status == 200, adapted
-        status, base = post(url + "/chat", {**prompt, "model": "tiny-llama-test"})
-        assert status == 200, base
-        assert adapted["Result"] != base["Result"], "the adapter changes the answer"
+        serves_the_adapter(url, "tiny-adapter")
         if shutil.which("prometheus"):
             scraped_by_prometheus(registry_operator, url, tmp_path / "prometheus")
     finally:
         stop(proc)
+
+
+def serves_the_adapter(url: str, adapter: str) -> None:
+    """The server lists the tiny model and ``adapter``, and the adapter changes the answer."""
+    with urllib.request.urlopen(url + "/v1/models", timeout=30) as resp:
+        models = {m["id"] for m in json.loads(resp.read())["data"]}
+    assert models == {"tiny-llama-test", adapter}
+    greedy = {"do_sample": False, "max_new_tokens": 8, "min_new_tokens": 8}
+    prompt = {"prompt": "hello world", "return_full_text": False, "generate_kwargs": greedy}
+    status, adapted = post(url + "/chat", {**prompt, "model": adapter})
+    assert status == 200, adapted
+    status, base = post(url + "/chat", {**prompt, "model": "tiny-llama-test"})
+    assert status == 200, base
+    assert adapted["Result"] != base["Result"], "the adapter changes the answer"
+
+
+def test_an_adapter_on_a_volume_is_mounted_where_the_server_loads_adapters(
+    cluster: Cluster,
+    ns: str,
+    registry: LocalRegistry,
+    images: dict[str, str],
+    registry_operator: Operator,
+    tmp_path: Path,
+) -> None:
+    """Issue 19 leftover: inference.adapters[].source.volumeSource (upstream v1beta1) is
+    mounted at /mnt/adapter/<name>, where the server finds adapters, and served."""
+    pull_secret(cluster, ns, "tiny-registry", registry.docker_config.read_bytes())
+    doc = tiny_workspace("vol", "tiny-registry", images["adapter"])
+    volume = {"hostPath": {"path": images["adapter_dir"], "type": "Directory"}}
+    doc["inference"]["adapters"] = [{"source": {"name": "vol-adapter", "volumeSource": volume}}]
+    cluster.apply(doc, ns)
+    wait_ready(cluster, ns, "vol")
+    sts = cluster.get("statefulset", "vol", ns)
+    assert sts is not None
+    pod = sts["spec"]["template"]["spec"]
+    assert [c["name"] for c in pod["initContainers"]] == ["model-weights-downloader"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["adapter-vol-adapter"]["hostPath"] == volume["hostPath"]
+    mounts = {m["name"]: m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
+    assert mounts["adapter-vol-adapter"] == "/mnt/adapter/vol-adapter"
+
+    log = tmp_path / "run-pod.log"
+    # the node's hostPath is this machine's directory (run-pod maps it as the kubelet would)
+    proc = run_pod(
+        cluster, ns, "vol", log, "--map", f"/mnt/adapter/vol-adapter={images['adapter_dir']}"
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("URL="), log.read_text()[-4000:]
+        url = line.strip().removeprefix("URL=")
+        serves_the_adapter(url, "vol-adapter")
+    finally:
+        stop(proc)
+
+
+@contextlib.contextmanager
+def kubelet_logs(directory: Path, log_file: Path) -> Iterator[int]:
+    """The kubelet's log endpoint (``/containerLogs/...``), which KWOK nodes lack, serving
+    ``log_file`` over HTTPS: the API server's ``pods/log`` of a pod on a node whose kubelet
+    port is this one returns what the real serving process wrote."""
+    make_cluster_pki(directory)
+    cert, key = issue(directory, "kubelet", "/CN=kubelet", server_ext(["localhost"], ["127.0.0.1"]))
+
+    class Logs(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = log_file.read_bytes() if log_file.exists() else b""
+            self.send_response(200 if self.path.startswith("/containerLogs/") else 404)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Logs)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield int(server.server_address[1])
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_the_benchmark_result_reaches_the_workspace_status(
+    cluster: Cluster,
+    ns: str,
+    registry: LocalRegistry,
+    images: dict[str, str],
+    registry_operator: Operator,
+    tmp_path: Path,
+) -> None:
+    """Issue 20: the generated startup probe (serving.benchmark) loads the real server and
+    logs its result; the controller reads the leader pod's log through the API server into
+    status.performance (peakTokensPerMinute) and BenchmarkCompleted."""
+    py = serving_python()
+    assert py is not None
+    log_file = tmp_path / "container.log"
+    label = f"bench-{uuid.uuid4().hex[:6]}"
+    with kubelet_logs(tmp_path / "pki", log_file) as port:
+        node = fake_gpu_node(
+            label, "Standard_D4s_v5", gpus=0, cpu=4, memory_gib=16, labels={"apps": label}
+        )
+        node["status"]["daemonEndpoints"] = {"kubeletEndpoint": {"Port": port}}
+        cluster.kubectl("create", "-f", "-", stdin=json.dumps(node))
+        try:
+            pull_secret(cluster, ns, "tiny-registry", registry.docker_config.read_bytes())
+            doc = tiny_workspace("bench", "tiny-registry", images["adapter"])
+            doc["resource"]["labelSelector"]["matchLabels"] = {"apps": label}
+            cluster.apply(doc, ns)  # the node is there already: no NodeClaim, the pod runs on it
+            wait_ready(cluster, ns, "bench")
+            sts = cluster.get("statefulset", "bench", ns)
+            assert sts is not None
+            probe = sts["spec"]["template"]["spec"]["containers"][0]["startupProbe"]
+            command = probe["exec"]["command"]
+            assert command[:3] == ["python3", "-m", "serving.benchmark"]
+            # KWOK made the pod Ready at once: its (empty) log had no result yet
+            unavailable = wait_condition(
+                cluster, ns, "bench", "BenchmarkCompleted", reason="BenchmarkResultUnavailable"
+            )
+            assert "no KAITO_BENCHMARK_RESULT line" in unavailable["message"]
+
+            proc = run_pod(cluster, ns, "bench", tmp_path / "run-pod.log")
+            try:
+                assert proc.stdout is not None
+                line = proc.stdout.readline()
+                assert line.startswith("URL="), (tmp_path / "run-pod.log").read_text()[-4000:]
+                url = line.strip().removeprefix("URL=")
+                # the probe as the kubelet would exec it in the container
+                argv = [str(py), *command[1:]]
+                argv[argv.index("--port") : argv.index("--port") + 2] = ["--url", url]
+                env = {**os.environ, "PYTHONPATH": str(REPO)}
+                done = subprocess.run(
+                    [*argv, "--log", str(log_file)],
+                    cwd=REPO, env=env, capture_output=True, text=True, timeout=180, check=False,
+                )  # fmt: skip
+                assert done.returncode == 0, done.stderr
+            finally:
+                stop(proc)
+            assert "KAITO_BENCHMARK_RESULT" in log_file.read_text()
+            # a new leader pod (as after a restart): its log now holds the result
+            cluster.kubectl("-n", ns, "delete", "pod", "bench-0", "--wait=false")
+            done_cond = wait_condition(
+                cluster, ns, "bench", "BenchmarkCompleted", status="True", timeout=90
+            )
+            assert "tokens/min" in done_cond["message"]
+            ws = cluster.get("workspace", "bench", ns)
+            assert ws is not None
+            metric = ws["status"]["performance"]["metrics"]["peakTokensPerMinute"]
+            assert metric["unit"] == "tokens/min" and float(metric["value"]) > 0
+            assert metric["config"]["engine"] == "vllm"
+            assert metric["config"]["durationSec"] == command[command.index("--duration-s") + 1]
+        finally:
+            cluster.kubectl("-n", ns, "delete", "workspaces", "--all", "--timeout=60s")
+            cluster.kubectl("delete", "node", label, "--wait=false", check=False)
 
 
 def scraped_by_prometheus(operator: Operator, serving_url: str, directory: Path) -> None:

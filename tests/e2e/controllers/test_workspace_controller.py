@@ -57,7 +57,7 @@ def test_seed_workspace_goes_ready_on_a_provisioned_gpu_node(cluster: Cluster, n
     )
     svc = cluster.get("service", "workspace-phi-3-mini", ns)
     assert svc is not None
-    assert {p["port"] for p in svc["spec"]["ports"]} == {80, 29500}
+    assert {p["port"] for p in svc["spec"]["ports"]} == {80}
     assert cluster.get("service", "workspace-phi-3-mini-headless", ns) is not None
 
     table = cluster.kubectl("-n", ns, "get", "workspace.v1alpha1.kaito.sh").stdout.splitlines()

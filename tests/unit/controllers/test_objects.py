@@ -50,9 +50,36 @@ def test_services_route_to_the_leader_pod_on_port_80() -> None:
     main, headless = o.services(OWNER)
     assert main["spec"]["selector"]["statefulset.kubernetes.io/pod-name"] == f"{OWNER.name}-0"
     ports = {p["port"]: p["targetPort"] for p in main["spec"]["ports"]}
-    assert ports == {80: 5000, 29500: 29500}
+    assert ports == {80: 5000}  # a multi-node group's ports stay off the client Service
     assert headless["spec"]["clusterIP"] == "None"
+    assert headless["spec"]["publishNotReadyAddresses"] is True  # workers find a loading leader
     assert main["metadata"]["ownerReferences"][0]["uid"] == "u-1"
+
+
+def test_a_multi_node_statefulset_makes_each_pod_a_group_member_by_its_index() -> None:
+    args = ["--model", "x", "--nnodes", "2", "--master-port", "29500", "--port", "5000"]
+    sts = o.statefulset(work(replicas=2, args=args))
+    assert sts["spec"]["replicas"] == 2
+    assert sts["spec"]["serviceName"] == f"{OWNER.name}-headless"
+    container = sts["spec"]["template"]["spec"]["containers"][0]
+    leader = f"{OWNER.name}-0.{OWNER.name}-headless.default.svc"
+    assert container["args"] == [*args, "--group-leader", f"{leader}:5001"]
+    env = {e["name"]: e.get("valueFrom", {}).get("fieldRef", {}) for e in container["env"]}
+    assert env["POD_INDEX"] == {"fieldPath": "metadata.labels['apps.kubernetes.io/pod-index']"}
+    assert env["VLLM_HOST_IP"] == {"fieldPath": "status.podIP"}
+    revision = "metadata.annotations['workspace.kaito.io/revision']"
+    assert env["POD_TEMPLATE_REVISION"] == {"fieldPath": revision}
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"http": 5000, "group": 5001, "rendezvous": 29500}
+    # one template: the same /health probes on every pod, answered per role by the launcher
+    assert container["livenessProbe"]["httpGet"] == {"path": "/health", "port": 5000}
+
+
+def test_a_single_node_statefulset_has_no_group() -> None:
+    container = o.statefulset(work())["spec"]["template"]["spec"]["containers"][0]
+    assert "--group-leader" not in container["args"]
+    assert {p["containerPort"] for p in container["ports"]} == {5000}
+    assert "POD_INDEX" not in {e["name"] for e in container["env"]}
 
 
 def test_statefulset_requests_gpus_and_selects_owned_nodes() -> None:
@@ -177,3 +204,109 @@ def test_pullers_speak_plain_http_only_to_the_registries_named_so() -> None:
     default = o.statefulset(work(weights_image="10.250.0.1:5000/kaito-tiny:1"))
     init = default["spec"]["template"]["spec"]["initContainers"][0]
     assert "--plain-http" not in init["args"]
+
+
+def _required_terms(sts: dict[str, object]) -> list[dict[str, object]]:
+    pod = sts["spec"]["template"]["spec"]  # type: ignore[index]
+    affinity = pod["affinity"]["nodeAffinity"]
+    terms: list[dict[str, object]] = affinity["requiredDuringSchedulingIgnoredDuringExecution"][
+        "nodeSelectorTerms"
+    ]
+    return terms
+
+
+def test_provisioned_and_pinned_user_nodes_are_ored_one_name_a_term() -> None:
+    """A node field selector takes one name (the API server refuses more)."""
+    terms = _required_terms(o.statefulset(work(pinned_nodes=["n2", "n1"])))
+    assert [t.get("matchFields") for t in terms] == [
+        None,
+        [{"key": "metadata.name", "operator": "In", "values": ["n1"]}],
+        [{"key": "metadata.name", "operator": "In", "values": ["n2"]}],
+    ]
+    assert all(
+        {"key": "apps", "operator": "In", "values": ["phi-3"]} in t["matchExpressions"]  # type: ignore[operator]
+        for t in terms
+    )
+    only_user = _required_terms(o.statefulset(work(provisioned=False, pinned_nodes=["n1"])))
+    assert len(only_user) == 1 and "kaito.sh/workspace" not in str(only_user)
+
+
+def test_preferred_nodes_are_preferences_in_their_order() -> None:
+    sts = o.statefulset(work(provisioned=False, preferred_nodes=["b", "a"]))
+    prefs = sts["spec"]["template"]["spec"]["affinity"]["nodeAffinity"][
+        "preferredDuringSchedulingIgnoredDuringExecution"
+    ]
+    assert [(p["weight"], p["preference"]["matchFields"][0]["values"]) for p in prefs] == [
+        (100, ["b"]),
+        (99, ["a"]),
+    ]
+
+
+def test_template_terms_are_anded_with_each_of_ours() -> None:
+    template = {
+        "spec": {
+            "containers": [{"name": "c", "image": "i"}],
+            "affinity": {
+                "nodeAffinity": {
+                    "requiredDuringSchedulingIgnoredDuringExecution": {
+                        "nodeSelectorTerms": [
+                            {
+                                "matchExpressions": [
+                                    {"key": "zone", "operator": "In", "values": ["1"]}
+                                ]
+                            }
+                        ]
+                    }
+                }
+            },
+        }
+    }
+    sts = o.template_statefulset(
+        OWNER,
+        template,
+        replicas=2,
+        revision="1",
+        node_selector_labels={"apps": "x"},
+        provisioned=True,
+        pinned_nodes=["n1"],
+        spot_toleration=True,
+    )
+    terms = _required_terms(sts)
+    assert len(terms) == 2
+    assert all("zone" in str(t["matchExpressions"]) for t in terms)
+    assert terms[1]["matchFields"] == [{"key": "metadata.name", "operator": "In", "values": ["n1"]}]
+    assert o.SPOT_TOLERATION in sts["spec"]["template"]["spec"]["tolerations"]
+
+
+def test_spot_toleration_only_when_asked() -> None:
+    assert o.SPOT_TOLERATION not in o.statefulset(work())["spec"]["template"]["spec"]["tolerations"]
+    spot = o.statefulset(work(spot_toleration=True))
+    assert o.SPOT_TOLERATION in spot["spec"]["template"]["spec"]["tolerations"]
+
+
+def test_load_balancer_service() -> None:
+    main, headless = o.services(OWNER, load_balancer=True)
+    assert main["spec"]["type"] == "LoadBalancer"
+    assert "type" not in headless["spec"]
+    assert o.services(OWNER)[0]["spec"]["type"] == "ClusterIP"
+
+
+def test_gpu_nodeclaims_carry_the_accelerator_label_and_their_disk() -> None:
+    claim = o.nodeclaim(OWNER, 0, instance_type="Standard_NC6s_v3", storage="87Gi", gpu=True)
+    assert claim["metadata"]["labels"]["accelerator"] == "nvidia"
+    assert claim["spec"]["resources"]["requests"]["storage"] == "87Gi"
+    cpu = o.nodeclaim(OWNER, 0, instance_type="Standard_D4s_v5")
+    assert "accelerator" not in cpu["metadata"]["labels"]
+
+
+def test_local_nvme_weights_are_a_claim_template_instead_of_an_empty_dir() -> None:
+    sts = o.statefulset(work(weights_claim_storage="94Gi"))
+    (template,) = sts["spec"]["volumeClaimTemplates"]
+    assert template["metadata"]["name"] == "model-weights-volume"
+    assert template["spec"]["storageClassName"] == "kaito-local-nvme-disk"
+    assert template["spec"]["resources"]["requests"]["storage"] == "94Gi"
+    pod = sts["spec"]["template"]["spec"]
+    assert "model-weights-volume" not in {v["name"] for v in pod["volumes"]}
+    mounts = {m["name"] for m in pod["containers"][0]["volumeMounts"]}
+    assert "model-weights-volume" in mounts
+    assert "volumeClaimTemplates" not in o.statefulset(work())["spec"]

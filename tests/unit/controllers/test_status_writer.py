@@ -67,3 +67,20 @@ async def test_the_newest_known_status_is_the_baseline() -> None:
     caught_up = cached("103", {k: v for k, v in client.patches[-1].items() if v is not None})
     await writer.write(caught_up, facts(True, ["n1"]))
     assert len(client.patches) == 3
+
+
+async def test_a_failed_reconcile_is_shown_on_every_condition_until_one_succeeds() -> None:
+    client = Recorder()
+    writer = StatusWriter(cast(Any, client))
+    first = facts(False, [])
+    first.set(ConditionType.RESOURCE_READY, True, Reason.RESOURCE_STATUS_SUCCESS, "nodes ok")
+    first.error = "403 Forbidden: exceeded quota"
+    await writer.write(cached("5", None), first)
+    failed = client.patches[-1]
+    assert {c["message"] for c in failed["conditions"]} == {
+        "m (last reconcile error: 403 Forbidden: exceeded quota)",
+        "nodes ok (last reconcile error: 403 Forbidden: exceeded quota)",
+    }
+    # the next reconcile succeeds and sets only one condition: the other loses its suffix too
+    await writer.write(cached("101", failed), facts(True, ["n1"]))
+    assert {c["message"] for c in client.patches[-1]["conditions"]} == {"m", "nodes ok"}

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from kaito.presets import AdapterSpec, SpecError, estimate, get_preset, get_sku, vllm_launch
+from kaito.presets.plan import plan_workspace
 from kaito.presets.vllm import serving_dtype, user_max_model_len
 
 GOLDEN = Path(__file__).with_name("golden")
@@ -125,6 +126,12 @@ def test_user_config_cannot_move_port_or_model(flag: str) -> None:
         _phi_launch(user_config={"vllm": {flag: "x"}})
 
 
+@pytest.mark.parametrize("flag", ["nnodes", "node-rank", "master_addr", "master-port", "headless"])
+def test_user_config_cannot_move_a_multi_node_group(flag: str) -> None:
+    with pytest.raises(SpecError, match="for models served by several nodes"):
+        _phi_launch(user_config={"vllm": {flag: "1"}})
+
+
 def test_no_config_flag_without_user_config() -> None:
     assert "--config" not in _phi_launch()
 
@@ -161,3 +168,33 @@ def test_bad_max_model_len_in_config() -> None:
         user_max_model_len({"vllm": {"max-model-len": "lots"}})
     assert user_max_model_len({"vllm": {"max_model_len": "4096"}}) == 4096
     assert user_max_model_len(None) is None
+
+
+def test_performance_mode_is_passed_unless_balanced() -> None:
+    args = _phi_launch(performance_mode="throughput")
+    assert args[args.index("--performance-mode") + 1] == "throughput"
+    assert "--performance-mode" not in _phi_launch(performance_mode="balanced")
+    assert "--performance-mode" not in _phi_launch()
+    overridden = _phi_launch(
+        performance_mode="throughput", user_config={"vllm": {"performance-mode": "interactivity"}}
+    )
+    assert overridden[overridden.index("--performance-mode") + 1] == "interactivity"
+
+
+def test_plan_reads_the_performance_mode_annotation() -> None:
+    doc = {
+        "apiVersion": "kaito.sh/v1beta1",
+        "kind": "Workspace",
+        "metadata": {"name": "w", "annotations": {"kaito.sh/performance-mode": "interactivity"}},
+        "resource": {"instanceType": "Standard_NC24ads_A100_v4"},
+        "inference": {"preset": {"name": "phi-3-mini-4k-instruct"}},
+    }
+    launch = plan_workspace(doc).launch
+    assert launch is not None
+    assert launch.args[launch.args.index("--performance-mode") + 1] == "interactivity"
+
+
+def test_node_disk_is_the_weights_and_upstreams_headroom() -> None:
+    phi = get_preset("phi-3-mini-4k-instruct")
+    assert phi is not None
+    assert phi.node_disk_gib == int(round(phi.weights_gib, 2) + 80)

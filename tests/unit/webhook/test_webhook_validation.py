@@ -161,23 +161,23 @@ GPU = {
 }
 
 
-def test_byo_needs_matching_nodes_with_gpu_labels() -> None:
+def test_byo_is_admitted_before_its_nodes_exist_or_are_labelled() -> None:
+    """Issue 20: the Workspace may come before its nodes; the controller waits for them."""
     ws = _byo()
-    (err,) = validate_create(ws, ClusterView(selected_nodes=[]))
-    assert err.field == "resource.labelSelector" and "no node matches" in err.message
-    (err,) = validate_create(
-        ws, ClusterView(selected_nodes=[_node("n1", {"apps": "phi-3"}), _node("n2", {"apps": "x"})])
-    )
-    assert err.field == "resource.labelSelector" and "n1" in err.message and "n2" not in err.message
+    assert validate_create(ws, ClusterView(selected_nodes=[])) == []
+    unlabelled = [_node("n1", {"apps": "phi-3"}), _node("n2", {"apps": "x"})]
+    assert validate_create(ws, ClusterView(selected_nodes=unlabelled)) == []
     assert validate_create(ws, ClusterView(selected_nodes=[_node("n1", GPU)])) == []
 
 
-def test_byo_preferred_nodes_must_be_selected() -> None:
+def test_byo_is_sized_from_the_preferred_node_first() -> None:
     ws = _byo()
-    ws["resource"]["preferredNodes"] = ["n1", "ghost"]
-    assert fields(validate_create(ws, ClusterView(selected_nodes=[_node("n1", GPU)]))) == [
-        "resource.preferredNodes[1]"
-    ]
+    small = GPU | {"nvidia.com/gpu.memory": "1024"}
+    nodes = [_node("big", GPU), _node("small", small)]
+    assert validate_create(ws, ClusterView(selected_nodes=nodes)) == []
+    ws["resource"]["preferredNodes"] = ["small", "ghost"]  # ghost may join later
+    (err,) = validate_create(ws, ClusterView(selected_nodes=nodes))
+    assert err.field == "resource.labelSelector"
 
 
 def test_byo_nodes_too_small() -> None:
