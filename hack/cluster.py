@@ -21,7 +21,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,6 +53,13 @@ KWOK_STAGES = (
 KWOK_NODE_LABEL = ("type", "kwok")  # kaito.provisioner.kwok_node.KWOK_MANAGED_LABEL
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
 SERVICE_CIDR = "10.96.0.0/16"
+# `tuned` (the default, the test cluster): the API server without in-flight limits or
+# priority and fairness, controller-manager and scheduler clients at 500 qps, so tests are
+# bounded by the operator rather than by the cluster's rate limits.  `stock`: the API
+# server's, controller-manager's and scheduler's own defaults, what a user's cluster runs
+# (400/200 in-flight requests, priority and fairness on, controller-manager clients at
+# 20 qps, scheduler at 50); benchmarks quote it.
+PROFILES = ("tuned", "stock")
 
 
 class ClusterError(RuntimeError):
@@ -107,6 +114,9 @@ class ClusterState:
     directory: str
     ports: dict[str, int] = field(default_factory=dict)
     components: dict[str, Component] = field(default_factory=dict)
+    profile: str = "tuned"
+    # extra command-line arguments per component, kept so a restart starts it the same way
+    extra_args: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def path(self) -> Path:
@@ -129,7 +139,13 @@ class ClusterState:
         except (FileNotFoundError, json.JSONDecodeError):
             return None
         comps = {k: Component(**v) for k, v in data.get("components", {}).items()}
-        return cls(directory=data["directory"], ports=data.get("ports", {}), components=comps)
+        return cls(
+            directory=data["directory"],
+            ports=data.get("ports", {}),
+            components=comps,
+            profile=data.get("profile", "tuned"),
+            extra_args=data.get("extra_args", {}),
+        )
 
 
 def _ssl_context(state: ClusterState, client_cert: bool) -> ssl.SSLContext:
@@ -210,6 +226,8 @@ def component_argv(name: str, state: ClusterState, binaries: Path) -> tuple[list
     pki, kubeconfig = d / "pki", str(state.kubeconfig)
     loop = "127.0.0.1"
     extra = os.environ.get(f"KAITO_{name.upper().replace('-', '_')}_EXTRA_ARGS", "").split()
+    extra = [*state.extra_args.get(name, ()), *extra]
+    tuned = state.profile == "tuned"
     if name == "etcd":
         argv = [
             str(binaries / "etcd"), "--name=kaito", f"--data-dir={d / 'etcd'}",
@@ -240,9 +258,12 @@ def component_argv(name: str, state: ClusterState, binaries: Path) -> tuple[list
             f"--service-cluster-ip-range={SERVICE_CIDR}",
             "--authorization-mode=Node,RBAC", "--allow-privileged=true",
             "--endpoint-reconciler-type=none",
-            "--max-requests-inflight=0", "--max-mutating-requests-inflight=0",
-            "--enable-priority-and-fairness=false",
         ]  # fmt: skip
+        if tuned:
+            argv += [
+                "--max-requests-inflight=0", "--max-mutating-requests-inflight=0",
+                "--enable-priority-and-fairness=false",
+            ]  # fmt: skip
         health = f"https://{loop}:{p['kube-apiserver']}/readyz"
     elif name == "kube-controller-manager":
         argv = [
@@ -254,15 +275,17 @@ def component_argv(name: str, state: ClusterState, binaries: Path) -> tuple[list
             f"--service-account-private-key-file={pki / 'sa.key'}",
             "--use-service-account-credentials=false",
             "--node-monitor-period=5s", "--node-monitor-grace-period=40s",
-            "--kube-api-qps=500", "--kube-api-burst=1000",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
         ]  # fmt: skip
+        if tuned:
+            argv += ["--kube-api-qps=500", "--kube-api-burst=1000"]
         health = f"https://{loop}:{p['kube-controller-manager']}/healthz"
     elif name == "kube-scheduler":
         sched_cfg = d / "scheduler.yaml"
+        rate = "  qps: 500\n  burst: 1000\n" if tuned else ""
         sched_cfg.write_text(
             "apiVersion: kubescheduler.config.k8s.io/v1\nkind: KubeSchedulerConfiguration\n"
-            f"clientConnection:\n  kubeconfig: {kubeconfig}\n  qps: 500\n  burst: 1000\n"
+            f"clientConnection:\n  kubeconfig: {kubeconfig}\n{rate}"
             "leaderElection:\n  leaderElect: false\n"
         )
         argv = [
@@ -325,10 +348,27 @@ def wait_for(what: str, check: Callable[[], bool], timeout: float) -> None:
     raise ClusterError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
-def up(directory: Path, quiet: bool = False) -> ClusterState:
-    """Start the cluster, or return the running one (idempotent)."""
+def up(
+    directory: Path,
+    quiet: bool = False,
+    *,
+    profile: str = "tuned",
+    extra_args: Mapping[str, Sequence[str]] | None = None,
+) -> ClusterState:
+    """Start the cluster, or return the running one (idempotent).
+
+    `profile` is one of PROFILES; `extra_args` adds command-line arguments per component
+    (e.g. an audit log for the API server).
+    """
+    if profile not in PROFILES:
+        raise ClusterError(f"unknown profile {profile!r}; one of {', '.join(PROFILES)}")
     directory = directory.resolve()
     existing = ClusterState.load(directory)
+    if existing is not None and existing.profile != profile:
+        raise ClusterError(
+            f"the cluster in {directory} runs the {existing.profile!r} profile; "
+            f"`hack/cluster down` it first to start it as {profile!r}"
+        )
     if existing is not None:
         bad = healthy(existing)
         if not bad:
@@ -348,7 +388,12 @@ def up(directory: Path, quiet: bool = False) -> ClusterState:
     except PKIError as exc:
         raise ClusterError(str(exc)) from None
     ports = {name: free_port() for name in (*COMPONENTS, "etcd-peer")}
-    state = ClusterState(directory=str(directory), ports=ports)
+    state = ClusterState(
+        directory=str(directory),
+        ports=ports,
+        profile=profile,
+        extra_args={k: list(v) for k, v in (extra_args or {}).items()},
+    )
     write_kubeconfig(state.kubeconfig, directory / "pki", ports["kube-apiserver"])
     kwok_config(directory / "kwok.yaml")
     state.save()
@@ -371,7 +416,7 @@ def up(directory: Path, quiet: bool = False) -> ClusterState:
         down(directory, quiet=True, keep_logs=True)
         raise
     if not quiet:
-        print(f"cluster up in {time.monotonic() - t0:.1f}s ({directory})")
+        print(f"cluster up in {time.monotonic() - t0:.1f}s ({directory}, profile {profile})")
         print(env_text(state))
     return state
 
@@ -452,6 +497,7 @@ def status(directory: Path) -> int:
     if state is None:
         print(f"no cluster in {directory}")
         return 1
+    print(f"{'profile':<24} {state.profile}")
     rc = 0
     for name in COMPONENTS:
         comp = state.components.get(name)
@@ -589,7 +635,13 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     sub = parser.add_subparsers(dest="cmd", required=True)
     sub.add_parser("build", help="build or reuse the cached binaries, print their directory")
-    sub.add_parser("up", help="start the cluster (idempotent)")
+    upp = sub.add_parser("up", help="start the cluster (idempotent)")
+    upp.add_argument(
+        "--profile", choices=PROFILES, default="tuned",
+        help="tuned (default): no API server in-flight limits or priority and fairness, "
+        "controller-manager and scheduler at 500 qps; stock: the components' own defaults, "
+        "as in a user's cluster",
+    )  # fmt: skip
     sub.add_parser("down", help="stop our processes and remove the state")
     sub.add_parser("status", help="show each component; exit 1 if any is unhealthy")
     sub.add_parser("env", help="print shell exports for KUBECONFIG and PATH")
@@ -616,7 +668,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "build":
             print(ensure_binaries())
         elif args.cmd == "up":
-            up(args.dir)
+            up(args.dir, profile=args.profile)
         elif args.cmd == "down":
             down(args.dir)
         elif args.cmd == "status":
