@@ -9,6 +9,7 @@ node named after the claim and labelled from it, the claim's status once the nod
 Ready, and on delete the node first, then the finalizer.
 
 Usage: python bench/nodeclaim_standin.py --kubeconfig K --metrics-port P --health-port Q
+(KAITO_SRC names the operator source to take the provider from; default: this checkout's)
 """
 
 from __future__ import annotations
@@ -16,18 +17,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+sys.path.insert(0, os.environ.get("KAITO_SRC") or str(Path(__file__).resolve().parents[1] / "src"))
 
+from kaito.api import constants as C
 from kaito.controllers import machine
 from kaito.controllers.common import NODECLAIM
-from kaito.operator import CLAIM_SELECTOR, ClientNodes, sku_gpus, sku_shape
+from kaito.operator import ClientNodes, sku_gpus, sku_shape
 from kaito.provisioner.kwok import KwokProvisioner
 from kaito.runtime.gvk import NODE
 from kaito.runtime.handlers import EnqueueMapped
 from kaito.runtime.manager import Manager
+
+CLAIM_SELECTOR = f"{C.LABEL_KARPENTER_NODEPOOL}={C.KAITO_NODEPOOL}"  # Kaito's claims only
 
 
 async def run(args: argparse.Namespace) -> None:

@@ -55,6 +55,7 @@ from kaito.runtime.gvk import GVK, NODE, POD, SERVICE, STATEFULSET  # noqa: E402
 from kaito.runtime.informer import InformerEvent  # noqa: E402
 from ws_support import (  # noqa: E402
     Controller,
+    Stages,
     client_kubeconfig,
     floor_copies,
     free_port,
@@ -88,7 +89,9 @@ def ready_condition(obj: Any, kind: str) -> bool:
 class Bench:
     """One cluster, its clients and the phases run on it."""
 
-    def __init__(self, hc: Any, state: Any, tmp: Path, audit: AuditLog) -> None:
+    def __init__(self, hc: Any, state: Any, tmp: Path, audit: AuditLog, operator_src: Path) -> None:
+        self.operator_src = operator_src  # the kaito-py tree whose operator is measured
+        self.operator_args: list[str] = []
         self.hc = hc
         self.state = state
         self.tmp = tmp
@@ -127,8 +130,8 @@ class Bench:
         return Controller(
             "kaito-py",
             [sys.executable, "-m", "kaito", f"--kubeconfig={self.kubeconfig(USERS['kaito-py'])}",
-             f"--metrics-port={metrics}", f"--health-port={health}"],
-            env={"PYTHONPATH": str(REPO / "src")},
+             f"--metrics-port={metrics}", f"--health-port={health}", *self.operator_args],
+            env={"PYTHONPATH": str(self.operator_src)},
             log=self.tmp / "kaito-py.log",
             ready_url=f"http://127.0.0.1:{health}/readyz",
             metrics_url=f"http://127.0.0.1:{metrics}/metrics",
@@ -141,7 +144,7 @@ class Bench:
             [sys.executable, str(REPO / "bench" / "nodeclaim_standin.py"),
              f"--kubeconfig={self.kubeconfig(PROVIDER_USER)}",
              f"--metrics-port={metrics}", f"--health-port={health}"],
-            env={"PYTHONPATH": str(REPO / "src")},
+            env={"KAITO_SRC": str(self.operator_src)},
             log=self.tmp / "provider.log",
             ready_url=f"http://127.0.0.1:{health}/readyz",
             metrics_url=f"http://127.0.0.1:{metrics}/metrics",
@@ -202,7 +205,8 @@ class Bench:
     async def floor(self, n: int, ns: str) -> dict[str, Any]:
         copies = floor_copies(self.templates, TEMPLATE, "bench-template", ns, n)
         await self.namespace(ns)
-        pods = self.cache.informer(POD, namespace=ns)
+        cache = Cache(self.client)
+        stages = Stages(cache, ns)
         timing = _Timing(n)
 
         def on_pod(event: InformerEvent) -> None:
@@ -210,8 +214,9 @@ class Bench:
             if name and ready_condition(event.obj, "Ready"):
                 timing.ready(name)
 
-        pods.add_listener(on_pod)
-        await pods.wait_for_sync()
+        cache.informer(POD, namespace=ns).add_listener(on_pod)
+        cache.start()
+        await cache.wait_for_cache_sync()
         load0 = os.getloadavg()[0]
         gate = asyncio.Semaphore(IN_FLIGHT)
 
@@ -225,7 +230,11 @@ class Bench:
         t0 = time.monotonic()
         await asyncio.gather(*(make(name, objs) for name, objs in copies.items()))
         await timing.wait(rollout_timeout(n))
-        result = timing.result("floor", n, t0) | {"load": [load0, os.getloadavg()[0]]}
+        result = timing.result("floor", n, t0) | {
+            "load": [load0, os.getloadavg()[0]],
+            "stages": stages.summary(timing.started),
+        }
+        await cache.stop()
         await self.cleanup(ns)
         return result
 
@@ -243,6 +252,10 @@ class Bench:
 
         informer.add_listener(on_ws)
         await informer.wait_for_sync()
+        cache = Cache(self.client)
+        stages = Stages(cache, ns)
+        cache.start()
+        await cache.wait_for_cache_sync()
         for proc in (provider, ctrl):
             if proc is not None:
                 await proc.start()
@@ -272,6 +285,12 @@ class Bench:
             rollout = tally(self.audit.between(users, wall0, wall1), providers)
             idle = tally(self.audit.between([user], wall1, wall1 + IDLE_S))
             result = timing.result(who, n, t0)
+            result["stages"] = stages.summary(timing.started)
+            result["stages"]["Succeeded"] = [
+                ws_report.percentile(result["latencies"], 50) if result["latencies"] else 0.0,
+                ws_report.percentile(result["latencies"], 99) if result["latencies"] else 0.0,
+            ]
+            await cache.stop()
             delete_wall = time.time()
             delete_s = await self._delete_workspaces(ns, names, ctrl, rollout_timeout(n))
             deleted = tally(self.audit.between([user], delete_wall, time.time()))
@@ -388,6 +407,8 @@ class _Timing:
 
 async def run(args: argparse.Namespace, hc: Any, tmp: Path) -> list[dict[str, Any]]:
     users = [*USERS.values(), PROVIDER_USER]
+    if args.audit_cluster:  # also the cluster's own components (all the admin user)
+        users.append("kaito-admin")
     policy_file, log_file = tmp / "audit-policy.yaml", tmp / "audit.log"
     policy_file.write_text(policy(users))
     state = hc.up(
@@ -396,8 +417,9 @@ async def run(args: argparse.Namespace, hc: Any, tmp: Path) -> list[dict[str, An
         profile=args.profile,
         extra_args={"kube-apiserver": apiserver_args(policy_file, log_file)},
     )
-    bench = Bench(hc, state, tmp, AuditLog(log_file))
-    ours_crds = REPO / "manifests" / "crd"
+    bench = Bench(hc, state, tmp, AuditLog(log_file), args.operator_src.resolve())
+    bench.operator_args = list(args.operator_arg)
+    ours_crds = args.operator_src.resolve().parent / "manifests" / "crd"
     upstream_bin = os.environ.get("KAITO_UPSTREAM_BIN") or None
     upstream_crds = Path(upstream_bin).parent / "crds" if upstream_bin else None
     if upstream_crds is not None and not upstream_crds.is_dir():
@@ -447,6 +469,18 @@ def main() -> None:
         help="rewrite README.md's Workspaces table from these results files and exit",
     )  # fmt: skip
     parser.add_argument("--keep", action="store_true", help="keep the logs directory")
+    parser.add_argument(
+        "--audit-cluster", action="store_true",
+        help="audit the controller-manager's, scheduler's and KWOK's requests too (diagnosis)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--operator-arg", action="append", default=[], metavar="ARG",
+        help="an extra command-line argument for our operator (repeatable)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--operator-src", type=Path, default=REPO / "src",
+        help="the src/ of the kaito-py tree to measure (default: this checkout's)",
+    )  # fmt: skip
     args = parser.parse_args()
     if args.readme:
         ws_report.update_readme(REPO / "README.md", args.readme)
@@ -457,7 +491,7 @@ def main() -> None:
     try:
         results = asyncio.run(run(args, hc, tmp))
     finally:
-        hc.down(tmp / "cluster", quiet=True)
+        hc.down(tmp / "cluster", quiet=True, keep_logs=args.keep)
         if not args.keep:
             import shutil  # noqa: PLC0415
 

@@ -89,7 +89,30 @@ def text_table(results: Iterable[dict[str, Any]]) -> str:
         if r.get("delete_failures_by_kind"):
             line += f"; failed while deleting: {r['delete_failures_by_kind']}"
         details.append(line)
-    return "\n".join(lines + details)
+    return "\n".join(lines + details + stage_table(results))
+
+
+def stage_table(results: Sequence[dict[str, Any]]) -> list[str]:
+    """p50/p99 seconds from each Workspace's (or floor copy's) start to each stage."""
+    from ws_support import STAGES  # noqa: PLC0415
+
+    with_stages = [r for r in results if r.get("stages")]
+    if not with_stages:
+        return []
+    head = ["N", "phase", *STAGES]
+    body = [
+        [str(r["n"]), r["who"]]
+        + [
+            "/".join(f"{v:.1f}" for v in r["stages"][s]) if s in r["stages"] else "-"
+            for s in STAGES
+        ]
+        for r in with_stages
+    ]
+    widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(head)]
+    lines = ["", "stages, p50/p99 s after each start:"]
+    lines.append("  ".join(h.rjust(w) for h, w in zip(head, widths, strict=True)))
+    lines += ["  ".join(c.rjust(w) for c, w in zip(b, widths, strict=True)) for b in body]
+    return lines
 
 
 def markdown(docs: Sequence[dict[str, Any]]) -> str:

@@ -11,6 +11,7 @@ import importlib.util
 import json
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -18,6 +19,13 @@ import urllib.request
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+
+from kaito.controllers.common import NODECLAIM
+from kaito.runtime.cache import Cache
+from kaito.runtime.gvk import NODE, POD, STATEFULSET
+from kaito.runtime.informer import InformerEvent
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -219,3 +227,87 @@ class Controller:
             ]
             return sum(values) if values else None
         return None
+
+
+# ------------------------------------------------------------------ stages
+
+WS_LABEL = "kaito.sh/workspace"
+WS_NS_LABEL = "kaito.sh/workspacenamespace"
+STAGES = (
+    "claim", "claim Ready", "node", "node Ready", "StatefulSet", "pod", "pod bound",
+    "pod Ready", "Succeeded",
+)  # fmt: skip
+
+
+def _true(obj: Any, kind: str) -> bool:
+    return any(
+        c.get("type") == kind and c.get("status") == "True"
+        for c in (obj.get("status") or {}).get("conditions") or ()
+    )
+
+
+class Stages:
+    """When each Workspace's objects appeared and turned Ready, as this process saw them.
+
+    Where the time goes between a Workspace's create and its WorkspaceSucceeded (or, for the
+    floor, between the first create and the pod's Ready): the answer to "why slower than the
+    floor" is read off these, not guessed.
+    """
+
+    def __init__(self, cache: Cache, namespace: str) -> None:
+        self.at: dict[str, dict[str, float]] = {}
+        selector = f"{WS_NS_LABEL}={namespace}"
+        watches = (
+            (cache.informer(NODECLAIM, label_selector=selector), self._claim),
+            (cache.informer(NODE, label_selector=selector), self._node),
+            (cache.informer(STATEFULSET, namespace=namespace), self._statefulset),
+            (cache.informer(POD, namespace=namespace), self._pod),
+        )
+        self.informers = [informer for informer, _ in watches]
+        for informer, listener in watches:
+            informer.add_listener(listener)
+
+    def mark(self, name: str, stage: str) -> None:
+        self.at.setdefault(name, {}).setdefault(stage, time.monotonic())
+
+    def _claim(self, event: InformerEvent) -> None:
+        name = (event.obj.labels or {}).get(WS_LABEL)
+        if name:
+            self.mark(name, "claim")
+            if _true(event.obj, "Ready"):
+                self.mark(name, "claim Ready")
+
+    def _node(self, event: InformerEvent) -> None:
+        name = (event.obj.labels or {}).get(WS_LABEL)
+        if name:
+            self.mark(name, "node")
+            if _true(event.obj, "Ready"):
+                self.mark(name, "node Ready")
+
+    def _statefulset(self, event: InformerEvent) -> None:
+        self.mark(event.obj.name, "StatefulSet")
+
+    def _pod(self, event: InformerEvent) -> None:
+        name = event.obj.name.rsplit("-", 1)[0]  # <StatefulSet>-<ordinal>
+        self.mark(name, "pod")
+        if (event.obj.get("spec") or {}).get("nodeName"):
+            self.mark(name, "pod bound")
+        if _true(event.obj, "Ready"):
+            self.mark(name, "pod Ready")
+
+    def summary(self, started: dict[str, float]) -> dict[str, list[float]]:
+        """Per stage: [p50, p99] seconds after each Workspace's start, over those that got there."""
+        out: dict[str, list[float]] = {}
+        for stage in STAGES:
+            values = sorted(
+                self.at[n][stage] - t for n, t in started.items() if stage in self.at.get(n, {})
+            )
+            if not values:
+                continue
+            p99 = (
+                values[0]
+                if len(values) == 1
+                else statistics.quantiles(values, n=100, method="inclusive")[98]
+            )
+            out[stage] = [statistics.median(values), p99]
+        return out
