@@ -41,6 +41,15 @@ RUN --mount=type=bind,from=wheels,target=/wheels \
       pip install "vllm==${VLLM_VERSION}" aiohttp PyYAML peft accelerate pyarrow; \
     fi
 
+# vLLM's CPU build compiles its kernels with torch inductor at start (unless LoRA is on or
+# --enforce-eager is given): it needs a C++ compiler and Python's headers in the image.
+RUN if [ "$VLLM_VARIANT" = "cpu" ]; then \
+      dpkg -s g++ libpython3.11-dev >/dev/null 2>&1 \
+      || (apt-get update \
+          && apt-get install -y --no-install-recommends g++ libpython3.11-dev \
+          && rm -rf /var/lib/apt/lists/*); \
+    fi
+
 COPY serving /opt/kaito/serving
 RUN find /opt/kaito/serving -name __pycache__ -prune -exec rm -rf {} + \
  && python3 -m compileall -q /opt/kaito/serving \

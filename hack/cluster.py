@@ -117,6 +117,7 @@ class ClusterState:
     profile: str = "tuned"
     # extra command-line arguments per component, kept so a restart starts it the same way
     extra_args: dict[str, list[str]] = field(default_factory=dict)
+    audit: bool = False  # the apiserver writes an audit log of every write (logs/audit.log)
 
     @property
     def path(self) -> Path:
@@ -145,7 +146,12 @@ class ClusterState:
             components=comps,
             profile=data.get("profile", "tuned"),
             extra_args=data.get("extra_args", {}),
+            audit=bool(data.get("audit")),
         )
+
+    @property
+    def audit_log(self) -> Path:
+        return self.path / "logs" / "audit.log"
 
 
 def _ssl_context(state: ClusterState, client_cert: bool) -> ssl.SSLContext:
@@ -264,6 +270,8 @@ def component_argv(name: str, state: ClusterState, binaries: Path) -> tuple[list
                 "--max-requests-inflight=0", "--max-mutating-requests-inflight=0",
                 "--enable-priority-and-fairness=false",
             ]  # fmt: skip
+        if state.audit:
+            argv += audit_args(state)
         health = f"https://{loop}:{p['kube-apiserver']}/readyz"
     elif name == "kube-controller-manager":
         argv = [
@@ -306,6 +314,31 @@ def component_argv(name: str, state: ClusterState, binaries: Path) -> tuple[list
     else:
         raise ClusterError(f"unknown component {name!r}; one of {', '.join(COMPONENTS)}")
     return argv + extra, health
+
+
+AUDIT_POLICY = """\
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+  # who wrote what, when: every write, at Metadata level (no bodies); reads are not logged
+  - level: Metadata
+    verbs: [create, update, patch, delete, deletecollection]
+  - level: None
+"""
+
+
+def audit_args(state: ClusterState) -> list[str]:
+    """apiserver flags for a JSON-lines audit log of every write (tests read it)."""
+    policy = state.path / "audit-policy.yaml"
+    policy.write_text(AUDIT_POLICY)
+    return [
+        f"--audit-policy-file={policy}",
+        f"--audit-log-path={state.audit_log}",
+        "--audit-log-format=json",
+        "--audit-log-mode=blocking",  # an event is on disk before the response is sent
+        "--audit-log-maxsize=0",
+    ]
 
 
 def start_component(state: ClusterState, name: str, binaries: Path) -> Component:
@@ -353,15 +386,19 @@ def up(
     quiet: bool = False,
     *,
     profile: str = "tuned",
+    audit: bool = False,
     extra_args: Mapping[str, Sequence[str]] | None = None,
 ) -> ClusterState:
     """Start the cluster, or return the running one (idempotent).
 
     `profile` is one of PROFILES; `extra_args` adds command-line arguments per component
-    (e.g. an audit log for the API server).
+    (e.g. an audit log of its own for the API server).  ``audit`` (or
+    ``KAITO_CLUSTER_AUDIT=1``) makes the apiserver log every write to ``logs/audit.log`` as
+    JSON lines: user, user agent, verb, object and time.
     """
     if profile not in PROFILES:
         raise ClusterError(f"unknown profile {profile!r}; one of {', '.join(PROFILES)}")
+    audit = audit or os.environ.get("KAITO_CLUSTER_AUDIT") == "1"
     directory = directory.resolve()
     existing = ClusterState.load(directory)
     if existing is not None and existing.profile != profile:
@@ -392,6 +429,7 @@ def up(
         directory=str(directory),
         ports=ports,
         profile=profile,
+        audit=audit,
         extra_args={k: list(v) for k, v in (extra_args or {}).items()},
     )
     write_kubeconfig(state.kubeconfig, directory / "pki", ports["kube-apiserver"])
@@ -642,6 +680,9 @@ def main(argv: list[str] | None = None) -> int:
         "controller-manager and scheduler at 500 qps; stock: the components' own defaults, "
         "as in a user's cluster",
     )  # fmt: skip
+    upp.add_argument(
+        "--audit", action="store_true", help="log every write to logs/audit.log (JSON lines)"
+    )
     sub.add_parser("down", help="stop our processes and remove the state")
     sub.add_parser("status", help="show each component; exit 1 if any is unhealthy")
     sub.add_parser("env", help="print shell exports for KUBECONFIG and PATH")
@@ -668,7 +709,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "build":
             print(ensure_binaries())
         elif args.cmd == "up":
-            up(args.dir, profile=args.profile)
+            up(args.dir, profile=args.profile, audit=args.audit)
         elif args.cmd == "down":
             down(args.dir)
         elif args.cmd == "status":

@@ -49,7 +49,7 @@ OPERATIONS = "/subscriptions/{sub}/providers/Microsoft.ContainerService/location
 RESOURCE_SKUS = "/subscriptions/{sub}/providers/Microsoft.Compute/skus"
 TOKEN_ROUTE = "/{tenant}/oauth2/v2.0/token"
 REQUEST_FAULTS = {"throttle", "server_error", "quota", "sku_not_available", "error"}
-LRO_FAULTS = {"stuck_lro", "lro_failed"}
+LRO_FAULTS = {"stuck_lro", "lro_failed", "no_join"}
 HANDLER = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -143,7 +143,8 @@ class Fault:
     kind: ``throttle`` (429 + Retry-After), ``server_error`` (500), ``quota`` (400
     QuotaExceeded), ``sku_not_available`` (400 SkuNotAvailable), ``error`` (any `status`,
     `code`, `message`), ``stuck_lro`` (the next create never finishes), ``lro_failed`` (the
-    next create ends Failed with `code`/`message`).
+    next create ends Failed with `code`/`message`), ``no_join`` (the next create succeeds,
+    its VM exists, but its node never registers with the cluster).
     """
 
     kind: str
@@ -481,7 +482,9 @@ class FakeArm:
         if self.pools.get(key) is not pool or pool.state != "Creating":
             return
         error: dict[str, Any] | None = None
-        if fault is not None:
+        if fault is not None and fault.kind == "no_join":
+            pool.node, pool.vm_id = self._node_identity(pool)  # a VM whose kubelet never joins
+        elif fault is not None:
             error = {
                 "code": fault.code or "ZonalAllocationFailed",
                 "message": fault.message

@@ -130,8 +130,8 @@ def _hash_paths(h: hashlib._Hash, paths: tuple[str, ...]) -> None:
         path = REPO / rel
         files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
         for f in files:
-            if "__pycache__" in f.parts:
-                continue
+            if "__pycache__" in f.parts or any(part.endswith(".egg-info") for part in f.parts):
+                continue  # build by-products, not inputs
             h.update(str(f.relative_to(REPO)).encode() + b"\0" + f.read_bytes() + b"\0")
 
 
@@ -262,8 +262,43 @@ def build(name: str) -> str:
                              str(REPO / "docker" / "pause.c")], "pause-gcc")  # fmt: skip
             say(f"building {name} ({spec.dockerfile})")
             _run_logged(buildah(*args, str(context)), f"build-{name}")
-        say(f"{name}: built in {time.monotonic() - t0:.0f} s, {size_mib(out):.0f} MiB")
+        took, size = time.monotonic() - t0, size_mib(out)
+        say(f"{name}: built in {took:.0f} s, {size:.0f} MiB")
+        record_figures(name, {"tag": tag(name), "build_s": round(took, 1), "size_mib": round(size)})
+        prune_local(name, keep=out)
     return out
+
+
+def figures() -> dict[str, dict[str, object]]:
+    """What the last build of each image took and weighed (bench/real_node.py prints it)."""
+    try:
+        data: dict[str, dict[str, object]] = json.loads((images_dir() / "figures.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+    return data
+
+
+def record_figures(name: str, values: dict[str, object]) -> None:
+    data = figures()
+    data[name] = values
+    (images_dir() / "figures.json").write_text(json.dumps(data, indent=1))
+
+
+def prune_local(name: str, keep: str) -> None:
+    """Drop this image's older builds (several GB each for serving); `keep` stays."""
+    listing = subprocess.run(buildah("images", "--format", "{{.Name}}:{{.Tag}}"),
+                             capture_output=True, text=True, check=False).stdout  # fmt: skip
+    mine = f"localhost/{PREFIX}/{name}:"
+    stale = [r for r in listing.split() if r.startswith(mine) and r != keep]
+    for old in stale:
+        subprocess.run(buildah("rmi", "--force", old), capture_output=True, check=False)
+    if stale:
+        subprocess.run(buildah("rmi", "--prune"), capture_output=True, check=False)
+
+
+def current_tags() -> dict[str, str]:
+    """Repository (``kaito-py/NAME``) → the tag a build of today's tree has."""
+    return {f"{PREFIX}/{name}": tag(name) for name in IMAGES}
 
 
 def size_mib(local: str) -> float:
@@ -278,9 +313,10 @@ def size_mib(local: str) -> float:
     return float(number) * scale / 2**20
 
 
-def remote_exists(registry: str, name: str) -> bool:
+def remote_exists(registry: str, remote: str) -> bool:
+    repository, reference = remote.removeprefix(f"{registry}/").rsplit(":", 1)
     req = urllib.request.Request(
-        f"http://{registry}/v2/{PREFIX}/{name}/manifests/{tag(name)}",
+        f"http://{registry}/v2/{repository}/manifests/{reference}",
         method="HEAD",
         headers={"Accept": "application/vnd.oci.image.manifest.v1+json"},
     )
@@ -293,9 +329,9 @@ def remote_exists(registry: str, name: str) -> bool:
 
 def push(name: str, registry: str) -> str:
     """Build if needed, then push to a plain-HTTP registry (a no-op when it has the tag)."""
-    local = build(name)
-    remote = ref(name, registry)
-    if remote_exists(registry, name):
+    local = build(name)  # its tag is the one the build started with, whatever changed since
+    remote = f"{registry}/{PREFIX}/{name}:{local.rsplit(':', 1)[1]}"
+    if remote_exists(registry, remote):
         return remote
     t0 = time.monotonic()
     # zstd: a fraction of gzip's CPU for the 6 GB serving image, and containerd reads it.
@@ -304,7 +340,9 @@ def push(name: str, registry: str) -> str:
                 local, f"docker://{remote}"),
         f"push-{name}",
     )  # fmt: skip
-    say(f"{name}: pushed to {registry} in {time.monotonic() - t0:.0f} s")
+    took = time.monotonic() - t0
+    say(f"{name}: pushed to {registry} in {took:.0f} s")
+    record_figures(name, {**figures().get(name, {}), "push_s": round(took, 1)})
     return remote
 
 

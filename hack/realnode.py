@@ -38,6 +38,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+import images
 from hostguard import HostRecord, cgroup_hierarchies, mountpoints, restore, write_sysctl
 from pki import CLIENT_EXT, issue, server_ext, write_kubeconfig
 from procs import Component, log_tail, pid_alive, rss_mib, spawn, stop_component
@@ -536,6 +537,7 @@ def add(
             f"storage:\n  filesystem:\n    rootdirectory: {storage}\n  delete:\n    enabled: true\n"
             f"http:\n  addr: {REGISTRY}\n"
         )
+        _prune_registry(node_dir / "registry.yml", storage, log)
         reg = _start(node, "registry",
                      [shutil.which("docker-registry") or "docker-registry", "serve",
                       str(node_dir / "registry.yml")],
@@ -559,6 +561,7 @@ def add(
             return proc.returncode == 0
 
         _wait("containerd's CRI", runtime_ready, 60, ctrd)
+        _prune_runtime_images(crictl, log)
         _run(*crictl, "pull", pause)  # fail early and clearly when the sandbox image is missing
         kubelet_labels = {
             "kubernetes.io/os": "linux",
@@ -594,6 +597,44 @@ def add(
         teardown(node)
         raise
     return node
+
+
+def _prune_registry(config: Path, storage: Path, log: list[str]) -> None:
+    """Untag our images' older builds in the node's registry and collect their blobs.
+
+    The registry's storage outlives clusters (a new node then pulls nothing it has); without
+    this every serving change would leave another 6 GB behind. Runs while no registry serves.
+    """
+    current = images.current_tags()
+    untagged = False
+    for repo, keep in current.items():
+        tags = storage / "docker" / "registry" / "v2" / "repositories" / repo / "_manifests"
+        for tag_dir in (tags / "tags").glob("*") if (tags / "tags").is_dir() else ():
+            if tag_dir.name != keep:
+                shutil.rmtree(tag_dir, ignore_errors=True)
+                untagged = True
+    if untagged:
+        subprocess.run(
+            ["docker-registry", "garbage-collect", "--delete-untagged", str(config)],
+            capture_output=True, check=False,
+        )  # fmt: skip
+        log.append("collected older image builds in the node's registry")
+
+
+def _prune_runtime_images(crictl: list[str], log: list[str]) -> None:
+    """Remove older builds of our images from containerd's store (a fresh node runs nothing)."""
+    current = {f"{REGISTRY}/{repo}:{tag}" for repo, tag in images.current_tags().items()}
+    listing = _run(*crictl, "images", "-o", "json", check=False)
+    try:
+        found = json.loads(listing or "{}").get("images") or []
+    except json.JSONDecodeError:
+        return
+    for image in found:
+        refs = image.get("repoTags") or []
+        ours = [r for r in refs if r.startswith(f"{REGISTRY}/{images.PREFIX}/")]
+        if ours and not set(ours) & current:
+            _run(*crictl, "rmi", image["id"], check=False)
+            log.append(f"removed {', '.join(ours)} from the node's image store")
 
 
 def advertise_gpus(kubectl: Kubectl, name: str, gpus: int) -> None:

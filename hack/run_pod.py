@@ -178,7 +178,7 @@ def expand_vars(text: str, env: dict[str, str]) -> str:
     )
 
 
-def container_env(c: Doc, src: Source, pod_name: str) -> dict[str, str]:
+def container_env(c: Doc, src: Source, pod_name: str, host: str = "127.0.0.1") -> dict[str, str]:
     env: dict[str, str] = {}
     for ef in c.get("envFrom", []):
         prefix = ef.get("prefix", "")
@@ -203,7 +203,7 @@ def container_env(c: Doc, src: Source, pod_name: str) -> dict[str, str]:
             value = raw.decode() if raw is not None else None
         elif "fieldRef" in ref:
             path = ref["fieldRef"]["fieldPath"]
-            value = {"metadata.name": pod_name, "status.podIP": "127.0.0.1"}.get(path, "")
+            value = {"metadata.name": pod_name, "status.podIP": host}.get(path, "")
         if value is not None:
             env[e["name"]] = value
     return env
@@ -235,6 +235,8 @@ class PodRunner:
         maps: dict[str, Path],
         python_bin: Path,
         pod_name: str,
+        host: str = "127.0.0.1",
+        port: int | None = None,
     ) -> None:
         self.spec = spec
         self.src = src
@@ -243,7 +245,8 @@ class PodRunner:
         self.python_bin = python_bin
         self.pod_name = pod_name
         self.volumes: dict[str, Path] = {}
-        self.port = free_port()
+        self.host = host
+        self.port = port or free_port()
 
     def prepare_volumes(self) -> None:
         for vol in self.spec.get("volumes", []):
@@ -277,7 +280,7 @@ class PodRunner:
             raise RunPodError(
                 f"container {c['name']!r} has no command: the image entrypoint is unknown here"
             )
-        spec_env = container_env(c, self.src, self.pod_name)
+        spec_env = container_env(c, self.src, self.pod_name, self.host)
         mapping = self.mounts(c)
         argv = [rewrite(expand_vars(a, spec_env), mapping) for a in argv]
         spec_env = {k: rewrite(v, mapping) for k, v in spec_env.items()}
@@ -293,7 +296,7 @@ class PodRunner:
             ):
                 argv += ["--config", str(cfg)]
             argv = _set_flag(argv, "--port", str(self.port))
-            argv = _set_flag(argv, "--host", "127.0.0.1")
+            argv = _set_flag(argv, "--host", self.host)
         elif main:
             argv = [
                 a.replace(str(SERVING_PORT), str(self.port)) if "port" in a else a for a in argv
@@ -346,7 +349,7 @@ class PodRunner:
             p.get("containerPort") == SERVING_PORT for p in c.get("ports", [])
         ) or self._is_serving(argv)
         if serves:
-            url = f"http://127.0.0.1:{self.port}"
+            url = f"http://{self.host}:{self.port}"
             deadline = time.monotonic() + wait_s
             while proc.poll() is None and not stopping and time.monotonic() < deadline:
                 try:
@@ -415,6 +418,12 @@ def main(argv: list[str] | None = None) -> None:
         "--python", type=Path, help="interpreter for python3 (default: the serving venv's)"
     )
     p.add_argument("--wait", type=float, default=600, help="seconds to wait for /health")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="loopback address to serve on (a pod IP such as 127.0.0.2; default 127.0.0.1)",
+    )
+    p.add_argument("--port", type=int, help="port to serve on (default: a free one)")
     a = p.parse_args(argv)
     maps = {}
     for m in a.map:
@@ -456,6 +465,8 @@ def main(argv: list[str] | None = None) -> None:
             maps=maps,
             python_bin=a.python or default_python(),
             pod_name=name,
+            host=a.host,
+            port=a.port,
         )
         try:
             runner.prepare_volumes()

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("serving")
 
 GENERATION_PATHS = frozenset({"/chat", "/v1/chat/completions", "/v1/completions"})
+DEFAULT_MAX_REQUEST_BYTES = 16 * 2**20
 
 REJECTED = Counter(
     "kaito_serving_requests_rejected_total",
@@ -43,7 +44,11 @@ CHAT_LATENCY = Histogram(
 ADAPTER_OPS = Counter(
     "kaito_serving_adapter_operations_total", "Runtime adapter loads/unloads", ["op", "result"]
 )
-ADAPTERS = Gauge("kaito_serving_adapters", "LoRA adapters currently served")
+ADAPTERS = Gauge("kaito_serving_adapters", "LoRA adapters currently served (any route)")
+BODY_TOO_LARGE = Counter(
+    "kaito_serving_requests_too_large_total",
+    "Requests answered 413 because the body was over --max-request-bytes",
+)
 
 
 @dataclass
@@ -52,7 +57,7 @@ class AdapterInfo:
     source: str
     served_path: str
     strength: float
-    origin: str  # "startup" or "runtime"
+    origin: str  # "startup", "runtime" (POST /adapters) or "vllm" (vLLM's own load route)
 
 
 @dataclass
@@ -70,7 +75,7 @@ class AdapterLoad(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
     name: str = Field(min_length=1)
     path: str = Field(min_length=1, validation_alias=AliasChoices("path", "src"))
-    strength: float = 1.0
+    strength: float = Field(default=1.0, ge=0.0, le=1.0)  # the Workspace API's range
 
 
 def error_body(status: int, message: str, kind: str) -> dict[str, Any]:
@@ -85,21 +90,33 @@ def error(status: int, message: str, kind: str = "BadRequestError") -> JSONRespo
 
 
 class QueueGuard:
-    """Counts generation requests in flight; 429 beyond ``max_depth`` (0 = unlimited).
+    """The edge of every request: body size, queue depth, errors that escape a route.
 
-    Also turns an exception that escapes a route into a JSON 500 instead of a bare text page.
+    - A body over ``max_body`` bytes gets 413 (declared by Content-Length: before it is read;
+      sent chunked: as soon as the count passes the limit, the route sees a disconnect).
+    - Generation requests beyond ``max_depth`` in flight get 429 (0 = unlimited).
+    - A client that goes away mid-request is logged in one line, not as an error.
+    - Any other exception that escapes a route becomes a JSON 500 instead of a text page.
     """
 
     configured_max_depth = 0  # set by the launcher: vLLM's --middleware adds it by import path
+    configured_max_body = DEFAULT_MAX_REQUEST_BYTES
 
-    def __init__(self, app: ASGIApp, max_depth: int | None = None) -> None:
+    def __init__(
+        self, app: ASGIApp, max_depth: int | None = None, max_body: int | None = None
+    ) -> None:
         self.app = app
         self.max_depth = self.configured_max_depth if max_depth is None else max_depth
+        self.max_body = self.configured_max_body if max_body is None else max_body
         self.in_flight = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        declared = _content_length(scope)
+        if self.max_body and declared is not None and declared > self.max_body:
+            await self._too_large(send, declared)
             return
         guarded = scope["path"] in GENERATION_PATHS
         if guarded and self.max_depth and self.in_flight >= self.max_depth:
@@ -117,9 +134,26 @@ class QueueGuard:
             )
             return
         started = False
+        received = 0
+        too_large = False
+
+        async def limited_receive() -> Message:
+            nonlocal received, too_large
+            message = await receive()
+            if message["type"] == "http.request" and self.max_body:
+                received += len(message.get("body", b""))
+                if received > self.max_body:
+                    too_large = True  # the route sees the client go; we answer 413
+                    return {"type": "http.disconnect"}
+            return message
 
         async def tracking_send(message: Message) -> None:
             nonlocal started
+            if too_large:
+                if not started and message["type"] == "http.response.start":
+                    started = True
+                    await self._too_large(send, received)
+                return  # whatever the route says about the cut body is dropped
             if message["type"] == "http.response.start":
                 started = True
             await send(message)
@@ -128,17 +162,53 @@ class QueueGuard:
             self.in_flight += 1
             IN_FLIGHT.inc()
         try:
-            await self.app(scope, receive, tracking_send)
+            await self.app(scope, limited_receive, tracking_send)
         except Exception as e:
-            log.exception("unhandled error on %s", scope["path"])
-            if not started:
-                await _send_json(
-                    send, 500, error_body(500, f"internal error: {e}", "InternalServerError")
-                )
+            if too_large:
+                if not started:
+                    await self._too_large(send, received)
+            elif _is_disconnect(e):
+                log.info("client went away during %s %s", scope.get("method"), scope["path"])
+            else:
+                log.exception("unhandled error on %s", scope["path"])
+                if not started:
+                    await _send_json(
+                        send, 500, error_body(500, f"internal error: {e}", "InternalServerError")
+                    )
         finally:
             if guarded:
                 self.in_flight -= 1
                 IN_FLIGHT.dec()
+
+    async def _too_large(self, send: Send, size: int) -> None:
+        BODY_TOO_LARGE.inc()
+        await _send_json(
+            send,
+            413,
+            error_body(
+                413,
+                f"request body is {size} bytes or more; the limit is {self.max_body} "
+                "(--max-request-bytes)",
+                "RequestTooLargeError",
+            ),
+        )
+
+
+def _content_length(scope: Scope) -> int | None:
+    for key, value in scope.get("headers") or ():
+        if key == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+def _is_disconnect(exc: BaseException) -> bool:
+    """The client closed the connection (Starlette's ClientDisconnect, a reset socket)."""
+    from starlette.requests import ClientDisconnect
+
+    return isinstance(exc, (ClientDisconnect, ConnectionResetError, BrokenPipeError))
 
 
 async def _send_json(
@@ -180,11 +250,42 @@ def _prompt_tokens(tokenizer: Any, body: ChatBody) -> int:
     return len(ids)
 
 
-def guard_middleware(max_queue_depth: int) -> str:
-    """Import path of the queue guard for vLLM's ``--middleware`` list (added when vLLM builds
-    its app; Starlette refuses middleware added to an app afterwards)."""
+def guard_middleware(
+    max_queue_depth: int, max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+) -> str:
+    """Import path of the guard for vLLM's ``--middleware`` list (added when vLLM builds its
+    app; Starlette refuses middleware added to an app afterwards)."""
     QueueGuard.configured_max_depth = max_queue_depth
+    QueueGuard.configured_max_body = max_request_bytes
     return f"{QueueGuard.__module__}.{QueueGuard.__qualname__}"
+
+
+def served_adapters(app: Any, state: KaitoState) -> dict[str, AdapterInfo]:
+    """The adapters vLLM serves now, whichever route loaded or unloaded them.
+
+    vLLM's model registry is the truth: an adapter loaded through ``/v1/load_lora_adapter``
+    appears (strength 1.0, origin "vllm"), one unloaded there disappears from our records.
+    """
+    loras = _vllm_loras(app)
+    if loras is None:
+        return state.adapters
+    current: dict[str, AdapterInfo] = {}
+    for lora in loras:
+        name = str(lora.lora_name)
+        current[name] = state.adapters.get(name) or AdapterInfo(
+            name, str(lora.lora_path), str(lora.lora_path), 1.0, "vllm"
+        )
+    state.adapters = current
+    return current
+
+
+def _vllm_loras(app: Any) -> list[Any] | None:
+    """vLLM's LoRARequests (None before vLLM's app state exists)."""
+    models = getattr(app.state, "openai_serving_models", None)
+    if models is None:
+        return None
+    served = getattr(models, "lora_requests", None) or {}
+    return list(served.values() if isinstance(served, dict) else served)
 
 
 def install_routes(app: FastAPI, state: KaitoState) -> None:
@@ -204,7 +305,12 @@ def install_routes(app: FastAPI, state: KaitoState) -> None:
     )
 
     app.state.kaito = state
-    ADAPTERS.set(len(state.adapters))
+
+    def adapters_served() -> float:
+        loras = _vllm_loras(app)
+        return len(state.adapters if loras is None else loras)
+
+    ADAPTERS.set_function(adapters_served)
     routes_before = len(app.router.routes)
 
     def vllm_error(resp: ErrorResponse) -> JSONResponse:
@@ -238,7 +344,13 @@ def install_routes(app: FastAPI, state: KaitoState) -> None:
             kw.min_new_tokens is None and kw.min_length is not None
         )
         try:
-            n_prompt = _prompt_tokens(engine.get_tokenizer(), body) if needs_length else 0
+            # off the event loop: a long prompt takes seconds to tokenize, and /health and
+            # every other request must not wait for it
+            n_prompt = (
+                await asyncio.to_thread(_prompt_tokens, engine.get_tokenizer(), body)
+                if needs_length
+                else 0
+            )
         except Exception as e:
             return error(400, f"cannot tokenize the input: {e}")
         fields = sampling_fields(body.generate_kwargs, n_prompt)
@@ -268,7 +380,7 @@ def install_routes(app: FastAPI, state: KaitoState) -> None:
             result = out.choices[0].message.content or ""
         return JSONResponse({"Result": result})
 
-    async def list_adapters() -> Any:
+    async def list_adapters(request: Request) -> Any:
         return {
             "data": [
                 {
@@ -278,7 +390,7 @@ def install_routes(app: FastAPI, state: KaitoState) -> None:
                     "strength": a.strength,
                     "origin": a.origin,
                 }
-                for a in state.adapters.values()
+                for a in served_adapters(request.app, state).values()
             ]
         }
 
@@ -299,7 +411,7 @@ def install_routes(app: FastAPI, state: KaitoState) -> None:
                 "(or with an adapter under --adapter-dir) to load adapters at run time",
             )
         async with state.lock:
-            if body.name in state.adapters or body.name == state.base_model:
+            if body.name in served_adapters(request.app, state) or body.name == state.base_model:
                 ADAPTER_OPS.labels("load", "conflict").inc()
                 return error(409, f"adapter {body.name!r} is already served; DELETE it first")
             source = Path(body.path)
@@ -323,13 +435,12 @@ def install_routes(app: FastAPI, state: KaitoState) -> None:
             state.adapters[body.name] = AdapterInfo(
                 body.name, str(source), str(served), body.strength, "runtime"
             )
-            ADAPTERS.set(len(state.adapters))
             ADAPTER_OPS.labels("load", "ok").inc()
         return {"name": body.name, "strength": body.strength, "path": str(served)}
 
     async def unload_adapter(name: str, request: Request) -> Any:
         async with state.lock:
-            if name not in state.adapters:
+            if name not in served_adapters(request.app, state):
                 ADAPTER_OPS.labels("unload", "not_found").inc()
                 return error(404, f"adapter {name!r} is not served", "NotFoundError")
             models = request.app.state.openai_serving_models
@@ -337,8 +448,7 @@ def install_routes(app: FastAPI, state: KaitoState) -> None:
             if isinstance(res, ErrorResponse):
                 ADAPTER_OPS.labels("unload", "error").inc()
                 return vllm_error(res)
-            del state.adapters[name]
-            ADAPTERS.set(len(state.adapters))
+            state.adapters.pop(name, None)
             ADAPTER_OPS.labels("unload", "ok").inc()
         return {"name": name, "unloaded": True}
 

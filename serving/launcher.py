@@ -7,6 +7,7 @@ serve), with three additions: the port answers 503 while the engine loads, adapt
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import logging
@@ -153,7 +154,8 @@ async def serve(args: Namespace, opts: LauncherOptions, state: KaitoState) -> No
         )
         await engine.reset_mm_cache()
         supported = await engine.get_supported_tasks()
-        args.middleware = [*(args.middleware or []), guard_middleware(opts.max_queue_depth)]
+        guard = guard_middleware(opts.max_queue_depth, opts.max_request_bytes)
+        args.middleware = [*(args.middleware or []), guard]
         app = build_app(args, supported, engine.model_config)
         install_routes(app, state)
         await init_app_state(engine, app.state, args, supported)
@@ -189,6 +191,31 @@ async def serve(args: Namespace, opts: LauncherOptions, state: KaitoState) -> No
         sock.close()
 
 
+def early_model_check(vllm_argv: Sequence[str]) -> bool:
+    """Check ``--model`` before importing vLLM (a minute on a busy CPU); False if not given."""
+    quick = argparse.ArgumentParser(add_help=False)
+    quick.add_argument("--model")
+    quick.add_argument("--revision")
+    known, _ = quick.parse_known_args(list(vllm_argv))
+    if not known.model:
+        return False
+    check_model_source(known.model, known.revision)
+    return True
+
+
+def _log_to_stderr(logger: logging.Logger) -> None:
+    """Our own INFO lines (serving on ..., client went away, ...) on stderr.
+
+    vLLM sets up its own loggers and leaves the root logger at WARNING, so without this the
+    launcher's INFO messages were silently dropped.
+    """
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -197,6 +224,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     os.environ.setdefault("DO_NOT_TRACK", "1")
     try:
         opts, vllm_argv = split_args(argv)
+        checked = early_model_check(vllm_argv)  # before vLLM's imports, which take a while
         lora_fix.install()
         from vllm.entrypoints.launchers.cli_args import validate_parsed_serve_args
         from vllm.entrypoints.serve.utils.api_utils import cli_env_setup
@@ -206,7 +234,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         default_cpu_kv_cache()
         args = parse_vllm_args(vllm_argv)
         configure_logging_from_args(args)
-        check_model_source(args.model, getattr(args, "revision", None))
+        _log_to_stderr(log)
+        if not checked:
+            check_model_source(args.model, getattr(args, "revision", None))
         state = configure_adapters(args, opts, vllm_argv)
         validate_parsed_serve_args(args)
     except OptionsError as e:

@@ -37,6 +37,7 @@ class LauncherOptions:
     strengths: dict[str, float] = field(default_factory=dict)
     config_path: Path | None = None
     max_queue_depth: int = 0  # 0: no limit of our own
+    max_request_bytes: int = 16 * 2**20  # request bodies above get 413; 0: no limit
     prepared_dir: Path | None = None
 
 
@@ -46,6 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--adapter-dir", type=Path, default=DEFAULT_ADAPTER_DIR)
     p.add_argument("--config", "--kaito-config-file", dest="config", type=Path, default=None)
     p.add_argument("--max-queue-depth", type=int, default=0)
+    p.add_argument("--max-request-bytes", type=int, default=LauncherOptions.max_request_bytes)
     p.add_argument("--prepared-adapter-dir", dest="prepared_dir", type=Path, default=None)
     # Accepted for compatibility with upstream's wrapper; the value is not used.
     p.add_argument("--kaito-adapters-dir", dest="adapter_dir_compat", type=Path, default=None)
@@ -63,8 +65,11 @@ def parse_strength(text: str) -> tuple[str, float]:
         raise OptionsError(
             f"--adapter-strength {text!r}: strength {value!r} is not a number"
         ) from None
-    if not math.isfinite(strength):
-        raise OptionsError(f"--adapter-strength {text!r}: strength must be a finite number")
+    if not math.isfinite(strength) or not 0.0 <= strength <= 1.0:
+        raise OptionsError(
+            f"--adapter-strength {text!r}: strength must be between 0 and 1 (as the Workspace "
+            "API allows)"
+        )
     return name, strength
 
 
@@ -73,10 +78,13 @@ def split_args(argv: Sequence[str]) -> tuple[LauncherOptions, list[str]]:
     ns, rest = _parser().parse_known_args(list(argv))
     if ns.max_queue_depth < 0:
         raise OptionsError("--max-queue-depth must be 0 (no limit) or a positive number")
+    if ns.max_request_bytes < 0:
+        raise OptionsError("--max-request-bytes must be 0 (no limit) or a positive number")
     opts = LauncherOptions(
         adapter_dir=ns.adapter_dir_compat or ns.adapter_dir,
         strengths=dict(parse_strength(s) for s in ns.adapter_strength),
         max_queue_depth=ns.max_queue_depth,
+        max_request_bytes=ns.max_request_bytes,
         prepared_dir=ns.prepared_dir,
     )
     if ns.config is not None:
@@ -171,6 +179,6 @@ def strengths_from_env(
             strength = float(value)
         except ValueError:
             continue
-        if math.isfinite(strength):
+        if math.isfinite(strength) and 0.0 <= strength <= 1.0:
             out[name] = strength
     return out

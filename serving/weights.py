@@ -25,8 +25,30 @@ def hub_endpoint() -> str:
     return os.environ.get("HF_ENDPOINT", DEFAULT_HUB).rstrip("/")
 
 
+def _request(url: str, token: str | None, method: str = "GET") -> urllib.request.Request:
+    request = urllib.request.Request(url, headers={"User-Agent": "kaito-serving"}, method=method)
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    return request
+
+
+def _access_error(endpoint: str, model: str, code: int, token: str | None) -> OptionsError:
+    how = (
+        "the HF_TOKEN from presetOptions.modelAccessSecret was refused; accept the model's "
+        "terms on the hub with that token's account"
+        if token
+        else "set presetOptions.modelAccessSecret to a Secret whose HF_TOKEN can read it"
+    )
+    return OptionsError(f"the model hub {endpoint} refused access to {model} (HTTP {code}): {how}")
+
+
 def check_model_source(model: str, revision: str | None = None, timeout: float = 10.0) -> None:
-    """Raise OptionsError when `model` (a directory or a hub repository) cannot be loaded."""
+    """Raise OptionsError when `model` (a directory or a hub repository) cannot be loaded.
+
+    The hub answers a missing repository with 401 to anonymous callers, and a gated one's
+    metadata to anyone: its ``X-Error-Code`` and the ``gated`` flag tell them apart, and a gated
+    model's config.json is asked for with the token, as vLLM will.
+    """
     if model.startswith("/"):
         path = Path(model)
         if not (path / "config.json").is_file():
@@ -38,28 +60,32 @@ def check_model_source(model: str, revision: str | None = None, timeout: float =
     if os.environ.get("HF_HUB_OFFLINE") == "1":
         return  # offline by choice: vLLM reads its cache and says what is missing
     endpoint = hub_endpoint()
-    url = f"{endpoint}/api/models/{model}/revision/{revision or 'main'}"
-    request = urllib.request.Request(url, headers={"User-Agent": "kaito-serving"})
+    rev = revision or "main"
     token = os.environ.get("HF_TOKEN")
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as resp:
-            json.load(resp)
+        url = f"{endpoint}/api/models/{model}/revision/{rev}"
+        with urllib.request.urlopen(_request(url, token), timeout=timeout) as resp:
+            info = json.load(resp)
+        if isinstance(info, dict) and info.get("gated"):
+            if not token:
+                raise OptionsError(
+                    f"{model} on {endpoint} is gated: set presetOptions.modelAccessSecret to a "
+                    "Secret whose HF_TOKEN has been granted access"
+                )
+            config = f"{endpoint}/{model}/resolve/{rev}/config.json"
+            with urllib.request.urlopen(_request(config, token, "HEAD"), timeout=timeout):
+                pass
+    except OptionsError:
+        raise
     except urllib.error.HTTPError as err:
+        code = err.headers.get("X-Error-Code", "") if err.headers else ""
+        if code == "RepoNotFound" or (err.code == 404 and code != "GatedRepo"):
+            private = "" if token else " (a private one needs presetOptions.modelAccessSecret)"
+            raise OptionsError(
+                f"model {model} (revision {rev}) was not found on {endpoint}{private}"
+            ) from None
         if err.code in (401, 403):
-            how = (
-                "the HF_TOKEN from presetOptions.modelAccessSecret was refused"
-                if token
-                else "set presetOptions.modelAccessSecret to a Secret whose HF_TOKEN can read it"
-            )
-            raise OptionsError(
-                f"the model hub {endpoint} refused access to {model} (HTTP {err.code}): {how}"
-            ) from None
-        if err.code == 404:
-            raise OptionsError(
-                f"model {model} (revision {revision or 'main'}) was not found on {endpoint}"
-            ) from None
+            raise _access_error(endpoint, model, err.code, token) from None
         raise OptionsError(
             f"the model hub {endpoint} answered HTTP {err.code} for {model}"
         ) from None

@@ -1,8 +1,10 @@
 """The `kaito` command (also the kubectl plugin `kubectl-kaito`).
 
-Offline verbs (presets, skus, plan) use only the catalog; cluster verbs (status, deploy,
-get-endpoint) talk to the API server through kubernetes-asyncio with the user's kubeconfig; chat
-posts to a URL the user can reach (a port-forward), never to a cluster-internal address.
+Offline verbs (presets, skus, plan) use the catalog, and read a model's metadata from the hub
+(HF_ENDPOINT, HF_TOKEN as the Hugging Face libraries read them) when the Workspace names a hub id
+the catalog lacks; cluster verbs (status, deploy, get-endpoint) talk to the API server through
+kubernetes-asyncio with the user's kubeconfig; chat posts to a URL the user can reach (a
+port-forward), never to a cluster-internal address.
 Errors are one line on stderr: exit 1 for a failed action, 2 for bad usage.
 """
 
@@ -24,7 +26,8 @@ import yaml
 from kaito.presets import CatalogError, SpecError, get_preset, get_sku, list_presets, list_skus
 from kaito.presets.catalog import Preset
 from kaito.presets.estimator import estimate
-from kaito.presets.plan import Plan, plan_workspace
+from kaito.presets.hub_sizing import is_hub_id, kv_formula
+from kaito.presets.plan import Plan, hub_model, plan_workspace
 from kaito.presets.skus import Sku
 
 PROG = "kaito"
@@ -155,6 +158,58 @@ def _read_workspace(path: str) -> dict[str, Any]:
     return doc
 
 
+async def _read_hub_preset(name: str) -> Preset:
+    from kaito.hub import HubClient, HubPresets  # noqa: PLC0415 (only for hub ids)
+
+    async with HubClient() as client:
+        return await HubPresets(client).preset(name, token=os.environ.get("HF_TOKEN") or None)
+
+
+def _hub_presets(doc: Mapping[str, Any]) -> dict[str, Preset]:
+    """The preset a Workspace names by hub id, read from the hub (empty for curated presets)."""
+    found = hub_model(doc)
+    if found is None:
+        return {}
+    return {found[0]: _run(_read_hub_preset(found[0]))}
+
+
+def _sizing_lines(p: Preset) -> list[str]:
+    """Where each figure of a hub-sized preset came from."""
+    source = p.provenance
+    rows = [
+        ("weights", f"{_size(p.param_bytes)} ({p.param_bytes:,} bytes)", source.get("weights")),
+        ("dtype", p.dtype + (f", {p.quantization}" if p.quantization else ""), source.get("dtype")),
+        ("layers", str(p.num_layers), source.get("num_layers")),
+        ("KV heads", str(p.num_kv_heads), source.get("num_kv_heads")),
+        ("head dim", str(p.head_dim), source.get("head_dim")),
+    ]
+    if p.kv_lora_rank is not None:
+        rows.append(("MLA rank", f"{p.kv_lora_rank} + {p.qk_rope_head_dim}", "config"))
+    window = f"{p.sliding_window} on {p.sliding_window_layers} layers" if p.sliding_window else ""
+    rows += [
+        ("KV/token", f"{p.kv_bytes_per_token:,} bytes", kv_formula(p)),
+        ("window", window or "none", source.get("sliding_window")),
+        ("context", str(p.context_limit), source.get("context")),
+        ("arch", p.architecture or "-", source.get("architecture")),
+    ]
+    if p.tool_parser or p.reasoning_parser:
+        rows.append(
+            (
+                "parsers",
+                f"tool {p.tool_parser or '-'}, reasoning {p.reasoning_parser or '-'}",
+                source.get("parsers"),
+            )
+        )
+    lines = [f"Sized from: {source.get('source', 'the model hub')}"]
+    lines += [f"  {label:<9} {value:<28} {why or ''}".rstrip() for label, value, why in rows]
+    lines += [
+        f"  note      {source[key]}"
+        for key in ("format", "generation", "remote_code")
+        if key in source
+    ]
+    return lines
+
+
 def _plan_json(plan: Plan) -> dict[str, Any]:
     return {
         "workspace": plan.name,
@@ -162,6 +217,16 @@ def _plan_json(plan: Plan) -> dict[str, Any]:
         "apiVersion": plan.api_version,
         "mode": plan.mode,
         "preset": plan.preset.name if plan.preset else None,
+        "presetSource": (
+            {
+                "origin": plan.preset.origin,
+                "model": plan.preset.hf_id,
+                "kvBytesPerToken": plan.preset.kv_bytes_per_token,
+                "provenance": plan.preset.provenance,
+            }
+            if plan.preset
+            else None
+        ),
         "instanceType": plan.sku.name if plan.sku else None,
         "estimate": plan.estimate.model_dump(mode="json") if plan.estimate else None,
         "container": plan.launch.model_dump(mode="json") if plan.launch else None,
@@ -177,6 +242,8 @@ def _plan_text(plan: Plan) -> str:
         lines.append(
             f"Preset:     {p.name} ({p.hf_id}, {_size(p.param_bytes)}, context {p.context_limit})"
         )
+        if p.origin == "hub":
+            lines += _sizing_lines(p)
         registry = os.environ.get("PRESET_REGISTRY_NAME", "kaito-py").rstrip("/")
         if p.image_repository:
             source = f"image {registry}/{p.image_repository}:{p.image_tag} (init container)"
@@ -220,7 +287,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
         if loaded is not None and not isinstance(loaded, dict):
             raise CliError(f"{args.config}: expected inference_config.yaml (a YAML mapping)")
         config = loaded or {}
-    plan = plan_workspace(doc, inference_config=config)
+    plan = plan_workspace(
+        doc,
+        inference_config=config,
+        hub_presets=_hub_presets(doc),
+        hub_endpoint=os.environ.get("HF_ENDPOINT") or None,
+    )
     print(json.dumps(_plan_json(plan), indent=2) if args.json else _plan_text(plan))
     return 0
 
@@ -290,6 +362,70 @@ def status_rows(items: Sequence[Mapping[str, Any]], now: dt.datetime) -> list[li
     return rows
 
 
+INFERENCESET_LABEL = "inferenceset.kaito.sh/created-by"
+
+
+def _condition_text(obj: Mapping[str, Any], kind: str) -> str:
+    """ "True", or "False/Reason" (the reason says why), or "-" when absent."""
+    for condition in (obj.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == kind:
+            status = str(condition.get("status", ""))
+            reason = condition.get("reason")
+            return status if status == "True" or not reason else f"{status}/{reason}"
+    return "-"
+
+
+def inferenceset_rows(
+    sets: Sequence[Mapping[str, Any]],
+    workspaces: Sequence[Mapping[str, Any]],
+    now: dt.datetime,
+) -> list[list[str]]:
+    """One row per InferenceSet: its replica counts, autoscaler, and replica Workspaces."""
+    rows = [
+        ["INFERENCESET", "REPLICAS", "READY", "UPDATED", "AUTOSCALER", "REPLICA WORKSPACES", "AGE"]
+    ]
+    for obj in sets:
+        meta = obj.get("metadata") or {}
+        name = str(meta.get("name", ""))
+        status = obj.get("status") or {}
+        members = sorted(
+            str((w.get("metadata") or {}).get("name", ""))
+            + ("(ready)" if _condition(w, "WorkspaceSucceeded") == "True" else "(not ready)")
+            for w in workspaces
+            if ((w.get("metadata") or {}).get("labels") or {}).get(INFERENCESET_LABEL) == name
+        )
+        rows.append(
+            [
+                name,
+                str((obj.get("spec") or {}).get("replicas", 1)),
+                str(status.get("readyReplicas", 0)),
+                str(status.get("updatedReplicas", 0)),
+                _condition_text(obj, "AutoscalerReady"),
+                ",".join(members) or "-",
+                _age(meta.get("creationTimestamp"), now),
+            ]
+        )
+    return rows
+
+
+async def _get_inferencesets(namespace: str) -> list[Mapping[str, Any]]:
+    """The namespace's InferenceSets; none when the cluster does not serve the kind."""
+    from kubernetes_asyncio import client  # noqa: PLC0415
+
+    api = await _api_client()
+    async with api:
+        custom = client.CustomObjectsApi(api)
+        try:
+            listed = await custom.list_namespaced_custom_object(
+                GROUP, "v1beta1", namespace, "inferencesets"
+            )
+        except Exception as err:
+            if getattr(err, "status", None) == 404:
+                return []
+            raise _api_error(err, f"inferencesets in {namespace}") from None
+        return list(listed.get("items", []))
+
+
 async def _api_client() -> Any:
     from kubernetes_asyncio import client, config  # noqa: PLC0415 (cluster verbs only)
 
@@ -342,23 +478,46 @@ async def _get_workspaces(namespace: str, name: str | None) -> list[Mapping[str,
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    items = _run(_get_workspaces(args.namespace, args.name))
+    sets = _run(_get_inferencesets(args.namespace))
+    if args.name:
+        chosen = [s for s in sets if (s.get("metadata") or {}).get("name") == args.name]
+        if chosen:  # an InferenceSet: it and its replicas
+            sets = chosen
+            items = [
+                w
+                for w in _run(_get_workspaces(args.namespace, None))
+                if ((w.get("metadata") or {}).get("labels") or {}).get(INFERENCESET_LABEL)
+                == args.name
+            ]
+        else:
+            sets, items = [], _run(_get_workspaces(args.namespace, args.name))
+    else:
+        items = _run(_get_workspaces(args.namespace, None))
     if args.json:
-        print(json.dumps(items, indent=2, default=str))
+        print(json.dumps([*items, *sets], indent=2, default=str))
         return 0
-    if not items:
+    if not items and not sets:
         print(f"No workspaces in namespace {args.namespace}.")
         return 0
-    print(_table(status_rows(items, dt.datetime.now(dt.UTC))))
+    now = dt.datetime.now(dt.UTC)
+    if items:
+        print(_table(status_rows(items, now)))
+    if sets:
+        if items:
+            print()
+        print(_table(inferenceset_rows(sets, items, now)))
     return 0
 
 
 def deploy_manifest(args: argparse.Namespace) -> dict[str, Any]:
     """A v1beta1 Workspace for `kaito deploy`, checked against the catalog before it is sent."""
     preset = get_preset(args.model)
+    if preset is None and is_hub_id(args.model):
+        preset = _run(_read_hub_preset(args.model.strip()))
     if preset is None:
         raise CliError(
-            f"--model: unknown preset {args.model!r}; `kaito presets` lists the known ones"
+            f"--model: unknown preset {args.model!r}; `kaito presets` lists the curated ones, "
+            "and a Hugging Face model id (owner/name) is sized from the hub"
         )
     sku = get_sku(args.instance_type)
     if sku is None:
@@ -372,7 +531,9 @@ def deploy_manifest(args: argparse.Namespace) -> dict[str, Any]:
     }
     if args.count:
         resource["count"] = args.count
-    inference: dict[str, Any] = {"preset": {"name": preset.name}}
+    inference: dict[str, Any] = {
+        "preset": {"name": preset.hf_id if preset.origin == "hub" else preset.name}
+    }
     if args.config:
         inference["config"] = args.config
     return {
@@ -537,8 +698,10 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     pl.add_argument("--config", help="the inference_config.yaml that inference.config names")
     pl.add_argument("--json", action="store_true", help="machine-readable output")
 
-    st = add("status", cmd_status, "show workspaces and their readiness")
-    st.add_argument("name", nargs="?", help="one workspace (default: all in the namespace)")
+    st = add("status", cmd_status, "show workspaces, InferenceSets and their readiness")
+    st.add_argument(
+        "name", nargs="?", help="one workspace or InferenceSet (default: all in the namespace)"
+    )
     namespace(st)
     st.add_argument("--json", action="store_true", help="print the objects as JSON")
 

@@ -15,7 +15,7 @@ KNOWN: Mapping[str, tuple[bool, bool]] = {
     "vLLM": (True, True),
     "disableNodeAutoProvisioning": (False, True),
     "gatewayAPIInferenceExtension": (False, False),
-    "enableInferenceSetController": (True, False),
+    "enableInferenceSetController": (True, True),
     "enableMIG": (False, True),
     "enableAccelerator": (False, True),
     "enableMultiRoleInferenceController": (False, False),

@@ -12,51 +12,38 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
 import sys
-from collections.abc import Callable, Mapping, Sequence
+import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from kaito import featuregates
 from kaito.api import Workspace
-from kaito.api import constants as C
-from kaito.controllers import machine
+from kaito.controllers import garbage, inferenceset, machine, workspace_watches
 from kaito.controllers import metrics as kaito_metrics
-from kaito.controllers.workspace import (
-    CONFIGMAP,
-    CONTROLLER_REVISION,
-    JOB,
-    MACHINE,
-    NODECLAIM,
-    WORKSPACE,
-    WorkspaceReconciler,
-    WorkspaceSettings,
-    requests_for_labels,
-)
+from kaito.controllers.activator import Activator
+from kaito.controllers.claim_liveness import REGISTRATION_TIMEOUT_S
+from kaito.controllers.common import MACHINE, NODECLAIM, WORKSPACE, WorkspaceSettings
+from kaito.controllers.workspace import WorkspaceReconciler
 from kaito.presets import get_sku
 from kaito.provisioner.base import NodeProvisioner
 from kaito.provisioner.kwok import KwokProvisioner
 from kaito.runtime.cache import Cache
 from kaito.runtime.client import Client
 from kaito.runtime.errors import AlreadyExists, NotFound
-from kaito.runtime.gvk import GVK, NODE, POD, SERVICE, STATEFULSET
-from kaito.runtime.handlers import EnqueueForOwner, EnqueueMapped
-from kaito.runtime.leaderelection import LeaderElection
+from kaito.runtime.gvk import NODE
+from kaito.runtime.handlers import EnqueueMapped
+from kaito.runtime.leaderelection import LeaderElection, LeadershipLost
+from kaito.runtime.logs import LOG_FORMATS, setup_logging
 from kaito.runtime.manager import Manager
-from kaito.runtime.objects import KObject, to_dict
-from kaito.runtime.predicates import (
-    annotations_changed,
-    any_of,
-    generation_changed,
-    labels_changed,
-)
-from kaito.runtime.request import Request
+from kaito.runtime.objects import to_dict
 
 log = logging.getLogger("kaito.operator")
 
-PROVISIONERS = ("kwok", "azure", "byo")
-# One selector for every NodeClaim watch: two informers of one kind with different
-# selectors would let a controller read a copy older than the event that woke it.
-CLAIM_SELECTOR = f"{C.LABEL_KARPENTER_NODEPOOL}={C.KAITO_NODEPOOL}"
+# external: NodeClaims are created and deleted here and fulfilled by a provisioner already in
+# the cluster (gpu-provisioner, Karpenter); the operator never touches the nodes themselves.
+PROVISIONERS = ("kwok", "azure", "byo", "external")
 
 
 class ClientNodes:
@@ -141,9 +128,38 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=_env("feature-gates", ""),
         help="upstream's gates, e.g. vLLM=true,disableNodeAutoProvisioning=false",
     )
+    p.add_argument(
+        "--activator-port",
+        type=int,
+        default=int(_env("activator-port", "0") or 0),
+        help="serve scale-to-zero InferenceSets' requests on this port (0: off)",
+    )
+    p.add_argument(
+        "--activator-host",
+        default=_env("activator-host")
+        or f"kaito-activator.{os.environ.get('POD_NAMESPACE') or 'kaito-system'}.svc.cluster.local",
+        help="DNS name of the activator's Service (scale-to-zero Services point there)",
+    )
     p.add_argument("--workers", type=int, default=int(_env("workers", "20") or 20))
-    p.add_argument("--gc-interval", type=float, default=60.0, help="node garbage collection (s)")
+    p.add_argument(
+        "--gc-interval",
+        type=float,
+        default=float(_env("gc-interval", "60") or 60),
+        help="seconds between garbage collection of orphaned NodeClaims and nodes",
+    )
+    p.add_argument(
+        "--registration-timeout",
+        type=float,
+        default=float(_env("registration-timeout", str(REGISTRATION_TIMEOUT_S)) or 900),
+        help="seconds a launched node may take to register before its claim is replaced",
+    )
     p.add_argument("--log-level", default=_env("log-level", "info"))
+    p.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default=_env("log-format", "text"),
+        help="json: one object per line with controller, key and reconcile_id fields",
+    )
     args = p.parse_args(argv)
     if args.workers < 1:
         p.error("--workers must be at least 1")
@@ -168,23 +184,23 @@ def build_provisioner(name: str, client: Client, cache: Cache) -> NodeProvisione
     return None
 
 
-def _map(fn: Callable[[KObject], Any]) -> EnqueueMapped:
-    return EnqueueMapped(lambda obj: list(fn(obj)))
-
-
-def build(mgr: Manager, args: argparse.Namespace) -> NodeProvisioner | None:
+def build(
+    mgr: Manager, args: argparse.Namespace, activator: Activator | None = None
+) -> NodeProvisioner | None:
     """Register the controllers and watches on `mgr`; returns the node backend, if any."""
     mgr.scheme.register(WORKSPACE, Workspace)
     claim_gvk = MACHINE if args.legacy_machines else NODECLAIM
     settings = WorkspaceSettings(
         node_provisioner=args.node_provisioner,
-        claims_finalized_by_us=args.node_provisioner != "byo",
+        claims_finalized_by_us=args.node_provisioner not in ("byo", "external"),
         claim_gvk=claim_gvk,
         serving_image=args.serving_image,
         preset_registry=args.preset_registry,
         plain_http_registries=frozenset(
             r.strip() for r in args.plain_http_registries.split(",") if r.strip()
         ),
+        # the model hub, as the Hugging Face libraries read it; passed on to the serving pods
+        hub_endpoint=(os.environ.get("HF_ENDPOINT") or "").rstrip("/") or None,
     )
     cache = mgr.cache
     provisioner = build_provisioner(args.node_provisioner, mgr.client, cache)
@@ -195,48 +211,8 @@ def build(mgr: Manager, args: argparse.Namespace) -> NodeProvisioner | None:
         settings,
         cloud_skus=getattr(provisioner, "describe_instance_type", None),
     )
-
-    def workspaces_selecting(node: KObject) -> list[Request]:
-        """A node wakes the Workspace that owns it, or those whose selector it matches (BYO)."""
-        labels = node.labels
-        owned = list(requests_for_labels(labels))
-        if owned or C.LABEL_KARPENTER_NODEPOOL in labels:
-            return owned
-        out: dict[Request, None] = {}
-        for key, value in labels.items():
-            for entry in cache.entries(WORKSPACE, index=(SELECTOR_INDEX, f"{key}={value}")):
-                obj = cache.get(WORKSPACE, entry.namespace, entry.name)
-                if obj is None:
-                    continue
-                match = to_dict(obj)["resource"]["labelSelector"].get("matchLabels") or {}
-                if all(labels.get(k) == v for k, v in match.items()):
-                    out[Request(entry.namespace, entry.name)] = None
-        return list(out)
-
     workspace_ctrl = mgr.controller("workspace", ws, workers=args.workers)
-    cache.add_index(WORKSPACE, SELECTOR_INDEX, selector_pairs)
-    (
-        workspace_ctrl.watches(
-            WORKSPACE,
-            predicates=[any_of(generation_changed, labels_changed, annotations_changed)],
-        )
-        .watches(STATEFULSET, EnqueueForOwner(WORKSPACE), label_selector=C.LABEL_WORKSPACE_NAME)
-        .watches(JOB, EnqueueForOwner(WORKSPACE), label_selector=C.LABEL_WORKSPACE_NAME)
-        .watches(CONFIGMAP, EnqueueForOwner(WORKSPACE), label_selector=C.LABEL_WORKSPACE_NAME)
-        .watches(SERVICE, EnqueueForOwner(WORKSPACE), label_selector=C.LABEL_WORKSPACE_NAME)
-        .watches(
-            CONTROLLER_REVISION,
-            EnqueueForOwner(WORKSPACE),
-            label_selector=C.LABEL_REVISION_WORKSPACE_NAME,
-        )
-        .watches(POD, _map(_pod_owner), label_selector=C.LABEL_WORKSPACE_NAME)
-        .watches(
-            claim_gvk,
-            _map(lambda c: requests_for_labels(c.labels)),
-            label_selector=CLAIM_SELECTOR,
-        )
-        .watches(NODE, _map(workspaces_selecting))
-    )
+    workspace_watches.watch(workspace_ctrl, cache, claim_gvk, ws.claims.expectations)
 
     kaito_metrics.register(
         mgr.metrics.registry,
@@ -253,33 +229,49 @@ def build(mgr: Manager, args: argparse.Namespace) -> NodeProvisioner | None:
             provisioner=provisioner,
             claim_gvk=claim_gvk,
             gpus_of=sku_gpus,
+            registration_timeout_s=args.registration_timeout,
         )
-        (
+        machine_ctrl = (
             mgr.controller("machine", mc, workers=args.workers)
-            .watches(claim_gvk, label_selector=CLAIM_SELECTOR)
-            .watches(NODE, _map(machine.requests_for_node))
+            .watches(claim_gvk, label_selector=workspace_watches.CLAIM_SELECTOR)
+            .watches(NODE, EnqueueMapped(machine.requests_for_node))
+        )
+        mc.enqueue = machine_ctrl.queue.add
+        provisioner.on_settled = mc.wake  # a finished cloud operation wakes its claim
+    if featuregates.parse(args.feature_gates).enabled("enableInferenceSetController"):
+        inferenceset.register(
+            mgr,
+            byo=args.node_provisioner == "byo",
+            workers=args.workers,
+            activator=activator,
+            activator_host=args.activator_host if activator is not None else None,
         )
     return provisioner
 
 
-SELECTOR_INDEX = "matchLabels"
-
-
-def selector_pairs(obj: Mapping[str, Any]) -> list[str]:
-    """Index a Workspace by each `key=value` of its resource.labelSelector.matchLabels."""
-    resource = obj.get("resource") or {}
-    match = (resource.get("labelSelector") or {}).get("matchLabels") or {}
-    return [f"{k}={v}" for k, v in match.items()]
-
-
-def _pod_owner(pod: KObject) -> list[Request]:
-    name = pod.labels.get(C.LABEL_WORKSPACE_NAME)
-    return [Request(pod.namespace, name)] if name else []
+def start_garbage_collector(
+    mgr: Manager, provisioner: NodeProvisioner | None, args: argparse.Namespace
+) -> asyncio.Task[None] | None:
+    """The periodic collection of orphaned claims and node resources (with a backend)."""
+    if provisioner is None:
+        return None
+    return asyncio.create_task(
+        garbage.run_garbage_collector(
+            mgr.client,
+            provisioner,
+            mgr.cache,
+            MACHINE if args.legacy_machines else NODECLAIM,
+            interval_s=args.gc_interval,
+            is_leader=lambda: mgr.is_leader,
+        ),
+        name="garbage collector",
+    )
 
 
 async def run(args: argparse.Namespace) -> int:
+    identity = f"{socket.gethostname()}_{uuid.uuid4()}"
     election = (
-        LeaderElection(args.leader_election_namespace, "kaito-operator")
+        LeaderElection(args.leader_election_namespace, "kaito-operator", identity=identity)
         if args.leader_elect
         else None
     )
@@ -289,23 +281,23 @@ async def run(args: argparse.Namespace) -> int:
         health_port=args.health_port,
         bind_address=args.bind_address,
         leader_election=election,
+        # tells the replicas apart in the apiserver's audit log
+        user_agent=f"kaito-operator/{identity}",
     )
-    provisioner = build(mgr, args)
-    gc_task: asyncio.Task[None] | None = None
-    if provisioner is not None:
-        claim_gvk: GVK = MACHINE if args.legacy_machines else NODECLAIM
-        gc_task = asyncio.create_task(
-            machine.run_garbage_collector(
-                provisioner,
-                mgr.cache,
-                claim_gvk,
-                interval_s=args.gc_interval,
-                is_leader=lambda: mgr.is_leader,
-            )
-        )
+    activator = (
+        Activator(mgr.client, mgr.cache, inferenceset.INFERENCESET, registry=mgr.metrics.registry)
+        if args.activator_port
+        else None
+    )
+    provisioner = build(mgr, args, activator)
+    if activator is not None:
+        await activator.start(args.bind_address, args.activator_port)
+    gc_task = start_garbage_collector(mgr, provisioner, args)
     try:
         await mgr.run()
     finally:
+        if activator is not None:
+            await activator.stop()
         if gc_task is not None:
             gc_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -317,15 +309,16 @@ async def run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(
-        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
+    setup_logging(
+        getattr(logging, str(args.log_level).upper(), logging.INFO), log_format=args.log_format
     )
     try:
         return asyncio.run(run(args))
     except KeyboardInterrupt:
         return 130
+    except LeadershipLost as exc:  # a standby leads now; restart and queue up behind it
+        print(f"kaito-operator: {exc}", file=sys.stderr)
+        return 1
     except (OSError, ValueError) as exc:
         print(f"kaito-operator: {exc}", file=sys.stderr)
         return 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import urllib.error
 import urllib.request
@@ -24,6 +25,31 @@ def serving_python() -> Path | None:
     if venv is None or not (venv / ".kaito-serving-env-complete").exists():
         return None
     return venv / "bin" / "python3"
+
+
+def tiny_model() -> Path:
+    """The tests' tiny model (built once by tests.serving.tiny_model): model/ and adapters/."""
+    py = serving_python()
+    assert py is not None, "serving venv absent: run hack/serving-env"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    out = subprocess.run(
+        [str(py), "-m", "tests.serving.tiny_model"],
+        cwd=REPO, env=env, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return Path(out.stdout.strip().splitlines()[-1])
+
+
+def push_tiny_model(host: str, authfile: Path) -> dict[str, str]:
+    """Publish the tiny model's weights (the preset image) and one adapter to a registry."""
+    tiny = tiny_model()
+    weights = f"{host}/kaito-tiny-llama-test:0.1.0"
+    adapter = f"{host}/tiny-adapter:0.1.0"
+    for src, ref in ((tiny / "model", weights), (tiny / "adapters" / "adapter-a", adapter)):
+        subprocess.run(
+            [str(REPO / "hack" / "push-model"), str(src), ref, "--authfile", str(authfile)],
+            check=True, capture_output=True, text=True,
+        )  # fmt: skip
+    return {"weights": weights, "adapter": adapter}
 
 
 def post(url: str, body: dict[str, Any]) -> tuple[int, Any]:

@@ -29,6 +29,10 @@ def test_launcher_flags_are_taken_out_and_the_rest_passed_through(tmp_path: Path
     assert opts.strengths == {"a": 0.5, "b": 1.0}
     assert opts.adapter_dir == tmp_path
     assert opts.max_queue_depth == 7
+    assert opts.max_request_bytes == 16 * 2**20
+    assert split_args(["--max-request-bytes", "0"])[0].max_request_bytes == 0
+    with pytest.raises(OptionsError, match="--max-request-bytes"):
+        split_args(["--max-request-bytes", "-1"])
     assert rest == ["--model", "/w", "--port", "5000"]
 
 
@@ -60,7 +64,7 @@ def test_bad_config_files_are_named(tmp_path: Path, text: str, match: str) -> No
         split_args(["--config", str(cfg)])
 
 
-@pytest.mark.parametrize("bad", ["a", "=1", "a=x", "a=nan"])
+@pytest.mark.parametrize("bad", ["a", "=1", "a=x", "a=nan", "a=2.5", "a=-1"])
 def test_bad_strengths_are_explained(bad: str) -> None:
     with pytest.raises(OptionsError, match="--adapter-strength"):
         split_args(["--adapter-strength", bad])
@@ -87,8 +91,8 @@ def test_discover_adapters(tmp_path: Path) -> None:
 
 
 def test_strengths_from_env_take_upstream_per_adapter_variables() -> None:
-    env = {"a": "0.25", "b": "notanumber", "PATH": "/bin"}
-    assert strengths_from_env(["a", "b", "c"], env) == {"a": 0.25}
+    env = {"a": "0.25", "b": "notanumber", "c": "2.5", "PATH": "/bin"}
+    assert strengths_from_env(["a", "b", "c", "d"], env) == {"a": 0.25}
 
 
 def test_chat_defaults_follow_the_old_server() -> None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ N = 12  # generated tokens per comparison
 PROMPTS = ["hello world", "the quick brown fox", "kaito serves a model", "one two three"]
 STRENGTH_B = 0.5
 QUEUE_DEPTH = 32
+MAX_REQUEST_BYTES = 12 * 2**20
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +46,8 @@ def server(tiny: TinyModel, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         f"adapter-b={STRENGTH_B}",
         "--max-queue-depth",
         str(QUEUE_DEPTH),
+        "--max-request-bytes",
+        str(MAX_REQUEST_BYTES),
         "--prepared-adapter-dir",
         str(work / "prepared"),
     )
@@ -276,6 +281,8 @@ def test_runtime_load_bad_path_is_404_and_server_stays_up(server: Server, tmp_pa
         ("/chat", {"prompt": "a", "generate_kwargs": {"max_lenght": 5}}, "max_lenght"),
         ("/chat", {"messages": [{"role": "wizard", "content": "b"}]}, "role"),
         ("/adapters", {"name": "x"}, "path"),
+        ("/adapters", {"name": "x", "path": "/a", "strength": 2.5}, "strength"),
+        ("/adapters", {"name": "x", "path": "/a", "strength": -1}, "strength"),
         ("/v1/chat/completions", {"model": "tiny"}, "messages"),
         ("/v1/completions", {"model": "tiny", "prompt": "a", "max_tokens": -3}, "max_tokens"),
     ],
@@ -330,3 +337,106 @@ def test_metrics_expose_vllm_and_kaito_series(server: Server) -> None:
     assert "vllm:generation_tokens_total" in names
     assert "kaito_serving_requests_rejected_total" in names
     assert "kaito_serving_adapters" in names
+
+
+# ---------------------------------------------------------------- the edge (issue 18, defect 13)
+
+
+def test_a_long_prompt_does_not_stall_the_event_loop(server: Server) -> None:
+    """Without max_new_tokens /chat counts the prompt's tokens; that must not block /health."""
+    import httpx
+
+    prompt = "hello world " * (10 * 2**20 // 12)  # 10 MB, as in the report
+
+    async def run() -> tuple[int, list[float]]:
+        async with httpx.AsyncClient(timeout=120) as client:
+            chat = asyncio.create_task(client.post(server.url + "/chat", json={"prompt": prompt}))
+            waits: list[float] = []
+            while not chat.done():
+                t0 = time.perf_counter()
+                r = await client.get(server.url + "/health")
+                assert r.status_code == 200
+                waits.append(time.perf_counter() - t0)
+                await asyncio.sleep(0.05)
+            return (await chat).status_code, waits
+
+    status, waits = asyncio.run(run())
+    # before: /health waited ~5 s (the whole tokenization); the bound leaves room for a busy
+    # machine (the body itself is still decoded on the loop: ~0.1 s for 10 MB)
+    assert max(waits) < 2.0, f"/health waited {max(waits):.2f}s behind the tokenizer: {waits}"
+    assert status == 400  # far longer than the model's context, and said so
+    assert len(waits) >= 5, "the request was too quick to show anything"
+
+
+@pytest.mark.parametrize("path", ["/chat", "/v1/completions", "/adapters"])
+def test_a_body_over_the_limit_is_413(server: Server, path: str) -> None:
+    import httpx
+
+    body = b'{"prompt": "' + b"a" * (MAX_REQUEST_BYTES + 1) + b'"}'
+    r = httpx.post(server.url + path, content=body, timeout=60)
+    assert r.status_code == 413, r.text
+    assert "--max-request-bytes" in r.json()["error"]["message"]
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: counted as it arrives
+        for _ in range(MAX_REQUEST_BYTES // 2**20 + 2):
+            yield b"a" * 2**20
+
+    r = httpx.post(server.url + path, content=chunks(), timeout=60)
+    assert r.status_code == 413, r.text
+    assert http("GET", server.url + "/health")[0] == 200
+
+
+def _raw(server: Server, request: bytes, hold_s: float) -> None:
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as conn:
+        conn.sendall(request)
+        time.sleep(hold_s)
+
+
+def test_a_client_that_goes_away_is_not_an_error(server: Server) -> None:
+    body = json.dumps({"prompt": "hello", "generate_kwargs": {"max_new_tokens": 200}}).encode()
+    mark = len(server.log.read_bytes())
+    # gone while sending its body, then gone while its answer is generated
+    _raw(server, b"POST /chat HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+         b"Content-Length: 1000\r\n\r\n" + body[:10], 0.2)  # fmt: skip
+    _raw(server, b"POST /chat HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+         + f"Content-Length: {len(body)}\r\n\r\n".encode() + body, 0.3)  # fmt: skip
+    time.sleep(2)
+    assert http("GET", server.url + "/health")[0] == 200
+    log = server.log.read_bytes()[mark:].decode(errors="replace")
+    assert "Traceback" not in log, log[-3000:]
+    assert "unhandled error" not in log
+    assert "client went away during POST /chat" in log
+
+
+def test_adapters_loaded_through_vllms_route_are_listed_and_counted(
+    server: Server, tiny: TinyModel
+) -> None:
+    def listed() -> dict[str, Any]:
+        return {a["name"]: a for a in http("GET", server.url + "/adapters")[1]["data"]}
+
+    def gauge() -> float:
+        text = http("GET", server.url + "/metrics")[1]
+        line = next(x for x in text.splitlines() if x.startswith("kaito_serving_adapters "))
+        return float(line.split()[1])
+
+    before, count = listed(), gauge()
+    assert count == len(before)
+    status, body = http(
+        "POST",
+        server.url + "/v1/load_lora_adapter",
+        {"lora_name": "via-vllm", "lora_path": str(tiny.adapter("adapter-a"))},
+    )
+    assert status == 200, body
+    try:
+        entry = listed()["via-vllm"]
+        assert entry["origin"] == "vllm" and entry["strength"] == 1.0
+        assert gauge() == count + 1
+        assert http("POST", server.url + "/adapters", {"name": "via-vllm", "path": "/x"})[0] == 409
+    finally:
+        status, body = http(
+            "POST", server.url + "/v1/unload_lora_adapter", {"lora_name": "via-vllm"}
+        )
+        assert status == 200, body
+    assert "via-vllm" not in listed()
+    assert gauge() == count

@@ -87,3 +87,24 @@ def test_empty_weights_directory_blames_the_init_container(tmp_path: Path) -> No
         check_model_source(str(tmp_path))
     (tmp_path / "config.json").write_text("{}")
     check_model_source(str(tmp_path))
+
+
+def test_the_launcher_refuses_missing_weights_before_importing_vllm(tmp_path: Path) -> None:
+    """A crash loop should say why at once, not after a minute of vLLM imports."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys\n"
+        "from serving import launcher\n"
+        "try:\n"
+        "    launcher.main(['--model', sys.argv[1]])\n"
+        "except SystemExit as e:\n"
+        "    print(e.code, 'vllm' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe, str(tmp_path)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.stdout.split() == ["2", "False"], done.stderr[-2000:]
+    assert "no config.json" in done.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -15,7 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kaito.cli import human_duration, main, status_rows
+from hack.hub import LocalHub
+from kaito.cli import human_duration, inferenceset_rows, main, status_rows
 
 DATA = Path(__file__).parent / "presets" / "data"
 SEED = DATA / "workspace-phi-3-mini.yaml"
@@ -330,3 +332,103 @@ def test_console_entry_point_runs() -> None:
 )
 def test_age_like_kubectl(seconds: int, text: str) -> None:
     assert human_duration(seconds) == text
+
+
+def test_inferenceset_rows_show_replicas_and_the_autoscaler() -> None:
+    now = dt.datetime(2026, 1, 2, 3, 0, tzinfo=dt.UTC)
+    sets = [
+        {
+            "metadata": {"name": "tiny", "creationTimestamp": "2026-01-02T02:58:00Z"},
+            "spec": {"replicas": 2},
+            "status": {
+                "readyReplicas": 1,
+                "updatedReplicas": 2,
+                "conditions": [
+                    {"type": "AutoscalerReady", "status": "False", "reason": "FailedGetPodsMetric"}
+                ],
+            },
+        }
+    ]
+    label = {"inferenceset.kaito.sh/created-by": "tiny"}
+    workspaces = [
+        {
+            "metadata": {"name": "tiny-0", "labels": label},
+            "status": {"conditions": [{"type": "WorkspaceSucceeded", "status": "True"}]},
+        },
+        {"metadata": {"name": "tiny-1", "labels": label}},
+        {"metadata": {"name": "other"}},
+    ]
+    rows = inferenceset_rows(sets, workspaces, now)
+    assert rows[0] == [
+        "INFERENCESET",
+        "REPLICAS",
+        "READY",
+        "UPDATED",
+        "AUTOSCALER",
+        "REPLICA WORKSPACES",
+        "AGE",
+    ]
+    assert rows[1] == [
+        "tiny",
+        "2",
+        "1",
+        "2",
+        "False/FailedGetPodsMetric",
+        "tiny-0(ready),tiny-1(not ready)",
+        "2m",
+    ]
+
+
+HUB_FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "hub"
+QWEN_EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "workspace-qwen3-0.6b-hub.yaml"
+
+
+@pytest.fixture(scope="module")
+def local_hub() -> Iterator[LocalHub]:
+    hub = LocalHub.start(roots=[HUB_FIXTURES])
+    yield hub
+    hub.stop()
+
+
+def test_plan_a_hub_model_shows_where_each_figure_came_from(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, local_hub: LocalHub
+) -> None:
+    monkeypatch.setenv("HF_ENDPOINT", local_hub.url)
+    code, out, err = run(capsys, "plan", "-f", str(QWEN_EXAMPLE))
+    assert code == 0, err
+    assert "Preset:     qwen3-0.6b (Qwen/Qwen3-0.6B, 1.40 GiB, context 40960)" in out
+    assert f"Sized from: config.json of {local_hub.url}/Qwen/Qwen3-0.6B@" in out
+    lines = {line.split()[0]: line for line in out.splitlines() if line.startswith("  ")}
+    assert "1,503,300,328 bytes" in lines["weights"] and "model.safetensors" in lines["weights"]
+    assert "2 (K and V) x 28 layers x 8 KV heads x 128 head dim x 2 bytes" in lines["KV/token"]
+    assert "config max_position_embeddings" in lines["context"]
+    assert "Qwen3ForCausalLM" in lines["arch"] and "supported list" in lines["arch"]
+    assert "Nodes:      1" in out and f"HF_ENDPOINT={local_hub.url}" in out
+    code, out, _ = run(capsys, "plan", "--json", "-f", str(QWEN_EXAMPLE))
+    source = json.loads(out)["presetSource"]
+    assert source["origin"] == "hub" and source["kvBytesPerToken"] == 114688
+    assert source["provenance"]["num_layers"] == "config num_hidden_layers"
+
+
+def test_plan_a_hub_model_without_a_hub_is_one_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    code, out, err = run(capsys, "plan", "-f", str(QWEN_EXAMPLE))
+    assert code == 1 and out == ""
+    assert_one_line_error(err)
+    assert "inference.preset.name: cannot reach the model hub" in err
+
+
+def test_deploy_takes_a_hub_id(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, local_hub: LocalHub
+) -> None:
+    monkeypatch.setenv("HF_ENDPOINT", local_hub.url)
+    code, out, err = run(
+        capsys, "deploy", "--workspace-name", "q", "--model", "Qwen/Qwen3-0.6B", "--dry-run"
+    )
+    assert code == 0, err
+    assert yaml.safe_load(out)["inference"]["preset"]["name"] == "Qwen/Qwen3-0.6B"

@@ -42,3 +42,10 @@ def test_operator_flag_disables_node_provisioning(capsys: pytest.CaptureFixture[
         parse_args(["--feature-gates=nope=true"])
     assert info.value.code == 2
     assert "unknown gate 'nope'" in capsys.readouterr().err
+
+
+def test_the_inferenceset_controller_gate_can_be_turned_off() -> None:
+    assert featuregates.parse("").enabled("enableInferenceSetController")
+    assert not featuregates.parse("enableInferenceSetController=false").enabled(
+        "enableInferenceSetController"
+    )

@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel
 
 from kaito.api import constants as c
+from kaito.api.inferenceset import InferenceSet, InferenceSetV1Alpha1
 from kaito.api.karpenter import Machine, NodeClaim
 from kaito.api.v1alpha1 import Workspace as WorkspaceV1Alpha1
 from kaito.api.v1beta1 import Workspace as WorkspaceV1Beta1
@@ -173,13 +174,22 @@ def _crd(  # noqa: PLR0917 - one call site per CRD, read as a table
     }
 
 
-def _version(name: str, schema: Schema, storage: bool, columns: list[Schema]) -> Schema:
+def _version(
+    name: str,
+    schema: Schema,
+    storage: bool,
+    columns: list[Schema],
+    scale: Schema | None = None,
+) -> Schema:
+    subresources: Schema = {"status": {}}
+    if scale is not None:
+        subresources["scale"] = scale
     return {
         "name": name,
         "served": True,
         "storage": storage,
         "schema": {"openAPIV3Schema": copy.deepcopy(schema)},
-        "subresources": {"status": {}},
+        "subresources": subresources,
         "additionalPrinterColumns": columns,
     }
 
@@ -198,6 +208,87 @@ def workspace_crd() -> Schema:
         ],
         short_names=["wk", "wks"],
         categories=["workspace"],
+    )
+
+
+INFERENCESET_COLUMNS: list[Schema] = [
+    {
+        "name": "Replicas",
+        "type": "integer",
+        "jsonPath": ".spec.replicas",
+        "description": "Desired replica Workspaces.",
+    },
+    {
+        "name": "ReadyReplicas",
+        "type": "integer",
+        "jsonPath": ".status.readyReplicas",
+        "description": "Replicas ready to serve.",
+    },
+    AGE,
+    {
+        "name": "UpdatedReplicas",
+        "type": "integer",
+        "jsonPath": ".status.updatedReplicas",
+        "description": "Replicas made from the current template.",
+        "priority": 1,
+    },
+    {
+        "name": "Selector",
+        "type": "string",
+        "jsonPath": ".status.selector",
+        "description": "Label selector of the replicas' pods.",
+        "priority": 1,
+    },
+]
+# `kubectl scale` and the HorizontalPodAutoscaler read and write the replica count here.
+INFERENCESET_SCALE: Schema = {
+    "specReplicasPath": ".spec.replicas",
+    "statusReplicasPath": ".status.replicas",
+    "labelSelectorPath": ".status.selector",
+}
+
+
+def without_transition_rules(schema: Schema) -> Schema:
+    """The schema minus the CEL rules that compare with ``oldSelf``.
+
+    A Workspace may not change its model or switch preset/template; an InferenceSet may, since
+    its replicas are replaced one at a time, so its copy of the inference schema drops them.
+    """
+    node = dict(schema)
+    rules = [r for r in node.get("x-kubernetes-validations", []) if "oldSelf" not in r["rule"]]
+    if rules:
+        node["x-kubernetes-validations"] = rules
+    else:
+        node.pop("x-kubernetes-validations", None)
+    if "properties" in node:
+        node["properties"] = {k: without_transition_rules(v) for k, v in node["properties"].items()}
+    for key in ("items", "additionalProperties"):
+        if isinstance(node.get(key), dict):
+            node[key] = without_transition_rules(node[key])
+    return node
+
+
+def inferenceset_crd() -> Schema:
+    """Both versions upstream serves; v1beta1 (adds template.resource.partition) is stored."""
+    versions = []
+    for version, model, storage in (
+        (c.V1ALPHA1, InferenceSetV1Alpha1, False),
+        (c.V1BETA1, InferenceSet, True),
+    ):
+        schema = openapi_schema(model)
+        template = schema["properties"]["spec"]["properties"]["template"]["properties"]
+        template["inference"] = without_transition_rules(template["inference"])
+        versions.append(
+            _version(version, schema, storage, INFERENCESET_COLUMNS, scale=INFERENCESET_SCALE)
+        )
+    return _crd(
+        c.GROUP,
+        c.INFERENCESET_KIND,
+        c.INFERENCESET_PLURAL,
+        "Namespaced",
+        versions,
+        short_names=["is", "isets"],
+        categories=["inferenceset"],
     )
 
 
@@ -262,7 +353,7 @@ def machine_crd() -> Schema:
 
 def render() -> dict[str, str]:
     """File name to YAML text for every CRD we ship."""
-    crds = [workspace_crd(), nodeclaim_crd(), machine_crd()]
+    crds = [workspace_crd(), inferenceset_crd(), nodeclaim_crd(), machine_crd()]
     out: dict[str, str] = {}
     for crd in crds:
         group = crd["spec"]["group"]

@@ -88,7 +88,9 @@ def pod_problem(pod: Mapping[str, Any]) -> Diagnosis | None:
             )
         # between restarts the kubelet shows the failed run itself (terminated) or the
         # back-off before the next one (waiting: CrashLoopBackOff, the failed run in lastState)
-        if term.get("exitCode") or reason == "CrashLoopBackOff":
+        # ...or, running again, not ready yet after a failed run (a slow start hides the loop)
+        restarted = cs.get("restartCount", 0) > 0 and not cs.get("ready") and last.get("exitCode")
+        if term.get("exitCode") or reason == "CrashLoopBackOff" or restarted:
             failed = term if term.get("exitCode") else last
             said = (failed.get("message") or "").strip()
             why = f": {said}" if said else ""
@@ -138,7 +140,7 @@ def node_problem(
     if not is_true(node, "Ready"):
         return Diagnosis(Reason.NODE_NOT_READY, f"node {name} is not Ready")
     allocatable = (node.get("status") or {}).get("allocatable") or {}
-    have = int(str(allocatable.get(resource, "0")) or 0)
+    have = whole_quantity(allocatable.get(resource, "0"))
     if have < gpus:
         return Diagnosis(
             Reason.NODE_PLUGINS_NOT_READY,
@@ -146,3 +148,29 @@ def node_problem(
             "is the NVIDIA device plugin running?",
         )
     return None
+
+
+_SUFFIXES = {
+    "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
+    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
+}  # fmt: skip
+
+
+def whole_quantity(value: object) -> int:
+    """A Kubernetes quantity ("2", "1k", "500m", 4) as a whole number; 0 when unreadable.
+
+    Nodes are written by others (kubelets, device plugins, people): a value this code does
+    not expect must read as "none", never stop the reconcile.
+    """
+    text = str(value).strip()
+    scale: float
+    for suffix in sorted(_SUFFIXES, key=len, reverse=True):
+        if text.endswith(suffix):
+            number, scale = text[: -len(suffix)], _SUFFIXES[suffix]
+            break
+    else:
+        number, scale = (text[:-1], 0.001) if text.endswith("m") else (text, 1)
+    try:
+        return max(0, int(float(number) * scale))
+    except ValueError:
+        return 0

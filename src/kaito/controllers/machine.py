@@ -8,7 +8,6 @@ On delete it removes the node first and only then releases the claim's finalizer
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import datetime as dt
 import logging
@@ -18,10 +17,24 @@ from typing import Any
 
 from kaito.api import constants as C
 from kaito.controllers import diagnosis
-from kaito.provisioner.base import NodeProvisioner, NodeRequest, NodeStatus, Phase, Taint
+from kaito.controllers.claim_liveness import (
+    REGISTRATION_TIMEOUT_REASON,
+    REGISTRATION_TIMEOUT_S,
+    BackendPolls,
+    registration_left,
+)
+from kaito.controllers.common import remove_finalizer, requeue_on_conflict
+from kaito.provisioner.base import (
+    NODECLAIM_LABEL,
+    NodeProvisioner,
+    NodeRequest,
+    NodeStatus,
+    Phase,
+    Taint,
+)
 from kaito.runtime.cache import Cache
-from kaito.runtime.client import Client
-from kaito.runtime.errors import ApiError, Conflict, NotFound
+from kaito.runtime.client import Client, Preconditions
+from kaito.runtime.errors import Conflict, NotFound
 from kaito.runtime.events import EventRecorder
 from kaito.runtime.gvk import GVK, NODE
 from kaito.runtime.objects import to_dict
@@ -29,8 +42,6 @@ from kaito.runtime.request import Request, Result
 
 log = logging.getLogger("kaito.controllers.machine")
 
-TERMINATION_FINALIZER = "karpenter.sh/termination"
-NODECLAIM_LABEL = "kaito.sh/nodeclaim"
 LIFECYCLE = ("Launched", "Registered", "Initialized", "Ready")
 RETRY_FAILED_LAUNCH_S = 15.0
 STATUS_SETTLE_S = 5.0
@@ -82,7 +93,12 @@ def claim_conditions(
     old = {c.get("type"): dict(c) for c in existing}
     wanted: dict[str, tuple[str, str, str]] = {}
     if backend is None or backend.phase is Phase.PENDING:
-        wanted["Launched"] = ("Unknown", "Launching", "asked the node provisioner for a node")
+        # the backend's own words when it has them (a pool being created, replaced, deleted)
+        wanted["Launched"] = (
+            "Unknown",
+            (backend and backend.reason) or "Launching",
+            (backend and backend.message) or "asked the node provisioner for a node",
+        )
     elif backend.phase is Phase.FAILED:
         wanted["Launched"] = ("False", backend.reason or "LaunchFailed", backend.message)
     elif backend.phase is Phase.THROTTLED:
@@ -146,6 +162,7 @@ class MachineReconciler:
         provisioner: NodeProvisioner,
         claim_gvk: GVK,
         gpus_of: Callable[[str], int],
+        registration_timeout_s: float = REGISTRATION_TIMEOUT_S,
     ) -> None:
         self.client = client
         self.cache = cache
@@ -153,16 +170,19 @@ class MachineReconciler:
         self.provisioner = provisioner
         self.claim_gvk = claim_gvk
         self.gpus_of = gpus_of  # instance type -> GPUs per node (0 when unknown)
+        self.registration_timeout_s = registration_timeout_s
+        self.enqueue: Callable[[Request], None] | None = None  # set by whoever runs us
         self._failed_at: dict[str, float] = {}  # claim name -> monotonic time of a failed launch
+        self._polls = BackendPolls()
+
+    def wake(self, claim_name: str) -> None:
+        """The backend says something changed for ``claim_name``: ask it now, not at backoff."""
+        self._polls.forget(claim_name)
+        if self.enqueue is not None:
+            self.enqueue(Request("", claim_name))
 
     async def __call__(self, request: Request) -> Result | None:
-        try:
-            return await self._reconcile_one(request)
-        except Conflict:
-            # Our cached copy is older than the server's (often our own write just moved it):
-            # not an error, the event carrying the new version is on its way.
-            log.debug("conflict on %s; retrying once the cache has caught up", request)
-            return Result(requeue=True)
+        return await requeue_on_conflict(log, request, self._reconcile_one)
 
     async def _reconcile_one(self, request: Request) -> Result | None:
         cached = self.cache.get(self.claim_gvk, None, request.name)
@@ -175,14 +195,14 @@ class MachineReconciler:
         if meta.get("deletionTimestamp"):
             return await self._terminate(claim)
         finalizers = list(meta.get("finalizers") or [])
-        if TERMINATION_FINALIZER not in finalizers:
+        if C.FINALIZER_KARPENTER_TERMINATION not in finalizers:
             await self.client.patch(
                 self.claim_gvk,
                 None,
                 request.name,
                 {
                     "metadata": {
-                        "finalizers": [*finalizers, TERMINATION_FINALIZER],
+                        "finalizers": [*finalizers, C.FINALIZER_KARPENTER_TERMINATION],
                         "resourceVersion": meta.get("resourceVersion"),
                     }
                 },
@@ -198,11 +218,14 @@ class MachineReconciler:
         ):
             return Result(requeue_after=left)
         try:
-            backend = await self.provisioner.get(req)
+            backend, asked = await self._backend_status(req, claim)
             if backend is None or backend.phase is Phase.FAILED:
                 log.debug("creating node for %s (backend state %s)", req.name, backend)
                 backend = await self.provisioner.create(req)
+                self._polls.remember(req.name, backend)
+                asked = True
         except Exception as exc:
+            asked = True
             reason = getattr(exc, "reason", "ProvisioningFailed")
             backend = NodeStatus(
                 Phase.FAILED,
@@ -233,6 +256,9 @@ class MachineReconciler:
             for key in ("capacity", "allocatable"):
                 if node_status.get(key):
                     new_status[key] = node_status[key]
+        registration_due = registration_left(new_status, self.registration_timeout_s)
+        if registration_due is not None and registration_due <= 0:
+            return await self._delete_unregistered(claim)
         settle = self._settling(meta, backend, new_status)
         if settle is not None:
             return Result(requeue_after=settle)
@@ -245,8 +271,62 @@ class MachineReconciler:
             return Result(requeue_after=backend.retry_after_s or 5.0)
         if backend.phase is Phase.FAILED:
             return Result(requeue_after=backend.retry_after_s or RETRY_FAILED_LAUNCH_S)
-        if backend.phase is Phase.PENDING:
-            return Result(requeue_after=2.0)
+        if backend.phase is Phase.PENDING or (node is None and asked is not None):
+            wait = self._polls.next_read_in(req.name)
+            if registration_due is not None:
+                wait = min(wait, registration_due + 0.1)
+            return Result(requeue_after=wait)
+        return None
+
+    async def _backend_status(
+        self, req: NodeRequest, claim: Mapping[str, Any]
+    ) -> tuple[NodeStatus | None, bool | None]:
+        """The backend's view of the claim, asking the backend only when it is due.
+
+        A launched claim whose node has joined is answered from its own status (no backend
+        call at all); otherwise the backend is read at most on the backoff schedule, so the
+        node events that wake every claim cost no cloud reads. Returns (status, asked), asked
+        None for a claim that needs no more reads.
+        """
+        status = claim.get("status") or {}
+        node_name = status.get("nodeName")
+        if (
+            status.get("providerID")
+            and node_name
+            and diagnosis.is_true(claim, "Launched")
+            and self.cache.get(NODE, None, node_name) is not None
+        ):
+            self._polls.forget(req.name)
+            return (
+                NodeStatus(Phase.LAUNCHED, provider_id=status["providerID"], node_name=node_name),
+                None,
+            )
+        fresh, last = self._polls.cached(req.name)
+        if fresh:
+            return last, False
+        backend = await self.provisioner.get(req)
+        self._polls.remember(req.name, backend)
+        return backend, True
+
+    async def _delete_unregistered(self, claim: dict[str, Any]) -> Result | None:
+        """Karpenter's liveness rule: a node that never registers is given up; the claim goes.
+
+        Its owner (the Workspace) asks for a new claim, which launches a fresh node; the
+        termination finalizer removes what the backend made for this one first.
+        """
+        meta = claim["metadata"]
+        name = meta["name"]
+        message = (
+            f"node did not register within {self.registration_timeout_s:.0f}s of its launch; "
+            "deleting the claim so a new node is launched"
+        )
+        log.warning("%s: %s", name, message)
+        self.recorder.event(claim, "Warning", REGISTRATION_TIMEOUT_REASON, message)
+        with contextlib.suppress(NotFound, Conflict):
+            await self.client.delete(
+                self.claim_gvk, None, name, preconditions=Preconditions(uid=meta.get("uid"))
+            )
+        self._polls.forget(name)
         return None
 
     @staticmethod
@@ -277,7 +357,7 @@ class MachineReconciler:
     async def _terminate(self, claim: dict[str, Any]) -> Result | None:
         meta = claim["metadata"]
         finalizers = list(meta.get("finalizers") or [])
-        if TERMINATION_FINALIZER not in finalizers:
+        if C.FINALIZER_KARPENTER_TERMINATION not in finalizers:
             return None
         try:
             gone = await self.provisioner.delete(meta["name"])
@@ -287,57 +367,20 @@ class MachineReconciler:
         log.debug("terminating %s: backend resources gone=%s", meta["name"], gone)
         if not gone:
             return Result(requeue_after=1.0)
-        index = finalizers.index(TERMINATION_FINALIZER)
-        with contextlib.suppress(NotFound, ApiError):
-            await self.client.patch(
-                self.claim_gvk,
-                None,
-                meta["name"],
-                [
-                    {
-                        "op": "test",
-                        "path": f"/metadata/finalizers/{index}",
-                        "value": TERMINATION_FINALIZER,
-                    },
-                    {"op": "remove", "path": f"/metadata/finalizers/{index}"},
-                ],
-                patch_type="json",
-            )
+        self._polls.forget(meta["name"])
+        self._failed_at.pop(meta["name"], None)
+        # Any failure but NotFound (a 5xx, a 403 from a broken RBAC) propagates: the key is
+        # retried with backoff and counted as an error, instead of the claim staying stuck
+        # until the next resync. A Conflict (our copy is stale) is retried by the wrapper.
+        await remove_finalizer(
+            self.client,
+            self.claim_gvk,
+            None,
+            meta["name"],
+            finalizers=finalizers,
+            finalizer=C.FINALIZER_KARPENTER_TERMINATION,
+        )
         return None
-
-
-async def garbage_collect(provisioner: NodeProvisioner, cache: Cache, claim_gvk: GVK) -> list[str]:
-    """Delete backend resources whose claim no longer exists; returns what was removed.
-
-    A backend only creates resources for claims the cache already holds, so a name the
-    backend knows but the synced cache lacks belongs to a claim that is gone.
-    """
-    removed = []
-    for name in await provisioner.list_requests():
-        if cache.get(claim_gvk, None, name) is None:
-            log.info("garbage-collecting node resources of vanished claim %s", name)
-            await provisioner.delete(name)
-            removed.append(name)
-    return removed
-
-
-async def run_garbage_collector(
-    provisioner: NodeProvisioner,
-    cache: Cache,
-    claim_gvk: GVK,
-    *,
-    interval_s: float = 60.0,
-    is_leader: Callable[[], bool] = lambda: True,
-) -> None:
-    """Periodic loop around :func:`garbage_collect` (leader only)."""
-    while True:
-        await asyncio.sleep(interval_s)
-        if not is_leader() or not cache.synced:
-            continue
-        try:
-            await garbage_collect(provisioner, cache, claim_gvk)
-        except Exception:  # a failed pass is retried next interval
-            log.exception("node garbage collection failed")
 
 
 def requests_for_node(node: Mapping[str, Any]) -> Iterable[Request]:

@@ -7,6 +7,7 @@ with server-side apply (an unchanged object costs no write).
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import math
 from collections.abc import Mapping, Sequence
@@ -28,6 +29,7 @@ SERVING_PORT = 5000
 ADAPTER_ROOT = "/mnt/adapter"
 CONFIG_DIR = "/mnt/config"
 CONFIG_KEY = "inference_config.yaml"
+DRAIN_SECONDS = 5
 WEIGHTS_DIR = "/workspace/weights"
 PULL_SECRET_ROOT = "/root/.docker/config.d"
 # A container that dies without writing its termination log (a traceback) still leaves a
@@ -100,6 +102,7 @@ class InferenceWorkload:
     weights_image: str | None = None  # model files shipped as an image, fetched at start
     weights_pull_secrets: Sequence[str] = ()
     plain_http_registries: frozenset[str] = frozenset()
+    inference_set: str | None = None  # the InferenceSet this Workspace is a replica of
 
 
 def owned_metadata(owner: Owner, name: str, revision: str | None = None) -> dict[str, Any]:
@@ -327,6 +330,10 @@ def statefulset(work: InferenceWorkload) -> dict[str, Any]:
     """The inference StatefulSet: one pod per node, vLLM behind /health probes."""
     owner = work.owner
     pod_labels = {WORKSPACE_LABEL: owner.name}
+    template_labels = dict(pod_labels)
+    if work.inference_set:
+        # an InferenceSet's scale selector and Service find its replicas' pods by this label
+        template_labels[C.LABEL_INFERENCESET_CREATED_BY] = work.inference_set
     volumes: list[dict[str, Any]] = [
         {"name": "dshm", "emptyDir": {"medium": "Memory"}},
         {"name": "model-weights-volume", "emptyDir": {}},
@@ -396,6 +403,10 @@ def statefulset(work: InferenceWorkload) -> dict[str, Any]:
         "readinessProbe": _health_probe(periodSeconds=10, initialDelaySeconds=5),
         "terminationMessagePolicy": TERMINATION_MESSAGE_POLICY,
     }
+    if work.inference_set:
+        # a replica behind the set's shared Service: stay up while the endpoint removal
+        # spreads, so a scale-down drops no request (SIGTERM then lets in-flight ones finish)
+        container["lifecycle"] = {"preStop": {"sleep": {"seconds": DRAIN_SECONDS}}}
     pod_spec: dict[str, Any] = {
         "containers": [container],
         "volumes": volumes,
@@ -415,26 +426,76 @@ def statefulset(work: InferenceWorkload) -> dict[str, Any]:
     )
     if pull_secrets:
         pod_spec["imagePullSecrets"] = [{"name": s} for s in pull_secrets]
+    template = {
+        # the revision on the pod template rolls pods when the spec changes
+        "metadata": {
+            "labels": template_labels,
+            "annotations": {REVISION_ANNOTATION: work.revision},
+        },
+        "spec": pod_spec,
+    }
+    return _statefulset(owner, work.replicas, work.revision, template)
+
+
+def _statefulset(
+    owner: Owner, replicas: int, revision: str, template: dict[str, Any]
+) -> dict[str, Any]:
+    """The inference StatefulSet around a pod template: one pod per node, in parallel."""
     return {
         "apiVersion": "apps/v1",
         "kind": "StatefulSet",
-        "metadata": owned_metadata(owner, owner.name, work.revision),
+        "metadata": owned_metadata(owner, owner.name, revision),
         "spec": {
-            "replicas": work.replicas,
+            "replicas": replicas,
             "podManagementPolicy": "Parallel",
             "serviceName": f"{owner.name}-headless",
-            "selector": {"matchLabels": pod_labels},
+            "selector": {"matchLabels": {WORKSPACE_LABEL: owner.name}},
             "persistentVolumeClaimRetentionPolicy": {
                 "whenScaled": "Retain",
                 "whenDeleted": "Delete",
             },
-            "template": {
-                # the revision on the pod template rolls pods when the spec changes
-                "metadata": {
-                    "labels": pod_labels,
-                    "annotations": {REVISION_ANNOTATION: work.revision},
-                },
-                "spec": pod_spec,
-            },
+            "template": template,
         },
     }
+
+
+def template_statefulset(
+    owner: Owner,
+    template: Mapping[str, Any],
+    *,
+    replicas: int,
+    revision: str,
+    node_selector_labels: Mapping[str, str],
+    provisioned: bool,
+    inference_set: str | None = None,
+) -> dict[str, Any]:
+    """``inference.template`` (the user's PodTemplateSpec) as the inference StatefulSet.
+
+    As upstream does, the pods get the Workspace label (the selector), the node affinity to
+    the Workspace's nodes (ANDed into each of the template's own required terms) and the
+    GPU tolerations; a replica of an InferenceSet also gets the set's label (its scale
+    selector and Service find the pods by it); everything else is the user's, as written.
+    """
+    tpl = copy.deepcopy(dict(template))
+    meta = tpl.setdefault("metadata", {})
+    meta["labels"] = {**(meta.get("labels") or {}), WORKSPACE_LABEL: owner.name}
+    if inference_set:
+        meta["labels"][C.LABEL_INFERENCESET_CREATED_BY] = inference_set
+    meta["annotations"] = {**(meta.get("annotations") or {}), REVISION_ANNOTATION: revision}
+    spec = tpl.setdefault("spec", {})
+    tolerations = list(spec.get("tolerations") or [])
+    spec["tolerations"] = tolerations + [dict(t) for t in GPU_TOLERATIONS if t not in tolerations]
+    ours = node_affinity(owner, node_selector_labels, provisioned=provisioned)
+    if ours is not None:
+        affinity = spec.setdefault("affinity", {})
+        required = affinity.setdefault("nodeAffinity", {}).setdefault(
+            "requiredDuringSchedulingIgnoredDuringExecution", {}
+        )
+        wanted = ours["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+        expressions = wanted["nodeSelectorTerms"][0]["matchExpressions"]
+        terms = required.get("nodeSelectorTerms") or [{}]
+        required["nodeSelectorTerms"] = [
+            {**term, "matchExpressions": [*(term.get("matchExpressions") or []), *expressions]}
+            for term in terms
+        ]
+    return _statefulset(owner, replicas, revision, tpl)

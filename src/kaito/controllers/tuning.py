@@ -25,12 +25,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kaito.controllers.objects import (
+    CONFIG_DIR,
     GPU_RESOURCE,
     GPU_TOLERATIONS,
     PULL_SECRET_ROOT,
     REVISION_ANNOTATION,
     TERMINATION_MESSAGE_POLICY,
     WEIGHTS_DIR,
+    WEIGHTS_FETCHER,
     WORKSPACE_LABEL,
     Owner,
     node_affinity,
@@ -39,14 +41,12 @@ from kaito.controllers.objects import (
 )
 from kaito.presets.tuning import CONFIG_KEY, DEFAULT_OUTPUT_DIR, check_method, default_config_yaml
 
-CONFIG_DIR = "/mnt/config"
 DATA_DIR = "/mnt/data"
 DOCKER_CONFIG_DIR = "/root/.docker"
 BAD_INPUT_EXIT_CODE = 2  # serving.tuning.report.EXIT_BAD_INPUT
 BACKOFF_LIMIT = 2
 DOWNLOADER = "data-downloader"
 PULLER = "data-puller"
-WEIGHTS_DOWNLOADER = "model-weights-downloader"
 TRAINER = "trainer"
 PUSHER = "pusher"
 PHI3_TARGET_MODULES = "k_proj,q_proj,v_proj,o_proj,gate_proj,down_proj,up_proj"
@@ -284,7 +284,7 @@ def job(spec: TuningJob) -> dict[str, Any]:
             )
             volumes.append(_dockerconfig_volume("weights-docker-config", spec.image_pull_secrets))
         init_containers.append(
-            _container(WEIGHTS_DOWNLOADER, spec.image, "serving.fetch", args, mounts)
+            _container(WEIGHTS_FETCHER, spec.image, "serving.fetch", args, mounts)
         )
     trainer = _trainer(spec)
     if isinstance(spec.output, ImageOutput):

@@ -8,34 +8,25 @@ training config it reads, and what its state means for the Workspace's condition
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from kaito.api import TuningSpec, WorkspaceBase
 from kaito.api import constants as C
 from kaito.api.constants import ConditionType, Reason, WorkspaceState
-from kaito.controllers import diagnosis, tuning
+from kaito.controllers import configs, diagnosis, tuning
 from kaito.controllers import objects as o
-from kaito.controllers.common import (
-    CONFIG_RETRY_S,
-    CONFIGMAP,
-    JOB,
-    Facts,
-    WorkspaceSettings,
-    weights_source,
-)
+from kaito.controllers.apply import Applier
+from kaito.controllers.common import Facts, WorkspaceSettings, weights_source
 from kaito.presets import SpecError
 from kaito.presets import tuning as tuning_config
 from kaito.presets.plan import Plan
 from kaito.runtime.cache import Cache
 from kaito.runtime.client import Client
-from kaito.runtime.errors import AlreadyExists, NotFound
+from kaito.runtime.errors import AlreadyExists
 from kaito.runtime.events import EventRecorder
-from kaito.runtime.gvk import GVK, POD
+from kaito.runtime.gvk import CONFIGMAP, JOB, POD
 from kaito.runtime.objects import to_dict
 from kaito.runtime.request import Result
-
-ApplyIfChanged = Callable[[GVK, dict[str, Any]], Awaitable[bool]]
 
 
 class TuningRun:
@@ -47,14 +38,15 @@ class TuningRun:
         cache: Cache,
         recorder: EventRecorder,
         settings: WorkspaceSettings,
-        apply_if_changed: ApplyIfChanged,
+        applier: Applier,
     ) -> None:
         self.client = client
         self.cache = cache
         self.recorder = recorder
         self.settings = settings
-        self.apply_if_changed = apply_if_changed
-        self._configs: dict[tuple[str, str], tuple[str, str]] = {}
+        self.applier = applier
+        # (uid, spec revision, ConfigMap resourceVersion) -> (ConfigMap, output_dir)
+        self._configs: dict[tuple[str, str, str], tuple[str, str]] = {}
 
     async def reconcile(
         self,
@@ -75,9 +67,7 @@ class TuningRun:
         except SpecError as exc:
             facts.set(ConditionType.JOB_STARTED, False, "InvalidSpec", str(exc))
             facts.set(ConditionType.WORKSPACE_SUCCEEDED, False, Reason.WORKSPACE_FAILED, str(exc))
-            # the user's ConfigMap is not watched: look again in a while, it may be fixed
-            from_config = exc.field.startswith(("tuning.config", tuning_config.CONFIG_KEY))
-            return Result(requeue_after=CONFIG_RETRY_S) if from_config else None
+            return None  # a fix to the spec or to its ConfigMap wakes the Workspace
         options = spec.preset.preset_options
         weights_image, weights_secrets = weights_source(
             plan.preset.image_repository,
@@ -104,6 +94,11 @@ class TuningRun:
                 weights_image=weights_image,
                 image_pull_secrets=weights_secrets,
                 plain_http_registries=self.settings.plain_http_registries,
+                env=(
+                    {"HF_ENDPOINT": self.settings.hub_endpoint}
+                    if self.settings.hub_endpoint and not weights_image
+                    else {}
+                ),
             )
         )
         current_obj = self.cache.get(JOB, ws.namespace, ws.name)
@@ -151,33 +146,34 @@ class TuningRun:
     async def _config_for(
         self, ws: WorkspaceBase, owner: o.Owner, revision: str
     ) -> tuple[str, str]:
-        """The training config per spec revision: read (or applied) once, not every reconcile."""
+        """The ConfigMap the trainer reads (the user's, validated, or our default) and the
+        output_dir it sets; worked out once per spec revision and ConfigMap version."""
         spec = ws.tuning
         assert spec is not None
-        key = (ws.metadata.uid or ws.name, revision)
+        text, version = None, ""
+        if spec.config:
+            text, version = configs.config_text(
+                self.cache,
+                ws.namespace,
+                spec.config,
+                key=tuning_config.CONFIG_KEY,
+                field="tuning.config",
+            )
+        uid = ws.metadata.uid or ws.name
+        key = (uid, revision, version)
         found = self._configs.get(key)
-        if found is None:
-            found = await self._training_config(ws, owner, spec.method, spec.config)
-            self._configs = {k: v for k, v in self._configs.items() if k[0] != key[0]}
-            self._configs[key] = found
+        if found is not None:
+            return found
+        if spec.config and text is not None:
+            parsed = tuning_config.parse_training_config(text, spec.method)
+            found = (spec.config, tuning_config.output_dir(parsed))
+        else:
+            default = tuning.default_config_map(owner, spec.method)
+            await self.applier.apply_if_changed(CONFIGMAP, default)
+            found = (default["metadata"]["name"], tuning_config.DEFAULT_OUTPUT_DIR)
+        self._configs = {k: v for k, v in self._configs.items() if k[0] != uid}
+        self._configs[key] = found
         return found
-
-    async def _training_config(
-        self, ws: WorkspaceBase, owner: o.Owner, method: str, name: str | None
-    ) -> tuple[str, str]:
-        """The ConfigMap the trainer reads (the user's, validated, or our default)."""
-        if name:
-            try:
-                data = to_dict(await self.client.get(CONFIGMAP, ws.namespace, name)).get("data")
-            except NotFound:
-                data = None
-            else:
-                data = data or {}
-            parsed = tuning_config.training_config_from_data(name, ws.namespace, data, method)
-            return name, tuning_config.output_dir(parsed)
-        default = tuning.default_config_map(owner, method)
-        await self.apply_if_changed(CONFIGMAP, default)
-        return default["metadata"]["name"], tuning_config.DEFAULT_OUTPUT_DIR
 
     def status_from_job(self, ws: WorkspaceBase, job: dict[str, Any], facts: Facts) -> None:
         status = job.get("status") or {}

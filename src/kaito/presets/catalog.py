@@ -2,7 +2,8 @@
 
 Sizes are upstream Kaito's facts (safetensors bytes, attention shape); the KV-cache bytes per token
 are derived from the attention shape exactly as upstream derives them, so the node estimator sizes
-every preset the same way upstream does.
+every preset the same way upstream does. A model named by its hub id but absent here is sized from
+the hub's metadata into the same :class:`Preset` (see :mod:`kaito.presets.hub_sizing`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ LOCAL_WEIGHTS_PATH = "/workspace/weights"
 
 Dtype = Literal["bfloat16", "float16", "float32", "auto"]
 Runtime = Literal["vllm", "vllm-cpu", "transformers"]
+Origin = Literal["catalog", "hub"]
 
 DTYPE_BYTES: dict[str, int] = {"bfloat16": 2, "float16": 2, "float32": 4, "auto": 2}
 
@@ -62,6 +64,13 @@ class Preset(BaseModel):
     head_dim: PositiveInt
     kv_lora_rank: PositiveInt | None = Field(default=None, description="MLA latent rank")
     qk_rope_head_dim: PositiveInt | None = Field(default=None, description="MLA rope dim")
+    sliding_window: PositiveInt | None = Field(
+        default=None, description="tokens a sliding-window attention layer keeps"
+    )
+    sliding_window_layers: int = Field(
+        default=0, ge=0, description="layers whose KV cache holds only the sliding window"
+    )
+    architecture: str | None = Field(default=None, description="model class, as vLLM names it")
     context_limit: PositiveInt
     tool_parser: str | None = None
     reasoning_parser: str | None = None
@@ -75,11 +84,19 @@ class Preset(BaseModel):
     image_repository: str | None = None
     image_tag: str | None = None
     description: str = ""
+    origin: Origin = Field(default="catalog", description="catalog entry, or sized from the hub")
+    provenance: dict[str, str] = Field(
+        default_factory=dict, description="figure -> where it came from (hub-sized presets)"
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Preset:
         if (self.kv_lora_rank is None) != (self.qk_rope_head_dim is None):
             raise ValueError("kv_lora_rank and qk_rope_head_dim go together (MLA attention)")
+        if (self.sliding_window is None) != (self.sliding_window_layers == 0):
+            raise ValueError("sliding_window and sliding_window_layers go together")
+        if self.sliding_window_layers > self.num_layers:
+            raise ValueError("sliding_window_layers cannot exceed num_layers")
         if (self.image_repository is None) != (self.image_tag is None):
             raise ValueError("image_repository and image_tag go together")
         if "vllm" not in self.runtimes and "vllm-cpu" not in self.runtimes:
@@ -94,11 +111,38 @@ class Preset(BaseModel):
 
     @property
     def kv_bytes_per_token(self) -> int:
-        """KV-cache bytes one token needs across all layers (keys and values; MLA keeps latents)."""
+        """KV-cache bytes one token needs across all layers (keys and values; MLA keeps latents).
+
+        This is upstream's figure: every layer counted as full attention.
+        """
+        return self._kv_bytes_per_layer_token * self.num_layers
+
+    @property
+    def _kv_bytes_per_layer_token(self) -> int:
         width = DTYPE_BYTES[self.dtype]
         if self.kv_lora_rank is not None and self.qk_rope_head_dim is not None:
-            return (self.kv_lora_rank + self.qk_rope_head_dim) * self.num_layers * width
-        return 2 * self.num_kv_heads * self.head_dim * self.num_layers * width
+            return (self.kv_lora_rank + self.qk_rope_head_dim) * width
+        return 2 * self.num_kv_heads * self.head_dim * width
+
+    def kv_cache_bytes(self, tokens: int) -> int:
+        """KV-cache bytes of one sequence; a sliding-window layer stops at its window."""
+        windowed = min(tokens, self.sliding_window or 0) * self.sliding_window_layers
+        full = tokens * (self.num_layers - self.sliding_window_layers)
+        return (full + windowed) * self._kv_bytes_per_layer_token
+
+    def tokens_within(self, kv_bytes: float) -> int:
+        """The longest sequence whose KV cache fits in `kv_bytes` (inverse of kv_cache_bytes)."""
+        if kv_bytes <= 0:
+            return 0
+        per_layer = self._kv_bytes_per_layer_token
+        full_layers = self.num_layers - self.sliding_window_layers
+        window = self.sliding_window or 0
+        if kv_bytes < self.kv_cache_bytes(window):  # inside the window every layer grows
+            return int(kv_bytes // (per_layer * self.num_layers))
+        if full_layers == 0:  # only windows: any length fits once the windows do
+            return 2**62
+        rest = kv_bytes - window * self.sliding_window_layers * per_layer
+        return int(rest // (per_layer * full_layers))
 
     @property
     def uses_local_weights(self) -> bool:

@@ -16,6 +16,13 @@ class SpecError(ValueError):
         self.reason = message
 
 
+class SourceUnavailable(SpecError):
+    """A source the spec names (the model hub) cannot be read now; the spec may well be right.
+
+    Callers retry later instead of rejecting the Workspace for good.
+    """
+
+
 class FitError(SpecError):
     """The model does not fit the chosen instance type or nodes; the message says what would fit."""
 

@@ -60,14 +60,17 @@ class Estimate(BaseModel):
 
 def min_gpus_needed(
     weights_bytes: int,
-    kv_bytes_per_token: int,
+    context_kv_bytes: int,
     gpu_memory_gib: float,
     gpus_per_node: int,
-    context: int,
 ) -> int | None:
-    """Upstream's GPU count for a model; None when one GPU cannot even hold the reserve."""
+    """Upstream's GPU count for a model; None when one GPU cannot even hold the reserve.
+
+    `context_kv_bytes` is the KV cache of one sizing-context sequence (upstream: context x
+    bytes per token; a sliding-window layer stops at its window).
+    """
     available = gpu_memory_gib * GIB * GPU_MEMORY_UTILIZATION
-    reserve = FIXED_RESERVE_GIB * GIB + context * kv_bytes_per_token / gpus_per_node
+    reserve = FIXED_RESERVE_GIB * GIB + context_kv_bytes / gpus_per_node
     if available <= reserve:
         return None
     per_gpu = (available - reserve) / (1 + OVERHEAD_FACTOR)
@@ -78,7 +81,7 @@ def _largest_context(preset: Preset, gpu_memory_gib: float, gpus_per_replica: in
     """The longest single sequence whose KV cache fits next to the weights on one model replica."""
     usable = (gpu_memory_gib * GPU_MEMORY_UTILIZATION - FIXED_RESERVE_GIB) * GIB * gpus_per_replica
     free = usable - (1 + OVERHEAD_FACTOR) * preset.param_bytes * WEIGHTS_SLACK
-    return max(0, int(free // preset.kv_bytes_per_token))
+    return max(0, preset.tokens_within(free))
 
 
 def _check_context(preset: Preset, max_model_len: int | None) -> int:
@@ -102,11 +105,7 @@ def _gpu_suggestions(preset: Preset, context: int, limit: int = 3) -> str:
         if sku.cpu_only or (preset.quantization and not sku.supports_bf16):
             continue
         need = min_gpus_needed(
-            preset.param_bytes,
-            preset.kv_bytes_per_token,
-            sku.gpu_memory_gib,
-            sku.gpu_count,
-            context,
+            preset.param_bytes, preset.kv_cache_bytes(context), sku.gpu_memory_gib, sku.gpu_count
         )
         if need is not None and need <= sku.gpu_count:
             fitting.append(sku.name)
@@ -190,7 +189,7 @@ def _estimate_gpu(
         )
     gpus_per_node = sku.gpu_count
     min_gpus = min_gpus_needed(
-        preset.param_bytes, preset.kv_bytes_per_token, sku.gpu_memory_gib, gpus_per_node, context
+        preset.param_bytes, preset.kv_cache_bytes(context), sku.gpu_memory_gib, gpus_per_node
     )
     if min_gpus is None:
         raise FitError(
@@ -247,7 +246,7 @@ def cpu_memory_needed_gib(preset: Preset, context: int) -> tuple[float, int]:
     """(GiB of RAM needed, GiB of KV cache) for vLLM's CPU build serving `preset` in float32."""
     widen = CPU_DTYPE_BYTES / DTYPE_BYTES[preset.dtype]
     weights = preset.param_bytes * widen * WEIGHTS_SLACK / GIB
-    kv_bytes = context * preset.kv_bytes_per_token * widen * CPU_CONCURRENT_SEQUENCES
+    kv_bytes = preset.kv_cache_bytes(context) * widen * CPU_CONCURRENT_SEQUENCES
     kv_gib = max(1, math.ceil(kv_bytes / GIB))
     return weights + kv_gib + CPU_RUNTIME_RESERVE_GIB, kv_gib
 

@@ -1,7 +1,9 @@
 """From a Workspace manifest to the decision the operator would take: preset, SKU, nodes, container.
 
 The manifest is read as plain data (kaito.sh v1alpha1 or v1beta1: `resource`, `inference`, `tuning`
-at the top level) so this works before, and independently of, the API models.
+at the top level) so this works before, and independently of, the API models. A preset name that is
+not in the catalog but is a hub id (owner/model) is looked up in `hub_presets`, which the caller
+fills from the hub (:mod:`kaito.hub`) beforehand; :func:`hub_model` says which name that is.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pydantic import BaseModel, ConfigDict
 from kaito.presets.catalog import Preset, get_preset
 from kaito.presets.errors import SpecError
 from kaito.presets.estimator import Estimate, estimate
+from kaito.presets.hub_sizing import is_hub_id
 from kaito.presets.skus import Sku, get_sku
 from kaito.presets.vllm import AdapterSpec, Launch, user_max_model_len, vllm_launch
 
@@ -54,10 +57,19 @@ def _text(value: Any, field: str) -> str:
     return value.strip()
 
 
-def _preset(name: Any, field: str) -> Preset:
-    preset = get_preset(_text(name, field))
+def _preset(name: Any, field: str, hub_presets: Mapping[str, Preset]) -> Preset:
+    text = _text(name, field)
+    preset = get_preset(text) or hub_presets.get(text.lower())
     if preset is None:
-        raise SpecError(field, f"unknown preset {name!r}; `kaito presets` lists the known ones")
+        if is_hub_id(text):
+            raise SpecError(
+                field, f"{text!r} is not a curated preset and was not read from the model hub"
+            )
+        raise SpecError(
+            field,
+            f"unknown preset {name!r}; `kaito presets` lists the curated ones, and a Hugging Face "
+            "model id (owner/name) is sized from the hub",
+        )
     if preset.deprecated:
         raise SpecError(field, f"preset {preset.name} is deprecated and no longer served")
     return preset
@@ -129,18 +141,39 @@ def _count(resource: Mapping[str, Any], notes: list[str]) -> int | None:
     return count
 
 
+def hub_model(doc: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(name, field) of the Workspace's preset when it must be read from the hub.
+
+    That is a hub id (owner/model) the catalog does not know; None for curated presets and
+    anything else.
+    """
+    for section in ("inference", "tuning"):
+        field = f"{section}.preset.name"
+        part = doc.get(section)
+        preset = part.get("preset") if isinstance(part, Mapping) else None
+        name = preset.get("name") if isinstance(preset, Mapping) else None
+        if isinstance(name, str) and get_preset(name) is None and is_hub_id(name):
+            return name.strip(), field
+    return None
+
+
 def plan_workspace(
     doc: Mapping[str, Any],
     *,
     inference_config: Mapping[str, Any] | None = None,
     sku: Sku | None = None,
+    hub_presets: Mapping[str, Preset] | None = None,
+    hub_endpoint: str | None = None,
 ) -> Plan:
     """Decide what `doc` (a Workspace) would run; SpecError/FitError name the field to fix.
 
     `inference_config` is the parsed inference_config.yaml from the ConfigMap that
     `inference.config` names, when the caller has it.  `sku` describes the nodes when the
     caller learned them elsewhere (bring-your-own nodes, an instance type newer than the table).
+    `hub_presets` maps lowercased hub ids to presets sized from the hub; `hub_endpoint`
+    (HF_ENDPOINT) is passed to the serving container so its weight download uses the same hub.
     """
+    hubs = {key.lower(): value for key, value in (hub_presets or {}).items()}
     api_version = doc.get("apiVersion")
     if api_version not in API_VERSIONS:
         raise SpecError(
@@ -163,6 +196,7 @@ def plan_workspace(
         preset = _preset(
             _mapping(tuning.get("preset"), "tuning.preset", required=True).get("name"),
             "tuning.preset.name",
+            hubs,
         )
         method = tuning.get("method", "lora")
         if method not in TUNING_METHODS:
@@ -186,6 +220,7 @@ def plan_workspace(
     preset = _preset(
         _mapping(inference.get("preset"), "inference.preset", required=True).get("name"),
         "inference.preset.name",
+        hubs,
     )
     adapters = _adapters(inference.get("adapters"))
     node_sku = _sku(resource, api_version, notes, sku)
@@ -202,7 +237,9 @@ def plan_workspace(
         max_model_len=user_max_model_len(config),
         requested_count=_count(resource, notes),
     )
-    launch = vllm_launch(preset, node_sku, sized, adapters=adapters, user_config=config)
+    launch = vllm_launch(
+        preset, node_sku, sized, adapters=adapters, user_config=config, hub_endpoint=hub_endpoint
+    )
     return Plan(
         **common,
         mode="inference",

@@ -180,8 +180,13 @@ def vllm_launch(
     adapters: Sequence[AdapterSpec] = (),
     user_config: Mapping[str, Any] | None = None,
     port: int = SERVING_PORT,
+    hub_endpoint: str | None = None,
 ) -> Launch:
-    """Build the serving container's command, args and env; a user `vllm:` section wins per flag."""
+    """Build the serving container's command, args and env; a user `vllm:` section wins per flag.
+
+    `hub_endpoint` (the operator's HF_ENDPOINT) becomes the container's HF_ENDPOINT when the
+    weights come from the hub, so vLLM downloads them from the hub the operator sized them from.
+    """
     flags = dict(_model_flags(preset, sku, estimate, port) + _adapter_flags(preset, adapters))
     for key, value in user_vllm_section(user_config).items():
         if key in PROTECTED_FLAGS:
@@ -199,6 +204,8 @@ def vllm_launch(
         launcher.append(("config", CONFIG_PATH))
 
     env = {"DO_NOT_TRACK": "1", "VLLM_NO_USAGE_STATS": "1"}
+    if hub_endpoint and not preset.uses_local_weights:
+        env["HF_ENDPOINT"] = hub_endpoint
     if sku.cpu_only:
         env["VLLM_CPU_KVCACHE_SPACE"] = str(max(1, estimate.cpu_kv_cache_gib))
     return Launch(

@@ -8,9 +8,12 @@ request's name, so a restarted operator converges instead of creating a second n
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
+
+NODECLAIM_LABEL = "kaito.sh/nodeclaim"
+"""On every node a backend makes: the name of the claim it was made for."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,10 @@ class NodeProvisioner(Protocol):
     """A node backend (kwok, azure, ...)."""
 
     name: str
+    on_settled: Callable[[str], None] | None
+    """Set by the operator; a backend that follows cloud operations in the background calls
+    it with the request's name when one ends, so the claim is looked at now, not at its
+    next poll."""
 
     async def create(self, request: NodeRequest) -> NodeStatus:
         """Start creating the node for `request`, or report the one already there."""

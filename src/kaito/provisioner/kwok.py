@@ -9,11 +9,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from kaito.provisioner.base import NodeRequest, NodeStatus, Phase
+from kaito.provisioner.base import NODECLAIM_LABEL, NodeRequest, NodeStatus, Phase
 from kaito.provisioner.kwok_node import fake_gpu_node
 
 PROVISIONED_BY_LABEL = "kaito.sh/provisioned-by"
-NODECLAIM_LABEL = "kaito.sh/nodeclaim"
 
 # instance type -> (GPUs, vCPU, memory GiB); None when the type is unknown
 ShapeLookup = Callable[[str], tuple[int, int, int] | None]
@@ -39,6 +38,7 @@ class KwokProvisioner:
     """NodeProvisioner that creates fake GPU nodes named after their NodeClaim."""
 
     name = "kwok"
+    on_settled: Callable[[str], None] | None = None  # nothing runs in the background here
 
     def __init__(self, nodes: NodeAPI, shape: ShapeLookup) -> None:
         self._nodes = nodes

@@ -117,28 +117,45 @@ class Cache:
     def _informers_for(self, gvk: GVK) -> list[Informer]:
         return [inf for (g, *_), inf in self._informers.items() if g == gvk]
 
-    def _reader(self, gvk: GVK, namespace: str | None) -> Informer:
-        candidates = self._informers_for(gvk)
+    def _readers(self, gvk: GVK, namespace: str | None) -> list[Informer]:
+        """The informers of ``gvk`` that cover ``namespace``, the preferred first."""
         # prefer an unscoped informer, then one scoped to the namespace asked for
-        for inf in sorted(
-            candidates, key=lambda i: (i.label_selector is not None, i.field_selector is not None)
-        ):
-            if inf.namespace is None or inf.namespace == namespace:
-                return inf
-        raise InformerNotFound(
-            f"no informer caches {gvk}"
-            + (f" in namespace {namespace!r}" if namespace else "")
-            + "; watch it from a controller or call cache.informer()/ensure() first"
-        )
+        readers = [
+            inf
+            for inf in sorted(
+                self._informers_for(gvk),
+                key=lambda i: (i.label_selector is not None, i.field_selector is not None),
+            )
+            if inf.namespace is None or inf.namespace == namespace
+        ]
+        if not readers:
+            raise InformerNotFound(
+                f"no informer caches {gvk}"
+                + (f" in namespace {namespace!r}" if namespace else "")
+                + "; watch it from a controller or call cache.informer()/ensure() first"
+            )
+        return readers
+
+    def _reader(self, gvk: GVK, namespace: str | None) -> Informer:
+        return self._readers(gvk, namespace)[0]
 
     # ------------------------------------------------------------------ reads
     def _decode(self, gvk: GVK, entry: Entry) -> Obj:
         return self.scheme.decode_json(gvk, entry.raw)
 
     def get(self, gvk: GVK, namespace: str | None, name: str) -> Obj | None:
-        """The cached object, or None. Never issues an API request."""
-        entry = self._reader(gvk, namespace).indexer.get(object_key(namespace, name))
-        return None if entry is None else self._decode(gvk, entry)
+        """The cached object, or None. Never issues an API request.
+
+        Controllers that watch one kind through differently labelled informers (a
+        Workspace's Services and an InferenceSet's) each find their own objects: every
+        informer of the kind covering the namespace is asked, the preferred first.
+        """
+        key = object_key(namespace, name)
+        for reader in self._readers(gvk, namespace):
+            entry = reader.indexer.get(key)
+            if entry is not None:
+                return self._decode(gvk, entry)
+        return None
 
     def list(
         self,

@@ -14,7 +14,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlencode
@@ -23,7 +23,14 @@ import aiohttp
 import jsonpatch
 
 from kaito.runtime.config import ClientConfig
-from kaito.runtime.errors import ApiError, Conflict, Invalid, NotFound, error_from_response
+from kaito.runtime.errors import (
+    ApiError,
+    Conflict,
+    Fenced,
+    Invalid,
+    NotFound,
+    error_from_response,
+)
 from kaito.runtime.gvk import GVK, Resource
 from kaito.runtime.metrics import Metrics, default_metrics
 from kaito.runtime.objects import Obj, Scheme, gvk_of, to_dict
@@ -38,6 +45,7 @@ _CONTENT_TYPES: dict[str, str] = {
     "strategic": "application/strategic-merge-patch+json",
     "apply": "application/apply-patch+yaml",
 }
+_READS = frozenset({"GET", "HEAD", "OPTIONS"})
 # 500 only when the server says Retry-After (it is usually a real, permanent error)
 _RETRY_STATUSES = frozenset({429, 502, 503, 504})
 
@@ -71,6 +79,8 @@ class Client:
         self._resources: dict[GVK, Resource] = {}
         self._discovered: dict[str, dict[str, Resource]] = {}
         self._discovery_lock = asyncio.Lock()
+        self._fenced: str | None = None
+        self._write_guard: Callable[[], str | None] | None = None
 
     # ------------------------------------------------------------------ transport
     @property
@@ -91,6 +101,28 @@ class Client:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+    def fence(self, why: str) -> None:
+        """Refuse every write from now on (``Fenced``); reads and watches still work.
+
+        The manager fences its client the moment the leader Lease is lost, so no reconcile,
+        event or background task of the old leader writes while a new one may be active.
+        A write's retries check again before each attempt.
+        """
+        self._fenced = why
+
+    def guard_writes(self, check: Callable[[], str | None] | None) -> None:
+        """Ask ``check`` before every write; a reason it returns refuses the write (``Fenced``).
+
+        The manager's check is the leader Lease's own deadline on the monotonic clock, so a
+        process that was frozen (SIGSTOP, a long GC pause) past its renew deadline refuses
+        its writes the moment it wakes, before the renewal task has even run.
+        """
+        self._write_guard = check
+
+    @property
+    def fenced(self) -> bool:
+        return self._fenced is not None
 
     def _url(self, path: str, query: Mapping[str, Any] | None) -> str:
         url = self.config.host + path
@@ -113,6 +145,11 @@ class Client:
         timeout: float | None,  # noqa: ASYNC109
     ) -> aiohttp.ClientResponse:
         """One attempt; returns an open response (the caller reads and releases it)."""
+        if method not in _READS:
+            if self._fenced is not None:
+                raise Fenced(self._fenced)
+            if self._write_guard is not None and (why := self._write_guard()) is not None:
+                raise Fenced(why)
         headers = await self.config.auth_headers()
         if content_type:
             headers["Content-Type"] = content_type

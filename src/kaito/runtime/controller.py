@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 
 from kaito.runtime.cache import Cache
-from kaito.runtime.errors import ApiError
+from kaito.runtime.errors import ApiError, Fenced
 from kaito.runtime.gvk import GVK
 from kaito.runtime.handlers import EnqueueForObject, Handler, priority_of
 from kaito.runtime.informer import Informer, InformerEvent
@@ -131,6 +131,25 @@ class Controller:
                 timeout,
                 extra={"controller": self.name},
             )
+        await self._cancel_workers()
+
+    async def abort(self) -> None:
+        """Stop at once: in-flight reconciles are cancelled at their next await, not drained.
+
+        What the manager does when the leader Lease is lost (controller-runtime skips the
+        graceful shutdown then): a reconcile left running could write beside the new leader.
+        """
+        self._stopping = True
+        self.queue.shut_down()
+        if self._active:
+            log.warning(
+                "cancelling %d reconcile(s) in flight",
+                self._active,
+                extra={"controller": self.name},
+            )
+        await self._cancel_workers()
+
+    async def _cancel_workers(self) -> None:
         tasks, self._tasks = self._tasks, []
         for task in tasks:
             task.cancel()
@@ -154,7 +173,12 @@ class Controller:
 
     async def _process(self, request: Request, priority: int) -> None:
         rid = str(uuid.uuid4())
-        extra = {"controller": self.name, "key": str(request), "reconcile_id": rid}
+        extra = {
+            "controller": self.name,
+            "namespace": request.namespace,
+            "key": str(request),  # namespace/name (name alone when cluster-scoped)
+            "reconcile_id": rid,
+        }
         token = log_context.set(extra)
         self._active += 1
         self.metrics.active_workers.labels(self.name).set(self._active)
@@ -176,13 +200,20 @@ class Controller:
             return
         except asyncio.CancelledError:
             raise
+        except Fenced as exc:
+            # the leader Lease is gone and the manager is stopping us: not a failure
+            log.info("reconcile stopped: %s", exc.message, extra=extra)
+            return
         except Exception as exc:
             self.metrics.reconcile_total.labels(self.name, "error").inc()
             self.metrics.reconcile_errors.labels(self.name).inc()
-            if not isinstance(exc, (ApiError, OSError, TimeoutError)):
-                # an unexpected exception is Python's panic: a bug, not an API hiccup
+            if isinstance(exc, (ApiError, OSError, TimeoutError)):
+                # an API or network hiccup: one line, as controller-runtime logs an error
+                log.error("reconcile failed: %s: %s", type(exc).__name__, exc, extra=extra)
+            else:
+                # an unexpected exception is Python's panic: a bug, so its traceback
                 self.metrics.reconcile_panics.labels(self.name).inc()
-            log.exception("reconcile failed: %s", exc, extra=extra)
+                log.exception("reconcile failed: %s", exc, extra=extra)
             self.queue.add_rate_limited(request, priority)
             return
         finally:

@@ -83,6 +83,16 @@ class ServerError(ApiError):
     """5xx that persisted through every retry."""
 
 
+class Fenced(ApiError):
+    """The client refuses writes: its process lost the leader Lease (see ``Client.fence``).
+
+    Never sent: raised before a request leaves, so nothing reaches the apiserver.
+    """
+
+    def __init__(self, why: str) -> None:
+        super().__init__(0, "Fenced", f"write refused: {why}")
+
+
 class WatchExpired(Gone):
     """A watch stream reported 410 / "too old resource version"."""
 

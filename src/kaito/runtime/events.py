@@ -91,9 +91,13 @@ class EventRecorder:
         """Wait until every recorded event has been written."""
         await self._queue.join()
 
-    async def close(self) -> None:
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self.flush(), 5)
+    async def close(self, *, flush: bool = True) -> None:
+        """Stop; with ``flush`` first write what is queued (up to 5 s), else drop it."""
+        if flush:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.flush(), 5)
+        else:
+            self.dropped += self._queue.qsize()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -156,6 +156,15 @@ class Indexer:
         self._index(entry, obj)
         return old, entry
 
+    def put(self, entry: Entry) -> Entry | None:
+        """Store a ready-made entry; returns the previous one (decodes only for custom indexes)."""
+        old = self._items.get(entry.key)
+        if old is not None:
+            self._unindex(old)
+        self._items[entry.key] = entry
+        self._index(entry, entry.decode() if self._funcs else {})
+        return old
+
     def remove(self, key: str) -> Entry | None:
         old = self._items.pop(key, None)
         if old is not None:

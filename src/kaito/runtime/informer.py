@@ -73,6 +73,7 @@ class Informer:
         self._listeners: list[Listener] = []
         self._synced = asyncio.Event()
         self._relist_seen: set[str] = set()
+        self._relist_changed: list[Entry] = []
         self._tasks: list[asyncio.Task[None]] = []
 
     def __repr__(self) -> str:
@@ -137,29 +138,45 @@ class Informer:
 
     def begin_relist(self) -> None:
         self._relist_seen = set()
+        self._relist_changed = []
 
     def relist_page(self, items: list[dict[str, Any]]) -> None:
-        """Store one page of a list, emitting adds, and updates for changed objects."""
-        seen = self._relist_seen
-        emit = bool(self._listeners)
+        """Stage one page of a list; the store is left untouched until ``end_relist``.
+
+        Applying pages as they arrive would let a reconcile (running between two page
+        requests) read a mix of the old and the new list; client-go replaces its store in
+        one step, and so do we. Unchanged objects (same resourceVersion) stage nothing, and
+        changed ones are staged as compact entries, so at most one page is ever decoded.
+        """
+        seen, changed = self._relist_seen, self._relist_changed
         for item in items:
-            old, new = self.indexer.upsert(item)
-            seen.add(new.key)
-            if not emit:
-                continue
-            if old is None:
-                self._emit(InformerEvent(ADDED, self.gvk, KObject(item), None, True))
-            elif old.resource_version != new.resource_version:
-                self._emit(InformerEvent(MODIFIED, self.gvk, KObject(item), old, True))
+            entry = Entry(item)
+            seen.add(entry.key)
+            current = self.indexer.get(entry.key)
+            if current is None or current.resource_version != entry.resource_version:
+                changed.append(entry)
 
     def end_relist(self, resource_version: str) -> None:
-        """The list is complete: whatever it did not contain was deleted meanwhile."""
-        for key in self.indexer.keys() - self._relist_seen:
-            gone = self.indexer.remove(key)
-            if gone is not None:
-                self._emit(InformerEvent(DELETED, self.gvk, KObject(gone.decode()), gone, True))
+        """The list is complete: swap it in at once (no await), then tell the listeners.
+
+        Whatever the list did not contain was deleted meanwhile.
+        """
+        changes = [(self.indexer.put(entry), entry) for entry in self._relist_changed]
+        gone = [
+            entry
+            for entry in map(self.indexer.remove, self.indexer.keys() - self._relist_seen)
+            if entry is not None
+        ]
+        self._relist_seen, self._relist_changed = set(), []
+        if self._listeners:
+            for old, entry in changes:
+                obj = KObject(entry.decode())
+                self._emit(
+                    InformerEvent(MODIFIED if old is not None else ADDED, self.gvk, obj, old, True)
+                )
+            for entry in gone:
+                self._emit(InformerEvent(DELETED, self.gvk, KObject(entry.decode()), entry, True))
         log.debug("%r listed %d objects at RV %s", self, len(self.indexer), resource_version)
-        self._relist_seen = set()
         self._synced.set()
 
     def apply(self, event_type: str, obj: dict[str, Any]) -> None:

@@ -64,6 +64,7 @@ class LeaderElector:
         self._observed: tuple[str, str] | None = None  # (holder, renewTime) last seen
         self._observed_at = 0.0
         self._lease: dict[str, Any] | None = None
+        self.valid_until = 0.0  # monotonic: renew deadline counted from the last renewal's start
         metrics.leader_status.labels(config.name).set(0)
 
     def _set_leader(self, value: bool) -> None:
@@ -83,6 +84,7 @@ class LeaderElector:
     async def try_acquire_or_renew(self) -> bool:
         """One attempt; True when we hold the Lease afterwards."""
         cfg = self.config
+        started = time.monotonic()
         now_s = _micro_time()
         spec_mine = {
             "holderIdentity": cfg.identity,
@@ -105,6 +107,7 @@ class LeaderElector:
             except (AlreadyExists, Conflict):
                 return False
             self._observe(self._lease)
+            self.valid_until = started + cfg.renew_deadline
             return True
         spec = lease.get("spec") or {}
         self._observe(lease)
@@ -130,6 +133,7 @@ class LeaderElector:
         except Conflict:
             return False
         self._observe(self._lease)
+        self.valid_until = started + cfg.renew_deadline
         return True
 
     def _observe(self, lease: dict[str, Any]) -> None:
@@ -152,22 +156,55 @@ class LeaderElector:
             await asyncio.sleep(cfg.retry_period * (1 + 1.2 * random.random()))
 
     async def hold(self) -> None:
-        """Renew until cancelled; raises ``LeadershipLost`` after ``renew_deadline`` of failures."""
+        """Renew until cancelled; raises ``LeadershipLost`` once the Lease is no longer ours.
+
+        That is when no renewal succeeded for ``renew_deadline`` (client-go's rule; the
+        deadline is shorter than ``lease_duration``, so we stop before any standby may take
+        over), or at once when a read shows another holder: someone took the Lease (by hand,
+        or after we were cut off for longer than the lease), and retrying until the deadline
+        would only let us act beside the new leader.
+        """
         cfg = self.config
         last_renew = time.monotonic()
         while True:
-            await asyncio.sleep(cfg.retry_period)
-            try:
-                remaining = cfg.renew_deadline - (time.monotonic() - last_renew)
-                ok = await asyncio.wait_for(self.try_acquire_or_renew(), max(remaining, 0.1))
-            except (TimeoutError, ApiError, OSError) as exc:
-                log.warning("leader election: renew failed: %s", exc)
-                ok = False
+            deadline = last_renew + cfg.renew_deadline
+            await asyncio.sleep(max(0.0, min(cfg.retry_period, deadline - time.monotonic())))
+            remaining = deadline - time.monotonic()
+            ok = False
+            if remaining > 0:
+                try:
+                    ok = await asyncio.wait_for(self.try_acquire_or_renew(), remaining)
+                except (TimeoutError, ApiError, OSError) as exc:
+                    log.warning("leader election: renew failed: %s", exc)
             if ok:
                 last_renew = time.monotonic()
-            elif time.monotonic() - last_renew >= cfg.renew_deadline:
+                continue
+            holder = self.observed_holder
+            if holder and holder != cfg.identity:
                 self._set_leader(False)
-                raise LeadershipLost(f"could not renew lease {cfg.namespace}/{cfg.name}")
+                raise LeadershipLost(f"lease {cfg.namespace}/{cfg.name} is now held by {holder}")
+            if time.monotonic() >= deadline:
+                self._set_leader(False)
+                raise LeadershipLost(
+                    f"could not renew lease {cfg.namespace}/{cfg.name} "
+                    f"within {cfg.renew_deadline:g}s"
+                )
+
+    def write_check(self) -> str | None:
+        """For ``Client.guard_writes``: why a write must be refused now (None: go ahead)."""
+        if not self.is_leader:
+            return f"not the leader of lease {self.config.namespace}/{self.config.name}"
+        if time.monotonic() >= self.valid_until:
+            return (
+                f"lease {self.config.namespace}/{self.config.name} not renewed within "
+                f"{self.config.renew_deadline:g}s"
+            )
+        return None
+
+    @property
+    def observed_holder(self) -> str:
+        """The holder in the last Lease record we read or wrote ("" when none)."""
+        return self._observed[0] if self._observed else ""
 
     async def release(self) -> None:
         """Give the Lease up (holder emptied) so a standby need not wait for it to expire."""

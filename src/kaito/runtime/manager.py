@@ -52,10 +52,13 @@ class Manager:
         graceful_shutdown_timeout: float = 30.0,
         cache_sync_timeout: float = 120.0,
         handle_signals: bool = True,
+        user_agent: str = "kaito-runtime",
     ) -> None:
         self.metrics = metrics if metrics is not None else Metrics()
         self.scheme = scheme if scheme is not None else Scheme()
-        self.client = Client(client_config, scheme=self.scheme, metrics=self.metrics)
+        self.client = Client(
+            client_config, scheme=self.scheme, metrics=self.metrics, user_agent=user_agent
+        )
         self.cache = Cache(
             self.client, scheme=self.scheme, transform=transform, resync_period=resync_period
         )
@@ -63,8 +66,18 @@ class Manager:
         self.health_port = health_port
         self.bind_address = bind_address
         self.leader_election = leader_election
+        # the elector has a client of its own: its Lease writes must pass when the manager's
+        # client refuses writes for want of a valid Lease
         self.elector = (
-            LeaderElector(self.client, leader_election, self.metrics) if leader_election else None
+            LeaderElector(
+                Client(
+                    client_config, scheme=self.scheme, metrics=self.metrics, user_agent=user_agent
+                ),
+                leader_election,
+                self.metrics,
+            )
+            if leader_election
+            else None
         )
         self.graceful_shutdown_timeout = graceful_shutdown_timeout
         self.cache_sync_timeout = cache_sync_timeout
@@ -76,6 +89,7 @@ class Manager:
         self.ready = asyncio.Event()
         self.bound_ports: dict[str, int] = {}
         self._stop = asyncio.Event()
+        self.lost_leadership: str | None = None  # why, once the Lease was lost
         self._runner: list[web.AppRunner] = []
 
     @classmethod
@@ -206,7 +220,8 @@ class Manager:
                 acquire = self._until_stopped(self.elector.acquire(), stop_wait)
                 if not await acquire:
                     return
-                hold = asyncio.create_task(self.elector.hold(), name="lease renewal")
+                self.client.guard_writes(self.elector.write_check)
+                hold = asyncio.create_task(self._hold(self.elector), name="lease renewal")
             for ctrl in self.controllers:
                 await ctrl.start()
             self.ready.set()
@@ -222,6 +237,23 @@ class Manager:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     with contextlib.suppress(NotImplementedError, RuntimeError):
                         loop.remove_signal_handler(sig)
+
+    async def _hold(self, elector: LeaderElector) -> None:
+        """Renew the Lease; on its loss fence the client before anything else can run.
+
+        Fencing happens in the same step as the loss (no await in between), so no worker,
+        event recorder or background task gets another write out; the workers are then
+        cancelled rather than drained, as controller-runtime does on lease loss.
+        """
+        try:
+            await elector.hold()
+        except LeadershipLost as exc:
+            self.lost_leadership = str(exc)
+            self.client.fence(f"leadership lost ({exc})")
+            for ctrl in self.controllers:
+                ctrl.queue.shut_down()  # no reconcile starts from here on
+            log.error("%s; stopping at once", exc)
+            raise
 
     async def _until_stopped(self, work: Awaitable[object], stop_wait: asyncio.Task[bool]) -> bool:
         """Await ``work`` unless a stop comes first; True when ``work`` finished."""
@@ -244,8 +276,12 @@ class Manager:
     ) -> None:
         self.ready.clear()
         stop_wait.cancel()
+        lost = self.lost_leadership is not None
         await asyncio.gather(
-            *(c.stop(self.graceful_shutdown_timeout) for c in self.controllers),
+            *(
+                c.abort() if lost else c.stop(self.graceful_shutdown_timeout)
+                for c in self.controllers
+            ),
             return_exceptions=True,
         )
         if hold is not None and not hold.done():
@@ -253,9 +289,10 @@ class Manager:
             with contextlib.suppress(asyncio.CancelledError, LeadershipLost):
                 await hold
         for recorder in self.recorders:
-            await recorder.close()
+            await recorder.close(flush=not lost)  # a lost leader's Events would be writes
         if (
-            self.elector is not None
+            not lost
+            and self.elector is not None
             and self.leader_election
             and self.leader_election.release_on_cancel
         ):
@@ -265,4 +302,6 @@ class Manager:
             await runner.cleanup()
         self._runner.clear()
         await self.client.close()
+        if self.elector is not None:
+            await self.elector.client.close()
         log.info("manager stopped")

@@ -7,6 +7,10 @@
 - Any other failure → reconnect after a jittered exponential backoff (0.8 s … 30 s, reset
   after two healthy minutes), resuming from the last resourceVersion seen.
 - Watches rotate after a random 5-10 min server timeout, as client-go's do.
+- A watch the server closes at once with nothing on it (< 1 s, no event) counts as a
+  failure and backs off, so a misbehaving server or proxy cannot make us spin.
+- A connection that carries nothing for ``idle_timeout`` is dead (the apiserver sends a
+  bookmark about every minute on an idle watch; a vanished peer sends no FIN): reconnect.
 """
 
 from __future__ import annotations
@@ -68,6 +72,15 @@ class Backoff:
         return self._current * (1 + random.random())  # jitter factor 1.0, as client-go
 
 
+SHORT_WATCH_S = 1.0
+# comfortably above the apiserver's bookmark period (a minute) so healthy idle watches stay up
+DEFAULT_IDLE_TIMEOUT_S = 100.0
+
+
+class ShortWatch(Exception):
+    """The server ended a watch at once without sending anything."""
+
+
 class Reflector:
     """Keeps a sink in step with the apiserver for one GVK (+ namespace/selectors)."""
 
@@ -83,6 +96,7 @@ class Reflector:
         transform: Transform | None = strip_managed_fields,
         page_size: int = 500,
         min_watch_timeout: float = 300.0,
+        idle_timeout: float = DEFAULT_IDLE_TIMEOUT_S,
     ) -> None:
         self.client = client
         self.gvk = gvk
@@ -93,9 +107,12 @@ class Reflector:
         self.transform = transform
         self.page_size = page_size
         self.min_watch_timeout = min_watch_timeout
+        self.idle_timeout = idle_timeout
         self.resource_version = ""
         self.lists = 0  # how many LISTs ran (tests assert relists through it)
         self.expired = 0  # how many watches ended with 410
+        self.watches = 0  # how many watch connections were opened
+        self._events = 0  # events (bookmarks included) received on the current watch
         self.backoff = Backoff()
         self._stopped = False
 
@@ -128,7 +145,14 @@ class Reflector:
                 )
                 need_list = True
                 continue
-            except (TimeoutError, ApiError, aiohttp.ClientError, OSError, ValueError) as exc:
+            except (
+                TimeoutError,
+                ShortWatch,
+                ApiError,
+                aiohttp.ClientError,
+                OSError,
+                ValueError,
+            ) as exc:
                 delay = self.backoff.next()
                 log.warning("%r: %s: %s; retrying in %.1fs", self, type(exc).__name__, exc, delay)
                 await asyncio.sleep(delay)
@@ -165,7 +189,19 @@ class Reflector:
         self.resource_version = rv
 
     async def watch(self) -> None:
-        """One watch connection; returns when the server closes it normally."""
+        """One watch connection; returns when the server closes it normally.
+
+        Raises ``ShortWatch`` when the server closed it at once with nothing on it, and
+        ``TimeoutError`` when nothing arrived for ``idle_timeout``.
+        """
+        started = time.monotonic()
+        self._events = 0
+        self.watches += 1
+        await self._watch()
+        if self._events == 0 and time.monotonic() - started < SHORT_WATCH_S:
+            raise ShortWatch("the server closed the watch at once, without an event")
+
+    async def _watch(self) -> None:
         res = await self.client.resource(self.gvk)
         timeout = int(self.min_watch_timeout * (1 + random.random()))
         query = {
@@ -178,7 +214,7 @@ class Reflector:
         }
         path = res.path(self.namespace if res.namespaced else None)
         # no byte for this long means the connection is dead (bookmarks arrive every ~minute)
-        async with self.client.stream(path, query, read_timeout=timeout + 60) as resp:
+        async with self.client.stream(path, query, read_timeout=self.idle_timeout) as resp:
             buffer = b""
             async for chunk in resp.content.iter_any():
                 buffer += chunk
@@ -192,6 +228,7 @@ class Reflector:
                 self._handle(json.loads(buffer))
 
     def _handle(self, event: dict[str, Any]) -> None:
+        self._events += 1
         kind = event.get("type")
         obj = event.get("object") or {}
         if kind == "ERROR":

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from kaito import featuregates
+from kaito.hub import HubClient, HubPresets
 from kaito.provisioner.azure.settings import AzureSettings
 from kaito.webhook import certs, incluster
 from kaito.webhook.config import (
@@ -119,9 +120,11 @@ async def _serve(args: argparse.Namespace) -> int:
     if args.configuration:
         await incluster.inject_ca_bundle(api_client, args.configuration, bundle.ca_pem)
     policy, cloud = _policy(args)
+    hub_client = HubClient()  # HF_ENDPOINT, as the Hugging Face libraries read it
     server = WebhookServer(
         kube_lookups(api_client, cloud.describe if cloud else None) if api_client else None,
         policy,
+        hub=HubPresets(hub_client),
     )
     port = await server.start(args.host, args.port, certs.server_context(args.cert_dir))
     configs = _configurations(args, bundle.ca_pem, port)
@@ -136,6 +139,7 @@ async def _serve(args: argparse.Namespace) -> int:
     if args.register and api_client is not None:
         await _apply(api_client, configs, delete=True)
     await server.stop()
+    await hub_client.close()
     if cloud is not None:
         await cloud.close()
     if api_client is not None:
@@ -192,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--configuration", help="ValidatingWebhookConfiguration to set caBundle in")
     parser.add_argument(
         "--node-provisioner",
-        choices=("kwok", "azure", "byo"),
+        choices=("kwok", "azure", "byo", "external"),
         default=_env("node-provisioner", "kwok"),
         help="the operator's node provisioner (env KAITO_NODE_PROVISIONER)",
     )

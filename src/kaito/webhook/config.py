@@ -13,6 +13,7 @@ from typing import Any
 from kaito.api import constants
 
 VALIDATE_PATH = "/validate-workspace"
+VALIDATE_INFERENCESET_PATH = "/validate-inferenceset"
 MUTATE_PATH = "/mutate-workspace"
 VALIDATING_NAME = "kaito-workspace-validation"
 MUTATING_NAME = "kaito-workspace-defaulting"
@@ -66,6 +67,8 @@ def _webhook(
     versions: list[str],
     operations: list[str],
     namespaces: list[str] | None,
+    *,
+    resource: str = constants.WORKSPACE_PLURAL,
 ) -> dict[str, Any]:
     return {
         "name": name,
@@ -75,7 +78,7 @@ def _webhook(
                 "apiGroups": [constants.GROUP],
                 "apiVersions": versions,
                 "operations": operations,
-                "resources": [constants.WORKSPACE_PLURAL],
+                "resources": [resource],
                 "scope": "Namespaced",
             }
         ],
@@ -96,7 +99,8 @@ def validating_webhook_configuration(
     namespaces: list[str] | None = None,
     name: str = VALIDATING_NAME,
 ) -> dict[str, Any]:
-    """Validate Workspace CREATE/UPDATE of both versions; `namespaces` limits the scope."""
+    """Validate Workspace and InferenceSet CREATE/UPDATE of both versions; `namespaces`
+    limits the scope."""
     hook = _webhook(
         "validation.workspace.kaito.sh",
         _client_config(ca_pem, VALIDATE_PATH, url_base, service),
@@ -104,11 +108,19 @@ def validating_webhook_configuration(
         ["CREATE", "UPDATE"],
         namespaces,
     )
+    sets = _webhook(
+        "validation.inferenceset.kaito.sh",
+        _client_config(ca_pem, VALIDATE_INFERENCESET_PATH, url_base, service),
+        [constants.V1ALPHA1, constants.V1BETA1],
+        ["CREATE", "UPDATE"],
+        namespaces,
+        resource=constants.INFERENCESET_PLURAL,
+    )
     return {
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "ValidatingWebhookConfiguration",
         "metadata": {"name": name, "labels": {"app.kubernetes.io/part-of": "kaito-py"}},
-        "webhooks": [hook],
+        "webhooks": [hook, sets],
     }
 
 

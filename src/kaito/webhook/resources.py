@@ -322,14 +322,18 @@ def plan_fit(
     config: Mapping[str, Any] | None,
     *,
     available_nodes: int | None = None,
+    hub_presets: Mapping[str, presets.Preset] | None = None,
 ) -> list[FieldError]:
-    """The controller's own sizing of the Workspace on `sku` must succeed."""
+    """The controller's own sizing of the Workspace on `sku` must succeed.
+
+    `hub_presets` holds the model the Workspace names by hub id, sized from the hub.
+    """
     doc = ws.model_dump(mode="json", by_alias=True, exclude_none=True)
     partition = ws.resource.partition
     if partition is not None:
         sku = partitioned(sku, partition.mode, profile=partition.profile, count=partition.count)
     try:
-        plan = plan_workspace(doc, inference_config=config, sku=sku)
+        plan = plan_workspace(doc, inference_config=config, sku=sku, hub_presets=hub_presets)
     except presets.FitError as exc:
         field = exc.field
         if ws.resource.instance_type is None and field == INSTANCE_TYPE:

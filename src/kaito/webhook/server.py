@@ -1,13 +1,18 @@
 """The admission webhook HTTP server (aiohttp over TLS), part of the operator process.
 
 It turns AdmissionReview requests into calls to :mod:`kaito.webhook.validation` and answers
-with allowed/denied plus field causes.  Junk (non-JSON, wrong types, huge bodies) gets a 4xx
-or a denial, never a crash; the server keeps serving.
+with allowed/denied plus field causes. A preset named by hub id is first sized from the hub
+(:class:`kaito.hub.HubPresets`, within a few seconds); when the hub cannot be read the Workspace
+is admitted with a warning, and the operator reports the outcome in its conditions. Junk
+(non-JSON, wrong types, huge bodies) gets a 4xx or a denial, never a crash; the server keeps
+serving.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import dataclasses
 import json
 import logging
 import ssl
@@ -19,12 +24,23 @@ from aiohttp import web
 
 from kaito import presets
 from kaito.api import WorkspaceBase, constants
+from kaito.hub import HubPresets
+from kaito.presets import Preset, SpecError
+from kaito.presets.errors import SourceUnavailable
+from kaito.presets.plan import hub_model
 from kaito.presets.skus import LearnedSku
-from kaito.webhook.config import MUTATE_PATH, VALIDATE_PATH
+from kaito.webhook.config import MUTATE_PATH, VALIDATE_INFERENCESET_PATH, VALIDATE_PATH
 from kaito.webhook.configs import config_map_names
+from kaito.webhook.inferenceset import (
+    parse_set,
+    replica,
+    set_update_checked,
+    validate_inferenceset,
+)
 from kaito.webhook.validation import (
     default_patch,
     parse,
+    update_checked,
     validate_create,
     validate_update,
 )
@@ -51,6 +67,8 @@ class Lookups:
 
 MAX_BODY = 16 * 1024 * 1024
 """AdmissionReviews carry object and oldObject; 16 MiB covers the API server's own limits."""
+HUB_TIMEOUT_S = 5.0
+"""How long an admission waits for the model hub (the API server gives the webhook 10 s)."""
 
 
 def _status(errors: list[FieldError]) -> dict[str, Any]:
@@ -68,24 +86,36 @@ def _status(errors: list[FieldError]) -> dict[str, Any]:
     }
 
 
-def _response(uid: str, errors: list[FieldError]) -> dict[str, Any]:
-    if not errors:
-        return {"uid": uid, "allowed": True}
-    return {"uid": uid, "allowed": False, "status": _status(errors)}
+def _response(uid: str, errors: list[FieldError], warnings: Sequence[str] = ()) -> dict[str, Any]:
+    response: dict[str, Any] = {"uid": uid, "allowed": not errors}
+    if errors:
+        response["status"] = _status(errors)
+    if warnings:
+        response["warnings"] = [w[:500] for w in warnings]
+    return response
 
 
 class WebhookServer:
     """Serves /validate-workspace, /mutate-workspace and /healthz."""
 
-    def __init__(self, lookups: Lookups | None = None, policy: Policy | None = None) -> None:
+    def __init__(
+        self,
+        lookups: Lookups | None = None,
+        policy: Policy | None = None,
+        hub: HubPresets | None = None,
+        hub_timeout_s: float = HUB_TIMEOUT_S,
+    ) -> None:
         self.lookups = lookups
         self.policy = policy or Policy()
+        self.hub = hub
+        self.hub_timeout_s = hub_timeout_s
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
 
     def app(self) -> web.Application:
         application = web.Application(client_max_size=MAX_BODY)
         application.router.add_post(VALIDATE_PATH, self._validate_http)
+        application.router.add_post(VALIDATE_INFERENCESET_PATH, self._validate_set_http)
         application.router.add_post(MUTATE_PATH, self._mutate_http)
         application.router.add_get("/healthz", self._healthz)
         return application
@@ -142,26 +172,117 @@ class WebhookServer:
         if isinstance(review, web.Response):
             return review
         req = review["request"]
+        warnings: list[str] = []
         try:
-            errors = await self.review(req)
+            errors = await self.review(req, warnings)
         except Exception:
             log.exception("validating %s failed", req.get("name"))
             errors = [FieldError("(root)", "internal error in the Kaito webhook; see its logs")]
-        return self._reply(review, _response(req["uid"], errors))
+        return self._reply(review, _response(req["uid"], errors, warnings))
 
-    async def review(self, req: Mapping[str, Any]) -> list[FieldError]:
-        """Field errors for one AdmissionRequest (empty: allowed)."""
+    async def _validate_set_http(self, request: web.Request) -> web.Response:
+        review = await self._read_review(request)
+        if isinstance(review, web.Response):
+            return review
+        req = review["request"]
+        warnings: list[str] = []
+        try:
+            errors = await self.review_set(req, warnings)
+        except Exception:
+            log.exception("validating InferenceSet %s failed", req.get("name"))
+            errors = [FieldError("(root)", "internal error in the Kaito webhook; see its logs")]
+        return self._reply(review, _response(req["uid"], errors, warnings))
+
+    async def review_set(
+        self, req: Mapping[str, Any], warnings: list[str] | None = None
+    ) -> list[FieldError]:
+        """Field errors for one InferenceSet AdmissionRequest (empty: allowed)."""
+        obj, old = req.get("object"), req.get("oldObject")
+        if not isinstance(obj, Mapping):
+            return [FieldError("(root)", "the request carries no object")]
+        old_obj = old if req.get("operation") == "UPDATE" and isinstance(old, Mapping) else None
+        if not set_update_checked(obj, old_obj):
+            return []  # nothing to look up, as for a Workspace
+        hub_presets, errors = await self._hub_of_set(obj, warnings if warnings is not None else [])
+        if errors:
+            return errors
+        view = await self._replica_view(obj, str(req.get("namespace") or ""), hub_presets)
+        return validate_inferenceset(obj, old_obj, self.policy, view)
+
+    async def _hub_of_set(
+        self, obj: Mapping[str, Any], warnings: list[str]
+    ) -> tuple[dict[str, Preset], list[FieldError]]:
+        """A set's hub model is sized before its replica's rules run, as a Workspace's is;
+        errors and notes name the set's own field (``spec.template.…``)."""
+        spec = obj.get("spec")
+        template = spec.get("template") if isinstance(spec, Mapping) else None
+        if not isinstance(template, Mapping):
+            return {}, []
+        notes: list[str] = []
+        found, errors = await self._hub_presets(template, notes)
+        warnings.extend(f"spec.template.{note}" for note in notes)
+        return found, [FieldError(f"spec.template.{e.field}", e.message) for e in errors]
+
+    async def _replica_view(
+        self, obj: Mapping[str, Any], namespace: str, hub_presets: dict[str, Preset]
+    ) -> ClusterView | None:
+        """The cluster facts for the Workspace a set would create (None: nothing to judge)."""
+        iset = parse_set(obj)
+        child = replica(iset, self.policy)[0] if iset is not None else None
+        if child is None:
+            return None
+        view = await self.view(child, namespace)
+        if hub_presets:
+            view = dataclasses.replace(view or ClusterView(), hub_presets=hub_presets)
+        return view
+
+    async def review(
+        self, req: Mapping[str, Any], warnings: list[str] | None = None
+    ) -> list[FieldError]:
+        """Field errors for one AdmissionRequest (empty: allowed); `warnings` collects notes."""
         obj = req.get("object")
         if not isinstance(obj, Mapping):
             return [FieldError("(root)", "the request carries no object")]
+        update = req.get("operation") == "UPDATE"
+        old = req.get("oldObject")
+        old_obj = old if isinstance(old, Mapping) else None
+        if update and not update_checked(obj, old_obj):
+            return []  # nothing to look up: metadata-only updates and deletions pass
+        hub_presets, errors = await self._hub_presets(obj, warnings if warnings is not None else [])
+        if errors:
+            return errors
         ws, _ = parse(obj)
         view = await self.view(ws, str(req.get("namespace") or "")) if ws is not None else None
-        if req.get("operation") == "UPDATE":
-            old = req.get("oldObject")
-            return validate_update(
-                obj, old if isinstance(old, Mapping) else None, self.policy, view
-            )
+        if hub_presets:
+            view = dataclasses.replace(view or ClusterView(), hub_presets=hub_presets)
+        if update:
+            return validate_update(obj, old_obj, self.policy, view)
         return validate_create(obj, view, self.policy)
+
+    async def _hub_presets(
+        self, obj: Mapping[str, Any], warnings: list[str]
+    ) -> tuple[dict[str, Preset], list[FieldError]]:
+        """Size a preset named by hub id, or say why it cannot be served (errors) or checked."""
+        found = hub_model(obj)
+        if found is None or self.hub is None:
+            return {}, []
+        name, field = found
+        try:
+            preset = await asyncio.wait_for(self.hub.preset(name), self.hub_timeout_s)
+        except (SourceUnavailable, TimeoutError) as err:
+            reason = err.reason if isinstance(err, SourceUnavailable) else "no answer in time"
+            warnings.append(
+                f"{field}: {name} was not checked ({reason}); the operator sizes it and reports "
+                "problems in the Workspace's conditions"
+            )
+            return {}, []
+        except SpecError as err:
+            if _access_secret(obj):
+                # read anonymously here; the operator reads it with the modelAccessSecret
+                warnings.append(f"{field}: {name} was not checked anonymously: {err.reason}")
+                return {}, []
+            return {}, [FieldError(err.field, err.reason)]
+        return {name.lower(): preset}, []
 
     async def view(self, ws: WorkspaceBase, namespace: str) -> ClusterView | None:
         """Look up what the rules for `ws` need: nodes, ConfigMaps, an unknown instance type."""
@@ -206,6 +327,17 @@ class WebhookServer:
                 response["patchType"] = "JSONPatch"
                 response["patch"] = base64.b64encode(json.dumps(patch).encode()).decode()
         return self._reply(review, response)
+
+
+def _access_secret(obj: Mapping[str, Any]) -> str | None:
+    for section in ("inference", "tuning"):
+        part = obj.get(section)
+        preset = part.get("preset") if isinstance(part, Mapping) else None
+        options = preset.get("presetOptions") if isinstance(preset, Mapping) else None
+        secret = options.get("modelAccessSecret") if isinstance(options, Mapping) else None
+        if isinstance(secret, str) and secret:
+            return secret
+    return None
 
 
 def label_query(match_labels: Mapping[str, str] | None) -> str:

@@ -9,6 +9,7 @@ leaves resource/inference/tuning alone or the Workspace is being deleted.
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -18,6 +19,7 @@ from pydantic import ValidationError
 from kaito import presets
 from kaito.api import WorkspaceBase, constants, parse_workspace
 from kaito.api.workspace import DataSource
+from kaito.presets.hub_sizing import is_hub_id
 from kaito.webhook import configs, resources
 from kaito.webhook.addresses import url_problem
 from kaito.webhook.resources import names as _names
@@ -54,12 +56,17 @@ def _short(err: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _preset_names(*, tunable: bool = False) -> list[str]:
-    return sorted(
+def _preset_names(*, tunable: bool = False, near: str | None = None) -> list[str]:
+    """Curated preset names, those closest to `near` (a mistyped name) first."""
+    names = sorted(
         p.name
         for p in presets.list_presets(include_test=False)
         if not p.deprecated and (p.supports_tuning or not tunable)
     )
+    if near:
+        close = difflib.get_close_matches(near.lower(), names, n=5, cutoff=0.5)
+        names = close + [n for n in names if n not in close]
+    return names
 
 
 def _check_annotations(ws: WorkspaceBase) -> list[FieldError]:
@@ -116,14 +123,19 @@ def _check_selector(ws: WorkspaceBase) -> list[FieldError]:
 
 
 def _preset(
-    name: str, field: str, *, tuning: bool
+    name: str, field: str, *, tuning: bool, view: ClusterView | None
 ) -> tuple[presets.Preset | None, list[FieldError]]:
-    preset = presets.get_preset(name)
+    hub_presets = (view.hub_presets if view is not None else None) or {}
+    preset = presets.get_preset(name) or hub_presets.get(name.strip().lower())
+    if preset is None and is_hub_id(name):
+        return None, []  # a hub model the server could not read: the operator sizes it
     if preset is None:
         return None, [
             FieldError(
                 field,
-                f"unknown preset {name!r}; accepted: {_names(_preset_names(tunable=tuning))}",
+                f"unknown preset {name!r}; accepted: "
+                f"{_names(_preset_names(tunable=tuning, near=name))}"
+                + ("" if tuning else ", or a Hugging Face model id (owner/name)"),
             )
         ]
     if preset.deprecated:
@@ -212,12 +224,14 @@ def check_spec(
     if ws.inference is not None:
         if ws.inference.preset is not None:
             preset, preset_errors = _preset(
-                ws.inference.preset.name, "inference.preset.name", tuning=False
+                ws.inference.preset.name, "inference.preset.name", tuning=False, view=view
             )
             errors += preset_errors
         errors += _check_adapters(ws, preset)
     if ws.tuning is not None:
-        preset, preset_errors = _preset(ws.tuning.preset.name, "tuning.preset.name", tuning=True)
+        preset, preset_errors = _preset(
+            ws.tuning.preset.name, "tuning.preset.name", tuning=True, view=view
+        )
         errors += preset_errors + _check_urls("tuning.input", ws.tuning.input, policy)
         errors += configs.tuning_configmap(ws, view)
     available: int | None = None
@@ -232,7 +246,13 @@ def check_spec(
         return errors
     if ws.inference is not None and not resources.bypassed(ws):
         errors += resources.total_memory_fit(ws, preset, sku, config)
-    return errors or resources.plan_fit(ws, sku, config, available_nodes=available)
+    return errors or resources.plan_fit(
+        ws,
+        sku,
+        config,
+        available_nodes=available,
+        hub_presets=view.hub_presets if view is not None else None,
+    )
 
 
 def _spec(obj: Mapping[str, Any]) -> tuple[Any, Any, Any]:
@@ -242,6 +262,17 @@ def _spec(obj: Mapping[str, Any]) -> tuple[Any, Any, Any]:
 def spec_changed(obj: Mapping[str, Any], old: Mapping[str, Any]) -> bool:
     """Did resource/inference/tuning change?  Metadata-only updates are never blocked."""
     return _spec(obj) != _spec(old)
+
+
+def update_checked(obj: Mapping[str, Any], old: Mapping[str, Any] | None) -> bool:
+    """Is an update held to the rules?  Not while deleting, nor when the spec is unchanged.
+
+    The server asks before it looks anything up (nodes, ConfigMaps, the cloud, the model hub).
+    """
+    meta = obj.get("metadata")
+    if isinstance(meta, Mapping) and meta.get("deletionTimestamp"):
+        return False
+    return not (isinstance(old, Mapping) and not spec_changed(obj, old))
 
 
 def validate_create(
@@ -263,10 +294,7 @@ def validate_update(
     """The create rules for a changed spec; finalizer/label-only updates and deletions pass."""
     if not isinstance(obj, Mapping):
         return [FieldError("(root)", "the object must be a JSON object")]
-    meta = obj.get("metadata")
-    if isinstance(meta, Mapping) and meta.get("deletionTimestamp"):
-        return []
-    if isinstance(old, Mapping) and not spec_changed(obj, old):
+    if not update_checked(obj, old):
         return []
     ws, errors = parse(obj)
     if ws is None:

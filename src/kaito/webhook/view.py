@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from kaito.presets.catalog import Preset
 from kaito.presets.skus import LearnedSku
 
 Node = Mapping[str, Any]
@@ -57,3 +58,6 @@ class ClusterView:
     """Why Azure could not be asked (shown in the rejection, never a silent pass)."""
     config_maps: Mapping[str, Mapping[str, str] | None] | None = None
     """ConfigMap name → data (None: it does not exist); the map itself None: not looked up."""
+    hub_presets: Mapping[str, Preset] | None = None
+    """A model named by a hub id the catalog lacks, sized from the hub (lowercased id →
+    preset); the id missing: the hub was not read, and the operator sizes it."""

@@ -916,8 +916,12 @@ def test_upstream_examples_are_admitted(api: Api) -> None:
     node = f"acc-{uuid.uuid4().hex[:6]}"
     _gpu_node(api, node, {"apps": "accelerator-llama-3-1-8b-instruct"})
     try:
-        for ws in (d for d in docs if d["kind"] == "Workspace"):
+        for i, ws in enumerate(d for d in docs if d["kind"] == "Workspace"):
             source = ws["metadata"]["annotations"]["test.kaito.sh/source"]
+            # upstream reuses names (workspace-phi-3-mini twice) and earlier tests of this
+            # module leave theirs in the namespace: with a name of our own the dry run answers
+            # admission's verdict, not AlreadyExists
+            ws["metadata"]["name"] = f"upstream-example-{i}"
             proc = api.create(ws, "--dry-run=server")
             if any(part in source for part in DIVERGENT):
                 _assert_rejected(proc, "vllm.swap-space", "remove it")

@@ -6,6 +6,7 @@ its token endpoint only accepts :data:`CLIENT_SECRET`, so the real azure-identit
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -43,16 +44,17 @@ class FakeArmProcess:
     directory: Path
 
 
-@pytest.fixture(scope="session")
-def fake_arm(cluster: Any) -> Iterator[FakeArmProcess]:
+@contextlib.contextmanager
+def running_fake_arm(kubeconfig: Path, *extra: str) -> Iterator[FakeArmProcess]:
+    """hack/fake_arm.py as a process registering joining nodes in the cluster of `kubeconfig`."""
     directory = Path(tempfile.mkdtemp(prefix="kaito-fake-arm-"))
     log = (directory / "fake-arm.log").open("w")
     env = dict(os.environ, FAKE_ARM_CLIENT_SECRET=CLIENT_SECRET)
     proc = subprocess.Popen(
         [
             sys.executable, str(REPO / "hack" / "fake_arm.py"), "--dir", str(directory),
-            "--kubeconfig", str(cluster.kubeconfig), "--client-id", CLIENT_ID,
-            "--location", LOCATION, "--create-delay", "1.0", "--delete-delay", "0.3",
+            "--kubeconfig", str(kubeconfig), "--client-id", CLIENT_ID,
+            "--location", LOCATION, "--create-delay", "1.0", "--delete-delay", "0.3", *extra,
         ],
         stdout=log, stderr=subprocess.STDOUT, env=env,
     )  # fmt: skip
@@ -76,6 +78,12 @@ def fake_arm(cluster: Any) -> Iterator[FakeArmProcess]:
         log.close()
 
 
+@pytest.fixture(scope="session")
+def fake_arm(cluster: Any) -> Iterator[FakeArmProcess]:
+    with running_fake_arm(cluster.kubeconfig) as arm:
+        yield arm
+
+
 @pytest.fixture
 async def arm(fake_arm: FakeArmProcess) -> AsyncIterator[FakeArmAdmin]:
     """The admin client, with the server reset to no pools, no faults, default timings."""
@@ -87,6 +95,22 @@ async def arm(fake_arm: FakeArmProcess) -> AsyncIterator[FakeArmAdmin]:
     yield admin
     await admin.reset()
     await admin.close()
+
+
+def operator_env(fake_arm: FakeArmProcess) -> dict[str, str]:
+    """The environment an operator with ``--node-provisioner=azure`` reads (as the chart sets)."""
+    return {
+        "AZURE_TENANT_ID": TENANT_ID,
+        "AZURE_CLIENT_ID": CLIENT_ID,
+        "AZURE_CLIENT_SECRET": CLIENT_SECRET,
+        "AZURE_AUTHORITY_HOST": fake_arm.url,
+        "AZURE_SUBSCRIPTION_ID": SUBSCRIPTION_ID,
+        "AZURE_RESOURCE_GROUP": RESOURCE_GROUP,
+        "AZURE_CLUSTER_NAME": CLUSTER_NAME,
+        "AZURE_LOCATION": LOCATION,
+        "AZURE_ARM_ENDPOINT": fake_arm.url,
+        "AZURE_CA_BUNDLE": fake_arm.ca_file,
+    }
 
 
 def settings_for(fake_arm: FakeArmProcess, **overrides: Any) -> AzureSettings:

@@ -364,3 +364,62 @@ async def test_from_env_uses_default_azure_credential(
         assert list((await arm.state())["pools"]) == [pool_name(request.name)]
     finally:
         await provisioner.close()
+
+
+async def drive(
+    provisioner: AzureProvisioner, request: NodeRequest, within_s: float = 30
+) -> list[NodeStatus]:
+    """What the machine controller does: read, and create again when absent or failed."""
+    deadline = time.monotonic() + within_s
+    seen: list[NodeStatus] = []
+    while time.monotonic() < deadline:
+        status = await provisioner.get(request)
+        if status is None or status.phase == Phase.FAILED:
+            status = await provisioner.create(request)
+        if not seen or seen[-1] != status:
+            seen.append(status)
+        if (status.phase == Phase.LAUNCHED and status.node_name) or (
+            status.phase == Phase.FAILED and "attempt" in status.message
+        ):
+            return seen
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"{request.name} never settled: {seen}")
+
+
+async def test_a_failed_pool_is_deleted_and_created_again(
+    arm: FakeArmAdmin, provisioners: ProvisionerFactory
+) -> None:
+    """Issue 18, defect 6: a pool whose create ended Failed used to be adopted forever."""
+    provisioner = provisioners()
+    request = make_request()
+    pool = pool_name(request.name)
+    await arm.add_fault("lro_failed", code="ZonalAllocationFailed", message="no NC6s_v3 left")
+    seen = await drive(provisioner, request)
+    assert seen[-1].phase == Phase.LAUNCHED, seen
+    recreating = [s for s in seen if s.reason == "Recreating"]
+    assert recreating and "no NC6s_v3 left" in recreating[0].message
+    assert "attempt 2 of 3" in recreating[0].message
+    state = await arm.state()
+    assert [e["status"] for e in puts(state, pool)] == [201, 201]
+    assert [e["method"] for e in state["log"] if e["pool"] == pool].count("DELETE") == 1
+    assert state["pools"][pool]["tags"]["kaito-attempt"] == "2"
+
+
+async def test_failed_pools_are_replaced_a_bounded_number_of_times(
+    arm: FakeArmAdmin, provisioners: ProvisionerFactory
+) -> None:
+    provisioner = provisioners(max_create_attempts=2)
+    request = make_request()
+    pool = pool_name(request.name)
+    await arm.add_fault("lro_failed", count=10, code="ZonalAllocationFailed", message="none left")
+    seen = await drive(provisioner, request)
+    final = seen[-1]
+    assert (final.phase, final.reason) == (Phase.FAILED, "InsufficientCapacity"), seen
+    assert "none left" in final.message and "attempt 2 of 2" in final.message
+    for _ in range(3):  # asked again and again, it stays failed and creates nothing
+        assert (await provisioner.create(request)).phase == Phase.FAILED
+    state = await arm.state()
+    assert len(puts(state, pool)) == 2
+    assert state["pools"][pool]["state"] == "Failed"  # kept, with its error, until the claim goes
+    await wait_deleted(provisioner, request.name)
+    assert (await arm.state())["pools"] == {}

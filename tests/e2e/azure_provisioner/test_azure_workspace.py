@@ -12,16 +12,7 @@ from hack.fake_arm import FakeArmAdmin
 
 from ..conftest import REPO, Cluster
 from ..controllers.conftest import Operator, _operator, condition, install_crds, wait_until
-from .conftest import (
-    CLIENT_ID,
-    CLIENT_SECRET,
-    CLUSTER_NAME,
-    LOCATION,
-    RESOURCE_GROUP,
-    SUBSCRIPTION_ID,
-    TENANT_ID,
-    FakeArmProcess,
-)
+from .conftest import CLIENT_SECRET, FakeArmProcess, operator_env
 
 pytestmark = pytest.mark.e2e
 
@@ -31,18 +22,7 @@ def azure_operator(
     cluster: Cluster, fake_arm: FakeArmProcess, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Operator]:
     install_crds(cluster)
-    env = {
-        "AZURE_TENANT_ID": TENANT_ID,
-        "AZURE_CLIENT_ID": CLIENT_ID,
-        "AZURE_CLIENT_SECRET": CLIENT_SECRET,
-        "AZURE_AUTHORITY_HOST": fake_arm.url,
-        "AZURE_SUBSCRIPTION_ID": SUBSCRIPTION_ID,
-        "AZURE_RESOURCE_GROUP": RESOURCE_GROUP,
-        "AZURE_CLUSTER_NAME": CLUSTER_NAME,
-        "AZURE_LOCATION": LOCATION,
-        "AZURE_ARM_ENDPOINT": fake_arm.url,
-        "AZURE_CA_BUNDLE": fake_arm.ca_file,
-    }
+    env = operator_env(fake_arm)
     yield from _operator(cluster, tmp_path_factory, ["--node-provisioner=azure"], env)
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from ..conftest import REPO, Cluster
 
@@ -106,7 +107,12 @@ class Operator:
 
 def install_crds(cluster: Cluster) -> None:
     cluster.kubectl("apply", "--server-side", "-f", str(REPO / "manifests" / "crd"))
-    for crd in ("workspaces.kaito.sh", "nodeclaims.karpenter.sh", "machines.karpenter.sh"):
+    for crd in (
+        "workspaces.kaito.sh",
+        "inferencesets.kaito.sh",
+        "nodeclaims.karpenter.sh",
+        "machines.karpenter.sh",
+    ):
         cluster.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=30s")
 
 
@@ -155,3 +161,76 @@ def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any] | None:
 def get_json(cluster: Cluster, *args: str) -> dict[str, Any]:
     result: dict[str, Any] = json.loads(cluster.kubectl("get", *args, "-o", "json").stdout)
     return result
+
+
+def kaito_status(cluster: Cluster, namespace: str) -> str:
+    """`kaito status -n NAMESPACE` against the cluster (the CLI reads through the API)."""
+    cli = subprocess.run(
+        [sys.executable, "-m", "kaito.cli", "status", "-n", namespace],
+        env={**os.environ, "KUBECONFIG": str(cluster.kubeconfig), "PYTHONPATH": str(REPO / "src")},
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert cli.returncode == 0, cli.stderr
+    return cli.stdout
+
+
+WS_LABEL = "kaito.sh/workspace"
+
+
+def example(name: str) -> dict[str, Any]:
+    doc: dict[str, Any] = yaml.safe_load((REPO / "examples" / name).read_text())
+    return doc
+
+
+def workspace(cluster: Cluster, namespace: str, name: str) -> dict[str, Any] | None:
+    return cluster.get("workspace", name, namespace)
+
+
+def wait_ready(cluster: Cluster, namespace: str, name: str, timeout: float = 60) -> dict[str, Any]:
+    def ready() -> dict[str, Any] | None:
+        ws = workspace(cluster, namespace, name)
+        cond = condition(ws, "WorkspaceSucceeded")
+        return ws if cond and cond["status"] == "True" else None
+
+    result: dict[str, Any] = wait_until(f"Workspace {name} ready", ready, timeout)
+    return result
+
+
+def wait_condition(
+    cluster: Cluster,
+    namespace: str,
+    name: str,
+    type_: str,
+    *,
+    reason: str | None = None,
+    status: str | None = None,
+    timeout: float = 60,
+) -> dict[str, Any]:
+    """The Workspace's condition ``type_`` once it has ``reason`` and/or ``status``."""
+
+    def found() -> dict[str, Any] | None:
+        cond = condition(workspace(cluster, namespace, name), type_)
+        if cond is None or reason not in (None, cond.get("reason")):
+            return None
+        return cond if status in (None, cond.get("status")) else None
+
+    result: dict[str, Any] = wait_until(f"{name} {type_} {reason or status}", found, timeout)
+    return result
+
+
+def claims_of(cluster: Cluster, namespace: str, name: str, kind: str = "nodeclaims") -> list[Any]:
+    selector = f"{WS_LABEL}={name},kaito.sh/workspacenamespace={namespace}"
+    items: list[Any] = get_json(cluster, kind, "-l", selector)["items"]
+    return items
+
+
+@pytest.fixture
+def ns(cluster: Cluster, namespace: str, operator: Operator) -> Iterator[str]:
+    """A namespace whose Workspaces are deleted (and finalized) before the test ends."""
+    yield namespace
+    cluster.kubectl("-n", namespace, "delete", "workspaces", "--all", "--wait=false")
+    wait_until(
+        "Workspaces finalized",
+        lambda: not get_json(cluster, "workspaces", "-n", namespace)["items"],
+        timeout=60,
+    )

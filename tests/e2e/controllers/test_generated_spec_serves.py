@@ -34,7 +34,7 @@ from hack.registry import LocalRegistry
 
 from ..conftest import REPO, Cluster
 from ..prometheus_support import Prometheus
-from ..serving_support import post, serving_python
+from ..serving_support import post, push_tiny_model, serving_python
 from .conftest import Operator, _operator, condition, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -54,23 +54,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRegistry
 @pytest.fixture(scope="module")
 def images(registry: LocalRegistry) -> dict[str, str]:
     """Push the tiny model (weights) and one of its adapters, the seed's way: as images."""
-    py = serving_python()
-    assert py is not None
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    out = subprocess.run(
-        [str(py), "-m", "tests.serving.tiny_model"],
-        cwd=REPO, env=env, capture_output=True, text=True, check=True,
-    )  # fmt: skip
-    tiny = Path(out.stdout.strip().splitlines()[-1])
-    authfile = str(registry.docker_config)
-    weights = f"{registry.host}/kaito-tiny-llama-test:0.1.0"
-    adapter = f"{registry.host}/tiny-adapter:0.1.0"
-    for src, ref in ((tiny / "model", weights), (tiny / "adapters" / "adapter-a", adapter)):
-        subprocess.run(
-            [str(REPO / "hack" / "push-model"), str(src), ref, "--authfile", authfile],
-            check=True, capture_output=True, text=True,
-        )  # fmt: skip
-    return {"weights": weights, "adapter": adapter}
+    return push_tiny_model(registry.host, registry.docker_config)
 
 
 @pytest.fixture(scope="module")

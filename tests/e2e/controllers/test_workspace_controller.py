@@ -3,60 +3,29 @@
 from __future__ import annotations
 
 import copy
-import os
-import subprocess
-import sys
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import yaml
 
-from ..conftest import REPO, Cluster
-from .conftest import Operator, condition, get_json, wait_until
+from ..conftest import Cluster
+from .conftest import (
+    WS_LABEL,
+    Operator,
+    claims_of,
+    condition,
+    example,
+    get_json,
+    kaito_status,
+    wait_condition,
+    wait_ready,
+    wait_until,
+    workspace,
+)
 
 pytestmark = pytest.mark.e2e
-
-WS_LABEL = "kaito.sh/workspace"
-
-
-def example(name: str) -> dict[str, Any]:
-    doc: dict[str, Any] = yaml.safe_load((REPO / "examples" / name).read_text())
-    return doc
-
-
-def workspace(cluster: Cluster, namespace: str, name: str) -> dict[str, Any] | None:
-    return cluster.get("workspace", name, namespace)
-
-
-def wait_ready(cluster: Cluster, namespace: str, name: str, timeout: float = 60) -> dict[str, Any]:
-    def ready() -> dict[str, Any] | None:
-        ws = workspace(cluster, namespace, name)
-        cond = condition(ws, "WorkspaceSucceeded")
-        return ws if cond and cond["status"] == "True" else None
-
-    result: dict[str, Any] = wait_until(f"Workspace {name} ready", ready, timeout)
-    return result
-
-
-def claims_of(cluster: Cluster, namespace: str, name: str, kind: str = "nodeclaims") -> list[Any]:
-    selector = f"{WS_LABEL}={name},kaito.sh/workspacenamespace={namespace}"
-    items: list[Any] = get_json(cluster, kind, "-l", selector)["items"]
-    return items
-
-
-@pytest.fixture
-def ns(cluster: Cluster, namespace: str, operator: Operator) -> Iterator[str]:
-    """A namespace whose Workspaces are deleted (and finalized) before the test ends."""
-    yield namespace
-    cluster.kubectl("-n", namespace, "delete", "workspaces", "--all", "--wait=false")
-    wait_until(
-        "Workspaces finalized",
-        lambda: not get_json(cluster, "workspaces", "-n", namespace)["items"],
-        timeout=60,
-    )
 
 
 def test_seed_workspace_goes_ready_on_a_provisioned_gpu_node(cluster: Cluster, ns: str) -> None:
@@ -107,13 +76,7 @@ def test_seed_workspace_goes_ready_on_a_provisioned_gpu_node(cluster: Cluster, n
     assert events["items"], "a NodeClaimCreated event is recorded"
 
     # the CLI reads the same through the API
-    cli = subprocess.run(
-        [sys.executable, "-m", "kaito.cli", "status", "-n", ns],
-        env={**os.environ, "KUBECONFIG": str(cluster.kubeconfig), "PYTHONPATH": str(REPO / "src")},
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
-    assert cli.returncode == 0, cli.stderr
-    header, row = cli.stdout.splitlines()[:2]
+    header, row = kaito_status(cluster, ns).splitlines()[:2]
     assert header.split()[:5] == [
         "NAME", "INSTANCE", "RESOURCEREADY", "INFERENCEREADY", "WORKSPACEREADY"
     ]  # fmt: skip
@@ -363,3 +326,45 @@ def test_tuning_with_a_broken_config_map_is_explained(cluster: Cluster, ns: str)
     assert cond["reason"] == "InvalidSpec"
     assert "LoraConfig.r" in cond["message"]
     assert cluster.get("job", "bad-tuning", ns) is None
+
+
+def template_workspace(name: str, container: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "kaito.sh/v1beta1",
+        "kind": "Workspace",
+        "metadata": {"name": name},
+        "resource": {
+            "instanceType": "Standard_NC6s_v3",
+            "labelSelector": {"matchLabels": {"apps": name}},
+        },
+        "inference": {"template": {"spec": {"containers": [container]}}},
+    }
+
+
+def test_a_pod_template_workspace_runs_its_template_on_a_provisioned_node(
+    cluster: Cluster, ns: str, operator: Operator
+) -> None:
+    """Defect 1: a Workspace with inference.template (accepted by the CRD and the webhook)
+    failed every reconcile (no estimate, no SKU) and never got a status."""
+    server = {"name": "srv", "image": "example.com/srv:1", "ports": [{"containerPort": 5000}]}
+    cluster.apply(template_workspace("custom", server), ns)
+    ws = wait_ready(cluster, ns, "custom")
+    assert ws["status"]["targetNodeCount"] == 1
+    (claim,) = claims_of(cluster, ns, "custom")
+    assert ws["status"]["workerNodes"] == [claim["status"]["nodeName"]]
+    sts = cluster.get("statefulset", "custom", ns)
+    assert sts is not None and sts["spec"]["replicas"] == 1
+    assert sts["spec"]["template"]["spec"]["containers"][0]["image"] == "example.com/srv:1"
+    pods = get_json(cluster, "pods", "-n", ns, "-l", f"{WS_LABEL}=custom")["items"]
+    assert [p["spec"]["nodeName"] for p in pods] == [claim["status"]["nodeName"]]
+    assert cluster.get("service", "custom", ns) is not None
+
+    # a template the API server refuses is explained with its verdict, never a traceback
+    cluster.apply(template_workspace("broken", {"name": "srv"}), ns)
+
+    message = wait_condition(cluster, ns, "broken", "InferenceReady", reason="InvalidSpec")[
+        "message"
+    ]
+    assert message.startswith("inference.template:") and "image" in message
+    errors = operator.metric("controller_runtime_reconcile_errors_total", controller="workspace")
+    assert errors == 0

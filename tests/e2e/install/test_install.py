@@ -63,6 +63,15 @@ ALLOWED = [
     ("patch", "workspaces.kaito.sh", "-n", "any"),
     ("patch", "workspaces.kaito.sh", "--subresource=status", "-n", "any"),
     ("update", "workspaces.kaito.sh", "--subresource=finalizers", "-n", "any"),
+    ("create", "workspaces.kaito.sh", "-n", "any"),  # InferenceSet replicas
+    ("delete", "workspaces.kaito.sh", "-n", "any"),
+    ("watch", "inferencesets.kaito.sh", "-A"),
+    ("patch", "inferencesets.kaito.sh", "--subresource=status", "-n", "any"),
+    ("update", "inferencesets.kaito.sh", "--subresource=finalizers", "-n", "any"),
+    ("patch", "inferencesets.kaito.sh", "--subresource=scale", "-n", "any"),
+    ("create", "horizontalpodautoscalers.autoscaling", "-n", "any"),
+    ("patch", "horizontalpodautoscalers.autoscaling", "-n", "any"),
+    ("delete", "horizontalpodautoscalers.autoscaling", "-n", "any"),
     ("create", "nodeclaims.karpenter.sh"),
     ("delete", "nodeclaims.karpenter.sh"),
     ("patch", "nodeclaims.karpenter.sh", "--subresource=status"),
@@ -74,6 +83,7 @@ ALLOWED = [
     ("patch", "statefulsets.apps", "-n", "any"),
     ("create", "controllerrevisions.apps", "-n", "any"),
     ("patch", "services", "-n", "any"),
+    ("delete", "services", "-n", "any"),  # a set switching to or from scale to zero
     ("list", "pods", "-A"),
     ("get", "configmaps", "-n", "any"),
     ("watch", "configmaps", "-A"),  # the Workspace-owned default training configs
@@ -92,8 +102,11 @@ DENIED = [
     ("delete", "configmaps", "-n", "any"),
     ("create", "pods", "--subresource=exec", "-n", "any"),
     ("create", "pods", "-n", "any"),
-    ("delete", "workspaces.kaito.sh", "-n", "any"),
     ("update", "workspaces.kaito.sh", "--subresource=status", "-n", "any"),
+    ("delete", "inferencesets.kaito.sh", "-n", "any"),
+    ("patch", "inferencesets.kaito.sh", "-n", "any"),  # the user's spec (scale aside)
+    ("update", "inferencesets.kaito.sh", "--subresource=status", "-n", "any"),
+    ("patch", "horizontalpodautoscalers.autoscaling", "--subresource=status", "-n", "any"),
     ("patch", "nodes"),
     ("create", "deployments.apps", "-n", "any"),
     ("update", "clusterroles.rbac.authorization.k8s.io"),
@@ -219,6 +232,30 @@ def test_operator_with_only_the_chart_rbac_makes_a_seed_workspace_ready(
     )
 
 
+def test_operator_with_only_the_chart_rbac_serves_an_upstream_inferenceset(
+    cluster: Cluster, sa_operator: Operator, workspace_ns: str
+) -> None:
+    """Upstream's example, unchanged: a replica Workspace, its Service and the HPA it asks for."""
+    path = REPO / "tests" / "fixtures" / "upstream" / "inferenceset"
+    doc = yaml.safe_load((path / "kaito_inferenceset_mistral_7b-instruct.yaml").read_text())
+    cluster.apply(doc, workspace_ns)
+    name = doc["metadata"]["name"]
+
+    def ready() -> bool:
+        iset = cluster.get("inferenceset", name, workspace_ns) or {}
+        return (iset.get("status") or {}).get("readyReplicas") == 1
+
+    wait_until("upstream InferenceSet ready", ready, timeout=90)
+    wait_until("its HPA", lambda: cluster.get("hpa", name, workspace_ns), timeout=30)
+    assert cluster.get("service", name, workspace_ns) is not None
+    assert sa_operator.metric("rest_client_requests_total", code="403") == 0
+    wait_until(
+        "kaito_inferenceset_replicas",
+        lambda: sa_operator.metric("kaito_inferenceset_replicas", state="ready") >= 1,
+        timeout=10,
+    )
+
+
 # ---------------------------------------------------------------- real Prometheus
 @pytest.fixture
 def prometheus(sa_operator: Operator, tmp_path: Path) -> Iterator[Prometheus]:
@@ -267,6 +304,7 @@ def test_prometheus_scrapes_the_operator(
             expr = (
                 target["expr"].replace("$__rate_interval", "1m").replace("$__range", "5m")
                 .replace("$namespace", ".*").replace("$model", ".*")
+                .replace("${inferenceset:regex}", ".*").replace("$inferenceset", ".*")
             )  # fmt: skip
             prometheus.query(expr)  # raises on a PromQL error
             names = set(re.findall(r"([a-zA-Z_:][a-zA-Z0-9_:]*)\{", expr))
@@ -278,6 +316,8 @@ def test_prometheus_scrapes_the_operator(
 def test_uninstall_leaves_no_garbage(
     cluster: Cluster, release: Release, sa_operator: Operator, workspace_ns: str
 ) -> None:
+    # the InferenceSet's replica goes with it (garbage collector, then its finalizer)
+    cluster.kubectl("-n", workspace_ns, "delete", "inferencesets", "--all", "--wait=false")
     cluster.kubectl("-n", workspace_ns, "delete", "workspace", WS, "--wait=false")
     wait_until(
         "Workspace finalized with its NodeClaims and nodes",

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import json
+import time
 import urllib.request
 from typing import Any
 
@@ -12,10 +14,14 @@ import pytest
 
 from kaito.runtime.cache import Cache
 from kaito.runtime.client import Client
+from kaito.runtime.config import ClientConfig
 from kaito.runtime.gvk import CONFIGMAP, EVENT
 from kaito.runtime.informer import InformerEvent
+from kaito.runtime.metrics import Metrics
+from kaito.runtime.objects import to_dict
 
 from ..conftest import Cluster
+from ..tcp_proxy import TcpProxy
 from .conftest import eventually
 
 pytestmark = pytest.mark.e2e
@@ -190,5 +196,89 @@ async def test_relists_after_compaction_forces_410(
         assert rec.of("ev-3") == ["ADDED"]
         got = cache.get(EVENT, namespace, "ev-2")
         assert got is not None and got["message"] == "changed"
+    finally:
+        await cache.stop()
+
+
+async def test_silently_dead_watch_is_noticed_within_the_idle_timeout(
+    client_config: ClientConfig, client: Client, namespace: str
+) -> None:
+    """The watch's connection stops carrying bytes without closing (a peer gone, no FIN)."""
+    port = int(client_config.host.rsplit(":", 1)[1])
+    async with TcpProxy(port) as proxy:
+        proxied = Client(dataclasses.replace(client_config, host=proxy.url), metrics=Metrics())
+        cache = Cache(proxied)
+        informer = cache.informer(CONFIGMAP, namespace=namespace)
+        informer.reflector.idle_timeout = 2.0
+        cache.start()
+        try:
+            assert await cache.wait_for_cache_sync(30)
+            await asyncio.sleep(0.5)  # the watch is open
+            proxy.blackhole()
+            cut = time.monotonic()
+            await client.create(cm(namespace, "after-the-cut"))
+            await eventually(
+                "the informer to reconnect and see the new object",
+                lambda: cache.get(CONFIGMAP, namespace, "after-the-cut") is not None,
+                timeout=20,
+            )
+            took = time.monotonic() - cut
+            # a dead watch (2 s), maybe a dead pooled connection (2 s), and two backoffs
+            assert took < 2 + 2 + 1.6 + 3.2, took
+            assert informer.reflector.lists == 1  # resumed from its resourceVersion
+        finally:
+            await cache.stop()
+            await proxied.close()
+
+
+async def test_paginated_relist_replaces_the_cache_atomically(
+    client: Client, namespace: str
+) -> None:
+    """Readers between two pages of a relist see the old list or the new one, never a mix."""
+    names = [f"cm-{i:02d}" for i in range(12)]
+    for name in names:
+        await client.create(cm(namespace, name, v="old"))
+    cache = Cache(client)
+    informer = cache.informer(CONFIGMAP, namespace=namespace)
+    informer.reflector.page_size = 3
+    cache.start()
+    assert await cache.wait_for_cache_sync(30)
+    await informer.stop()  # as if the watch broke; what follows needs a relist
+    try:
+        for name in names[:6]:
+            await client.patch(CONFIGMAP, namespace, name, {"data": {"v": "new"}})
+        for name in names[6:9]:
+            await client.delete(CONFIGMAP, namespace, name)
+        await client.create(cm(namespace, "cm-99", v="new"))
+
+        def snapshot() -> dict[str, str]:
+            return {
+                obj.name: to_dict(obj)["data"]["v"]
+                for obj in cache.list(CONFIGMAP, namespace=namespace)
+                if obj.name.startswith("cm-")
+            }
+
+        old = {name: "old" for name in names}
+        new = {**dict.fromkeys(names[:6], "new"), **dict.fromkeys(names[9:], "old")}
+        new["cm-99"] = "new"
+        assert snapshot() == old
+        seen: list[dict[str, str]] = []
+        pages = client.list_pages
+
+        async def slow_pages(*args: Any, **kwargs: Any) -> Any:
+            async for page in pages(*args, **kwargs):
+                yield page
+                await asyncio.sleep(0.05)  # a reconcile runs between two pages
+                seen.append(snapshot())
+
+        client.list_pages = slow_pages  # type: ignore[method-assign]
+        try:
+            await informer.reflector.list_and_replace()
+        finally:
+            del client.list_pages
+        assert len(seen) >= 4  # the list really came in several pages
+        mixed = [s for s in seen if s not in (old, new)]
+        assert not mixed, f"a reader saw a mix of two lists: {mixed[0]}"
+        assert snapshot() == new
     finally:
         await cache.stop()

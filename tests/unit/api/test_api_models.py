@@ -101,7 +101,7 @@ def test_server_object_round_trips_exactly() -> None:
     assert ws.metadata.creation_timestamp == dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
 
 
-@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted(EXAMPLES.rglob("*.yaml")), ids=lambda p: p.name)
 def test_examples_parse_and_round_trip(path: Path) -> None:
     obj = yaml.safe_load(path.read_text())
     ws = parse_workspace(obj)

@@ -157,3 +157,40 @@ def test_an_oom_kill_shows_while_the_container_is_still_terminated() -> None:
     cs = {"name": "main", "state": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}}
     found = d.pod_problem(pod(containerStatuses=[cs]))
     assert found is not None and found.reason == "ContainerOOMKilled"
+
+
+def test_a_container_running_again_after_a_failed_run_is_a_crash() -> None:
+    cs = {
+        "name": "main",
+        "ready": False,
+        "restartCount": 1,
+        "state": {"running": {}},
+        "lastState": {"terminated": {"exitCode": 2, "message": "no config.json"}},
+    }
+    found = d.pod_problem(pod(containerStatuses=[cs]))
+    assert found is not None and "no config.json" in found.message
+    assert d.pod_problem(pod(containerStatuses=[cs | {"ready": True}])) is None
+
+
+def test_gpu_quantities_written_by_others_never_stop_a_reconcile() -> None:
+    """Found by the chaos suite: a node offering "1k" GPUs made node_problem raise."""
+
+    def node(gpus: object) -> dict[str, Any]:
+        ready = {"type": "Ready", "status": "True"}
+        return {"status": {"conditions": [ready], "allocatable": {"nvidia.com/gpu": gpus}}}
+
+    assert d.node_problem(node("1k"), "n", 2) is None
+    assert d.node_problem(node(4), "n", 2) is None
+    for odd in ("500m", "lots", "", "-1"):
+        found = d.node_problem(node(odd), "n", 1)
+        assert found is not None and found.reason == "NodePluginsNotReady", odd
+
+
+def test_pending_launch_shows_the_backends_words() -> None:
+    pending = NodeStatus(
+        Phase.PENDING, reason="Creating", message="AKS agent pool p is being created"
+    )
+    launched = {c["type"]: c for c in claim_conditions([], pending, None, 1)}["Launched"]
+    assert (launched["reason"], launched["message"]) == ("Creating", pending.message)
+    generic = {c["type"]: c for c in claim_conditions([], None, None, 1)}["Launched"]
+    assert generic["reason"] == "Launching"

@@ -146,6 +146,19 @@ def test_no_weights_image_means_no_fetcher() -> None:
     assert "initContainers" not in pod
 
 
+def test_an_inferenceset_replica_is_labelled_for_its_set_and_drains_before_stopping() -> None:
+    sts = o.statefulset(work(inference_set="phi"))
+    template = sts["spec"]["template"]
+    assert template["metadata"]["labels"]["inferenceset.kaito.sh/created-by"] == "phi"
+    # the selector is unchanged, so existing StatefulSets are not broken by the label
+    assert "inferenceset.kaito.sh/created-by" not in sts["spec"]["selector"]["matchLabels"]
+    container = template["spec"]["containers"][0]
+    assert container["lifecycle"] == {"preStop": {"sleep": {"seconds": 5}}}
+    plain = o.statefulset(work())
+    assert "inferenceset.kaito.sh/created-by" not in plain["spec"]["template"]["metadata"]["labels"]
+    assert "lifecycle" not in plain["spec"]["template"]["spec"]["containers"][0]
+
+
 def test_pullers_speak_plain_http_only_to_the_registries_named_so() -> None:
     named = frozenset({"10.250.0.1:5000"})
     pod = o.statefulset(

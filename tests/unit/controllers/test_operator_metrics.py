@@ -7,7 +7,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, generate_latest
 
 from kaito.controllers import metrics as m
-from kaito.controllers.workspace import NODECLAIM, WORKSPACE
+from kaito.controllers.common import NODECLAIM, WORKSPACE
 from kaito.runtime.cache import Cache
 from kaito.runtime.client import Client
 from kaito.runtime.config import ClientConfig

@@ -18,10 +18,6 @@ class PodsOnly:
         return [KObject(p) for p in self.pods]
 
 
-async def _never(*_: object) -> bool:
-    raise AssertionError("no writes expected")
-
-
 WS = parse_workspace(
     {
         "apiVersion": "kaito.sh/v1beta1",
@@ -40,7 +36,11 @@ WS = parse_workspace(
 
 def run(pods: list[dict[str, Any]]) -> TuningRun:
     return TuningRun(
-        cast(Any, None), cast(Any, PodsOnly(pods)), cast(Any, None), WorkspaceSettings(), _never
+        cast(Any, None),
+        cast(Any, PodsOnly(pods)),
+        cast(Any, None),
+        WorkspaceSettings(),
+        cast(Any, None),
     )
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from kaito.api import PresetOptions
-from kaito.controllers.workspace import local_weights_args, weights_source
+from kaito.controllers.common import local_weights_args, weights_source
 
 
 def test_catalog_image_lives_in_the_preset_registry() -> None:

@@ -17,7 +17,9 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from kaito.controllers import metrics as kaito_metrics
-from kaito.controllers.workspace import NODECLAIM, WORKSPACE
+from kaito.controllers.common import NODECLAIM, WORKSPACE
+from kaito.controllers.inferenceset import INFERENCESET
+from kaito.controllers.inferenceset_metrics import InferenceSetCollector
 from kaito.runtime.cache import Cache
 from kaito.runtime.client import Client
 from kaito.runtime.config import ClientConfig
@@ -73,6 +75,24 @@ def test_helm_lint_is_clean(helm: str) -> None:
         assert out.returncode == 0, out.stdout + out.stderr
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """Refuses a mapping key given twice, as kubectl does (PyYAML keeps the last one)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        keys = [self.construct_object(k, deep=deep) for k, _ in node.value]
+        twice = sorted({str(k) for k in keys if keys.count(k) > 1})
+        if twice:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"keys given twice: {twice}", node.start_mark
+            )
+        return super().construct_mapping(node, deep=deep)
+
+
+def test_plain_manifests_give_no_key_twice() -> None:
+    for path in sorted(BASE.glob("*.yaml")):
+        list(yaml.load_all(path.read_text(), Loader=_StrictLoader))
+
+
 def test_rbac_has_no_wildcards_and_no_broad_secret_access() -> None:
     roles = [d for d in _all_docs() if d["kind"] in ("ClusterRole", "Role")]
     assert {r["kind"] for r in roles} == {"ClusterRole", "Role"}
@@ -111,10 +131,12 @@ def test_chart_webhook_matches_the_one_the_code_builds() -> None:
         if d["kind"] == "Service" and d["metadata"]["name"] == "kaito-webhook"
     ]
     ref = ServiceRef(service["metadata"]["namespace"], service["metadata"]["name"])
-    (expected,) = validating_webhook_configuration(b"", service=ref)["webhooks"]
-    del expected["clientConfig"]["caBundle"]
-    assert expected.pop("namespaceSelector") == {}
-    assert config["webhooks"] == [expected]
+    expected = validating_webhook_configuration(b"", service=ref)["webhooks"]
+    for hook in expected:
+        del hook["clientConfig"]["caBundle"]
+        assert hook.pop("namespaceSelector") == {}
+    assert config["webhooks"] == expected
+    assert [h["rules"][0]["resources"] for h in expected] == [["workspaces"], ["inferencesets"]]
     (deploy,) = [d for d in _all_docs() if d["kind"] == "Deployment"]
     webhook = deploy["spec"]["template"]["spec"]["containers"][1]["command"]
     assert f"--configuration={config['metadata']['name']}" in webhook
@@ -150,6 +172,7 @@ def operator_metric_names() -> set[str]:
     kaito_metrics.register(
         metrics.registry, cache, workspace=WORKSPACE, claim=NODECLAIM, is_leader=lambda: True
     )
+    metrics.registry.register(InferenceSetCollector(cache, INFERENCESET))
     return {family.name + suffix for family in metrics.registry.collect() for suffix in SUFFIXES}
 
 
@@ -188,3 +211,28 @@ def test_dashboard_names_only_metrics_vllm_exports() -> None:
         pytest.skip("no serving venv with vLLM under ~/.cache/kaito-py")
     missing = used - known
     assert not missing, f"dashboard uses metrics vLLM does not export: {missing}"
+
+
+def _template(helm: str, *sets: str) -> list[dict[str, Any]]:
+    args = [helm, "template", "kaito", str(REPO / "charts" / "kaito")]
+    for value in sets:
+        args += ["--set", value]
+    out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+def test_model_hub_values_set_hf_endpoint_and_opt_in_to_reading_access_secrets(
+    helm: str,
+) -> None:
+    """Off by default (no Secret access); on, a get-only rule and HF_ENDPOINT in both containers."""
+    docs = _template(helm, "modelHub.readAccessSecrets=true", "modelHub.endpoint=https://hub.test")
+    roles = [d for d in docs if d["kind"] == "ClusterRole"]
+    secret_rules = [r for d in roles for r in d["rules"] if "secrets" in r["resources"]]
+    assert secret_rules == [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]
+    (deploy,) = [d for d in docs if d["kind"] == "Deployment"]
+    for container in deploy["spec"]["template"]["spec"]["containers"]:
+        env = {e["name"]: e.get("value") for e in container.get("env", [])}
+        assert env["HF_ENDPOINT"] == "https://hub.test", container["name"]
+    for doc in _template(helm):
+        if doc["kind"] == "ClusterRole":
+            assert all("secrets" not in r["resources"] for r in doc["rules"]), doc["metadata"]

@@ -106,6 +106,115 @@ def test_catalog_flags_follow_upstream() -> None:
     )
 
 
+# Upstream's curated list (kaito v0.12 model_catalog.yaml, kaito.md §4.2): every id answers.
+UPSTREAM_CURATED_IDS = [
+    "microsoft/phi-4",
+    "microsoft/Phi-4-mini-instruct",
+    "deepseek-ai/DeepSeek-R1-Distill-Llama-8B",
+    "deepseek-ai/DeepSeek-R1-Distill-Qwen-14B",
+    "microsoft/Phi-3-mini-4k-instruct",
+    "microsoft/Phi-3-mini-128k-instruct",
+    "microsoft/Phi-3-medium-4k-instruct",
+    "microsoft/Phi-3-medium-128k-instruct",
+    "microsoft/Phi-3.5-mini-instruct",
+    "Qwen/Qwen2.5-Coder-7B-Instruct",
+    "Qwen/Qwen2.5-Coder-32B-Instruct",
+    "openai/gpt-oss-20b",
+    "openai/gpt-oss-120b",
+    "meta-llama/Llama-3.1-8B-Instruct",
+    "meta-llama/Llama-3.3-70B-Instruct",
+    "mistralai/Mistral-7B-v0.3",
+    "mistralai/Mistral-7B-Instruct-v0.3",
+    "mistralai/Ministral-3-3B-Instruct-2512",
+    "mistralai/Ministral-3-8B-Instruct-2512",
+    "mistralai/Ministral-3-14B-Instruct-2512",
+    "google/gemma-3-4b-it",
+    "google/gemma-3-27b-it",
+    "deepseek-ai/DeepSeek-R1-0528",
+    "deepseek-ai/DeepSeek-V3-0324",
+    "mistralai/Mistral-Large-3-675B-Instruct-2512",
+    "nvidia/NVIDIA-Nemotron-3-Super-120B-A12B-BF16",
+    "nvidia/Nemotron-Cascade-2-30B-A3B",
+    "nvidia/NVIDIA-Nemotron-3-Nano-30B-A3B-BF16",
+    "nvidia/NVIDIA-Nemotron-Nano-12B-v2-VL-BF16",
+    "nvidia/NVIDIA-Nemotron-Nano-9B-v2",
+    "nvidia/NVIDIA-Nemotron-3-Nano-4B-BF16",
+    "Qwen/Qwen3-8B-AWQ",
+    "google/gemma-4-31B-it",
+    "google/gemma-4-26B-A4B-it",
+    "google/gemma-4-E4B-it",
+    "google/gemma-4-E2B-it",
+    "mistralai/Mistral-Small-4-119B-2603",
+    "mistralai/Mistral-Small-4-119B-2603-NVFP4",
+    "Qwen/Qwen3.5-2B",
+    "Qwen/Qwen3.5-4B",
+    "Qwen/Qwen3.5-9B",
+    "Qwen/Qwen3.5-122B-A10B-GPTQ-Int4",
+    "Qwen/Qwen3.5-122B-A10B",
+    "Qwen/Qwen3.6-35B-A3B-FP8",
+    "Qwen/Qwen3.6-35B-A3B",
+    "Qwen/Qwen3.6-27B",
+    "Qwen/Qwen3.5-397B-A17B-GPTQ-Int4",
+    "moonshotai/Kimi-K2.5",
+    "moonshotai/Kimi-K2.6",
+    "MiniMaxAI/MiniMax-M2.7",
+    "mistralai/Mistral-Medium-3.5-128B",
+    "deepseek-ai/DeepSeek-V4-Flash-0731",
+    "deepseek-ai/DeepSeek-V4-Pro",
+    "google/gemma-4-12B-it",
+    "zai-org/GLM-5.2-FP8",
+    "moonshotai/Kimi-K2.7-Code",
+    "nvidia/NVIDIA-Nemotron-3-Ultra-550B-A55B-NVFP4",
+    "deepseek-ai/DeepSeek-V3.2",
+    "ibm-granite/granite-4.1-8b",
+    "Qwen/Qwen3.8-27B",
+]
+
+
+@pytest.mark.parametrize("hf_id", UPSTREAM_CURATED_IDS)
+def test_every_upstream_curated_id_is_a_catalog_preset(hf_id: str) -> None:
+    preset = get_preset(hf_id)
+    assert preset is not None and preset.hf_id == hf_id and preset.origin == "catalog"
+    assert get_preset(hf_id.lower()) is preset
+    assert preset.architecture
+
+
+# Upstream's legacy short preset names (kaito.md §4.4, LegacyBuiltinToCatalog): all 25 still answer.
+UPSTREAM_LEGACY = {
+    "phi-4": "microsoft/phi-4",
+    "phi-4-mini-instruct": "microsoft/Phi-4-mini-instruct",
+    "llama-3.1-8b-instruct": "meta-llama/Llama-3.1-8B-Instruct",
+    "llama-3.3-70b-instruct": "meta-llama/Llama-3.3-70B-Instruct",
+    "deepseek-r1-distill-llama-8b": "deepseek-ai/DeepSeek-R1-Distill-Llama-8B",
+    "deepseek-r1-distill-qwen-14b": "deepseek-ai/DeepSeek-R1-Distill-Qwen-14B",
+    "deepseek-r1-0528": "deepseek-ai/DeepSeek-R1-0528",
+    "deepseek-v3-0324": "deepseek-ai/DeepSeek-V3-0324",
+    "phi-3-mini-4k-instruct": "microsoft/Phi-3-mini-4k-instruct",
+    "phi-3-mini-128k-instruct": "microsoft/Phi-3-mini-128k-instruct",
+    "phi-3-medium-4k-instruct": "microsoft/Phi-3-medium-4k-instruct",
+    "phi-3-medium-128k-instruct": "microsoft/Phi-3-medium-128k-instruct",
+    "phi-3.5-mini-instruct": "microsoft/Phi-3.5-mini-instruct",
+    "qwen2.5-coder-7b-instruct": "Qwen/Qwen2.5-Coder-7B-Instruct",
+    "qwen2.5-coder-32b-instruct": "Qwen/Qwen2.5-Coder-32B-Instruct",
+    "gpt-oss-20b": "openai/gpt-oss-20b",
+    "gpt-oss-120b": "openai/gpt-oss-120b",
+    "gemma-3-4b-instruct": "google/gemma-3-4b-it",
+    "gemma-3-27b-instruct": "google/gemma-3-27b-it",
+    "mistral-7b": "mistralai/Mistral-7B-v0.3",
+    "mistral-7b-instruct": "mistralai/Mistral-7B-Instruct-v0.3",
+    "ministral-3-3b-instruct": "mistralai/Ministral-3-3B-Instruct-2512",
+    "ministral-3-8b-instruct": "mistralai/Ministral-3-8B-Instruct-2512",
+    "ministral-3-14b-instruct": "mistralai/Ministral-3-14B-Instruct-2512",
+    "mistral-large-3-675b-instruct": "mistralai/Mistral-Large-3-675B-Instruct-2512",
+}
+
+
+@pytest.mark.parametrize(("legacy", "hf_id"), sorted(UPSTREAM_LEGACY.items()))
+def test_upstreams_legacy_names_answer_as_their_hub_ids(legacy: str, hf_id: str) -> None:
+    preset = get_preset(legacy)
+    assert preset is not None and preset is get_preset(hf_id)
+
+
 VALID = """\
 presets:
   - name: ok-model

@@ -60,6 +60,7 @@ def test_tags_tie_the_pool_to_its_request() -> None:
         "kaito-workspace": "phi",
         "kaito-namespace": "team-a",
         "kaito-created": "2025-01-02T03:04:05Z",
+        "kaito-attempt": "1",
     }
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from kaito.provisioner.base import NodeProvisioner, NodeRequest, Phase, Taint
-from kaito.provisioner.kwok import NODECLAIM_LABEL, KwokProvisioner
+from kaito.provisioner.base import NODECLAIM_LABEL, NodeProvisioner, NodeRequest, Phase, Taint
+from kaito.provisioner.kwok import KwokProvisioner
 from kaito.provisioner.kwok_node import agent_pool_name, fake_gpu_node
 
 

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from kaito.controllers import tuning as tj
-from kaito.controllers.objects import Owner
+from kaito.controllers.objects import WEIGHTS_FETCHER, Owner
 from kaito.presets import tuning as t
 from kaito.presets.errors import SpecError
 
@@ -224,7 +224,7 @@ def test_weights_image_secret_env_and_pull_secrets() -> None:
     )
     p = pod(job)
     names = [c["name"] for c in p["initContainers"]]
-    assert names == [tj.DOWNLOADER, tj.WEIGHTS_DOWNLOADER, tj.TRAINER]
+    assert names == [tj.DOWNLOADER, WEIGHTS_FETCHER, tj.TRAINER]
     weights = p["initContainers"][1]
     assert weights["args"] == [
         "--image",
@@ -274,4 +274,4 @@ def test_every_stage_that_talks_to_a_plain_http_registry_says_so() -> None:
     stages = by_name([*p["initContainers"], *p["containers"]])
     assert "--plain-http" in stages[tj.PULLER]["args"]
     assert "--plain-http" in stages[tj.PUSHER]["args"]
-    assert "--plain-http" not in stages[tj.WEIGHTS_DOWNLOADER]["args"]  # another registry
+    assert "--plain-http" not in stages[tj.WEIGHTS_FETCHER]["args"]  # another registry

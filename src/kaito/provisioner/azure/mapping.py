@@ -21,6 +21,7 @@ AGENTPOOL_LABEL = "kubernetes.azure.com/agentpool"
 TAG_MANAGED_BY = "kaito-managed-by"
 TAG_REQUEST = "kaito-nodeclaim"
 TAG_CREATED = "kaito-created"
+TAG_ATTEMPT = "kaito-attempt"  # 1 for the first pool of a request, 2 after one failed, ...
 TAG_OWNER_PREFIX = "kaito-"
 MANAGED_BY = "kaito"
 
@@ -67,7 +68,7 @@ def owner_tags(request: NodeRequest) -> dict[str, str]:
     return tags
 
 
-def build_pool(request: NodeRequest, now: datetime | None = None) -> PoolSpec:
+def build_pool(request: NodeRequest, now: datetime | None = None, attempt: int = 1) -> PoolSpec:
     """The agent pool AKS should create for `request` (count 1, User mode, VMSS)."""
     if not request.instance_type.strip():
         raise InvalidRequest("the NodeClaim has no node.kubernetes.io/instance-type requirement")
@@ -99,7 +100,7 @@ def build_pool(request: NodeRequest, now: datetime | None = None) -> PoolSpec:
         os_disk_size_gb=request.storage_gib,
         node_labels=labels,
         node_taints=taints or None,
-        tags=owner_tags(request) | {TAG_CREATED: created},
+        tags=owner_tags(request) | {TAG_CREATED: created, TAG_ATTEMPT: str(attempt)},
     )
     body = AgentPool(properties=properties)
     return PoolSpec(name=pool_name(request.name), body=body)

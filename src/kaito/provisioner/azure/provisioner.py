@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -34,6 +34,7 @@ from kaito.provisioner.azure.errors import (
 )
 from kaito.provisioner.azure.mapping import (
     MANAGED_BY,
+    TAG_ATTEMPT,
     TAG_CREATED,
     TAG_MANAGED_BY,
     TAG_REQUEST,
@@ -51,6 +52,7 @@ T = TypeVar("T")
 NAME_COLLISION = "NameCollision"
 CREATING = "Creating"
 DELETING = "Deleting"
+RECREATING = "Recreating"
 _PENDING_STATES = {"", "creating", "accepted"}
 _NOT_LAUNCHED_STATES = {*_PENDING_STATES, "failed", "canceled", "deleting"}
 
@@ -123,6 +125,11 @@ class AzureProvisioner:
         self._creates: dict[str, asyncio.Task[None]] = {}
         self._deletes: dict[str, asyncio.Task[None]] = {}
         self._failures: dict[str, NodeStatus] = {}  # pool → terminal failure of its last try
+        # pool → (the attempt to create next, why the last one failed) while a failed pool
+        # is deleted to make room for a fresh one
+        self._recreating: dict[str, tuple[int, NodeStatus]] = {}
+        self.on_settled: Callable[[str], None] | None = None
+        """Called with the request name when an operation we awaited ends (wakes its claim)."""
 
     @classmethod
     def from_env(cls, credential: AsyncTokenCredential | None = None) -> AzureProvisioner:
@@ -149,10 +156,20 @@ class AzureProvisioner:
         try:
             pool = await self._read_pool(name)
             if pool is not None:
+                state = (pool.provisioning_state or "").lower()
+                if state in {"failed", "canceled"} and self._is_ours(request.name, pool):
+                    return await self._replace_failed(request, name, pool)
                 log.info("agent pool %s for %s already exists; adopting it", name, request.name)
                 return await self._status_of(request.name, name, pool)
+            attempt = self._recreating.get(name, (1, None))[0]
+            if attempt > 1:
+                spec = build_pool(request, attempt=attempt)
             log.info(
-                "creating agent pool %s (%s) for %s", name, request.instance_type, request.name
+                "creating agent pool %s (%s) for %s, attempt %d",
+                name,
+                request.instance_type,
+                request.name,
+                attempt,
             )
             poller = await self._arm(
                 self._client.agent_pools.begin_create_or_update(
@@ -162,8 +179,9 @@ class AzureProvisioner:
         except _AzureFailure as failure:
             return self._report(name, "create", failure.classified)
         self._failures.pop(name, None)
+        self._recreating.pop(name, None)
         self._creates[name] = asyncio.create_task(
-            self._watch_create(name, poller), name=f"azure-create-{name}"
+            self._watch_create(request.name, name, poller), name=f"azure-create-{name}"
         )
         return NodeStatus(
             Phase.PENDING,
@@ -173,12 +191,21 @@ class AzureProvisioner:
 
     async def get(self, request: NodeRequest) -> NodeStatus | None:
         name = pool_name(request.name)
+        watcher = self._creates.get(name)
+        if watcher is not None and not watcher.done():
+            # our own poller follows the operation and calls on_settled when it ends:
+            # reading the pool as well would only double the ARM reads
+            return NodeStatus(
+                Phase.PENDING,
+                reason=CREATING,
+                message=f"creating AKS agent pool {name} ({request.instance_type})",
+            )
         try:
             pool = await self._read_pool(name)
         except _AzureFailure as failure:
             return self._report(name, "get", failure.classified)
         if pool is None:
-            return self._failures.get(name)
+            return None if name in self._recreating else self._failures.get(name)
         return await self._status_of(request.name, name, pool)
 
     async def delete(self, request_name: str) -> bool:
@@ -219,9 +246,64 @@ class AzureProvisioner:
             self._forget(name)
             return True
         self._deletes[name] = asyncio.create_task(
-            self._watch_delete(name, poller), name=f"azure-delete-{name}"
+            self._watch_delete(request_name, name, poller), name=f"azure-delete-{name}"
         )
         return False
+
+    async def _replace_failed(self, request: NodeRequest, name: str, pool: AgentPool) -> NodeStatus:
+        """A pool of ours ended Failed: delete it so the next create starts afresh (bounded).
+
+        AKS does not retry a failed pool by itself, and adopting it would report the failure
+        forever. After ``max_create_attempts`` pools the failure is final: the pool stays (it
+        shows the error in Azure) until the claim is deleted.
+        """
+        failure = self._failures.get(name) or NodeStatus(
+            Phase.FAILED,
+            reason=PROVISIONING_FAILED,
+            message=f"AKS agent pool {name} provisioning ended {pool.provisioning_state}",
+        )
+        attempt = _attempt_of(pool)
+        limit = self.settings.max_create_attempts
+        if attempt >= limit:
+            return NodeStatus(
+                Phase.FAILED,
+                reason=failure.reason,
+                message=f"{failure.message} (attempt {attempt} of {limit}; delete the "
+                "NodeClaim or its Workspace to start over)",
+            )
+        log.info(
+            "agent pool %s of %s failed (%s); deleting it to create attempt %d of %d",
+            name,
+            request.name,
+            failure.reason,
+            attempt + 1,
+            limit,
+        )
+        try:
+            poller = await self._arm(
+                self._client.agent_pools.begin_delete(
+                    self.settings.resource_group, self.settings.cluster_name, name
+                )
+            )
+        except _AzureFailure as exc:
+            if exc.classified.kind not in ("not_found", "conflict"):
+                return self._report(name, "delete", exc.classified)
+        else:
+            self._deletes[name] = asyncio.create_task(
+                self._watch_delete(request.name, name, poller), name=f"azure-delete-{name}"
+            )
+        self._failures.pop(name, None)
+        self._recreating[name] = (attempt + 1, failure)
+        return self._recreating_status(name)
+
+    def _recreating_status(self, name: str) -> NodeStatus:
+        attempt, failure = self._recreating[name]
+        return NodeStatus(
+            Phase.PENDING,
+            reason=RECREATING,
+            message=f"AKS agent pool {name} failed ({failure.reason}: {failure.message}); "
+            f"replacing it (attempt {attempt} of {self.settings.max_create_attempts})",
+        )
 
     async def list_requests(self) -> list[str]:
         names: list[str] = []
@@ -317,6 +399,8 @@ class AzureProvisioner:
                 message=f"AKS agent pool {name} provisioning ended {pool.provisioning_state}",
             )
         if state == "deleting":
+            if name in self._recreating:
+                return self._recreating_status(name)
             return NodeStatus(
                 Phase.PENDING, reason=DELETING, message=f"AKS agent pool {name} is being deleted"
             )
@@ -373,11 +457,28 @@ class AzureProvisioner:
 
     def _forget(self, name: str) -> None:
         self._failures.pop(name, None)
+        self._recreating.pop(name, None)
         task = self._deletes.pop(name, None)
         if task is not None and not task.done():
             task.cancel()
 
-    async def _watch_create(self, name: str, poller: AsyncLROPoller[AgentPool]) -> None:
+    def _settled(self, request_name: str) -> None:
+        if self.on_settled is not None:
+            try:
+                self.on_settled(request_name)
+            except Exception:  # a listener's bug must not end our bookkeeping
+                log.exception("on_settled(%s) failed", request_name)
+
+    async def _watch_create(
+        self, request_name: str, name: str, poller: AsyncLROPoller[AgentPool]
+    ) -> None:
+        try:
+            await self._await_create(name, poller)
+        finally:
+            self._creates.pop(name, None)
+        self._settled(request_name)
+
+    async def _await_create(self, name: str, poller: AsyncLROPoller[AgentPool]) -> None:
         try:
             await poller.result()
             log.info("agent pool %s provisioned", name)
@@ -393,12 +494,22 @@ class AzureProvisioner:
             else:  # polling itself failed; the pool's provisioningState still tells the truth
                 log.info("stopped polling agent pool %s: %s", name, classified.reason)
 
-    async def _watch_delete(self, name: str, poller: AsyncLROPoller[None]) -> None:
+    async def _watch_delete(
+        self, request_name: str, name: str, poller: AsyncLROPoller[None]
+    ) -> None:
         try:
             await poller.result()
             log.info("agent pool %s deleted", name)
         except AzureError as exc:
             log.info("deleting agent pool %s: %s", name, classify(exc).message)
+        self._settled(request_name)
+
+
+def _attempt_of(pool: AgentPool) -> int:
+    try:
+        return max(1, int((pool.tags or {}).get(TAG_ATTEMPT) or 1))
+    except ValueError:
+        return 1
 
 
 def _age_s(created: str | None, now: datetime) -> float:

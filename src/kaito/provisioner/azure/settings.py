@@ -71,6 +71,7 @@ class AzureSettings:
     retry_backoff_max_s: float = 30.0
     max_retry_after_s: float = 30.0  # a longer Retry-After is reported, not slept through
     gc_min_age_s: float = 30.0  # younger pools are never offered for garbage collection
+    max_create_attempts: int = 3  # pools of one request created before a failure is final
 
     def __post_init__(self) -> None:
         missing = [

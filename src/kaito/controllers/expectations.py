@@ -1,0 +1,58 @@
+"""Objects this process created that its cache has not shown yet.
+
+client-go's ReplicaSet controller keeps "expectations" for the same reason: a reconcile that
+runs before the watch event of its own create has arrived (the owner was woken again by
+something else meanwhile) would create again and get 409 AlreadyExists, a failing request
+on the common path. Expecting the object by name, the reconcile waits for that event
+instead. An expectation that is never met (the object came and went between two lists, so
+no event ever showed it) lapses after ``ttl``, as client-go's do after five minutes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from kaito.runtime.indexer import object_key
+from kaito.runtime.informer import InformerEvent
+
+EXPECTATION_TTL_S = 300.0
+
+
+class CreateExpectations:
+    """Names of created objects, until an informer event shows each (see module docstring)."""
+
+    def __init__(
+        self, ttl: float = EXPECTATION_TTL_S, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.ttl = ttl
+        self.clock = clock
+        self._pending: dict[str, float] = {}  # namespace/name -> when it was created
+
+    def expect(self, namespace: str | None, name: str) -> None:
+        """We are about to create this object (set before the request: its watch event may
+        arrive before the response does)."""
+        self._pending[object_key(namespace, name)] = self.clock()
+
+    def forget(self, namespace: str | None, name: str) -> None:
+        """The create failed, or the cache shows the object: nothing to wait for."""
+        self._pending.pop(object_key(namespace, name), None)
+
+    def pending(self, namespace: str | None, name: str) -> bool:
+        """Created by us and not yet seen by the cache (and not lapsed)."""
+        key = object_key(namespace, name)
+        since = self._pending.get(key)
+        if since is None:
+            return False
+        if self.clock() - since > self.ttl:
+            del self._pending[key]
+            return False
+        return True
+
+    def observe(self, event: InformerEvent) -> None:
+        """An informer listener: any event of the object means the cache has it (or saw it go)."""
+        if self._pending:
+            self._pending.pop(object_key(event.obj.namespace, event.obj.name), None)
+
+    def __len__(self) -> int:
+        return len(self._pending)

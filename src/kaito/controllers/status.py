@@ -1,0 +1,144 @@
+"""A Workspace's status, folded from what one reconcile found out and written only on change.
+
+"Changed" is judged against the newest status we know of: the cached Workspace's, unless
+the cache has not yet shown our own last write. Comparing with the cache alone loses a
+write: a reconcile that writes NotReady, then one that computes Ready while the cache
+(its watch behind) still shows the Ready from before, would skip its write; and the
+watch event of the NotReady, a status-only change, wakes nobody (the Workspace watch
+passes spec, label and annotation changes only), so the Workspace would stay NotReady.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kaito.api import WorkspaceBase, set_condition, utcnow
+from kaito.api.constants import ConditionType, Reason, WorkspaceState
+from kaito.controllers.common import WORKSPACE, Facts
+from kaito.runtime.client import Client
+from kaito.runtime.errors import NotFound
+from kaito.runtime.objects import meta_of
+
+STATUS_SETTLE_S = 3.0
+# reasons that mean "on its way", not "something is wrong"
+PROGRESS_REASONS = frozenset(
+    {
+        Reason.WORKSPACE_PENDING,
+        Reason.INFERENCE_STATUS_PENDING,
+        Reason.INFERENCE_STATUS_SUCCESS,
+        Reason.NODE_CLAIM_NOT_READY,
+        Reason.NODE_CLAIMS_READY,
+        Reason.NODE_NOT_READY,
+        Reason.NODES_READY,
+        Reason.RESOURCE_STATUS_SUCCESS,
+        Reason.TUNING_JOB_PENDING,
+        Reason.TUNING_JOB_STARTED,
+        "Launching",
+        "AwaitingLaunch",
+        "AwaitingNode",
+        "AwaitingRegistration",
+    }
+)
+# the status fields this controller owns; others (``performance``) are left alone
+OWNED_FIELDS = ("conditions", "state", "workerNodes", "targetNodeCount")
+
+
+def _not_older(resource_version: str | None, than: str) -> bool:
+    """Whether ``resource_version`` is at least ``than``; False when that cannot be told
+    (resourceVersions are opaque; etcd's are increasing integers, which is all we use)."""
+    try:
+        return int(resource_version or "") >= int(than)
+    except ValueError:
+        return resource_version == than
+
+
+class StatusWriter:
+    """Writes Workspace status (the workspace reconciler's last step)."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        # uid -> (resourceVersion our last write made, the status it wrote), until the
+        # cache shows that write
+        self._written: dict[str, tuple[str, dict[str, Any]]] = {}
+
+    def forget(self, uid: str) -> None:
+        self._written.pop(uid, None)
+
+    def _baseline(self, ws: WorkspaceBase, cached: dict[str, Any]) -> dict[str, Any]:
+        """The newest status known: the cached one, or our last write if the cache lags."""
+        uid = ws.metadata.uid or ws.name
+        written = self._written.get(uid)
+        if written is None:
+            return cached
+        version, status = written
+        if status == cached or _not_older(ws.metadata.resource_version, version):
+            del self._written[uid]  # the cache has caught up
+            return cached
+        return status
+
+    async def write(self, ws: WorkspaceBase, facts: Facts) -> float | None:
+        """Write the status when it changed; returns seconds to wait when it held a write back.
+
+        A Workspace that is moving fast (KWOK nodes, a cached model) would otherwise pass
+        through two or three "still pending" statuses within its first seconds; those are
+        held back for STATUS_SETTLE_S after creation, so the first status a user sees is
+        often the final one.  Failures are written at once.
+        """
+        current = ws.status
+        conditions = list(current.conditions or []) if current else []
+        for type_, (status, reason, message) in facts.conditions.items():
+            conditions = set_condition(
+                conditions,
+                type_,
+                status,  # type: ignore[arg-type]
+                reason,
+                message,
+                observed_generation=ws.metadata.generation,
+            )
+        by_type = {c.type: c.status for c in conditions}
+        if facts.state is not None:
+            state: str = facts.state
+        elif by_type.get(ConditionType.WORKSPACE_SUCCEEDED) == "True":
+            state = WorkspaceState.READY
+        elif current is not None and current.state in (
+            WorkspaceState.READY,
+            WorkspaceState.NOT_READY,
+        ):
+            state = WorkspaceState.NOT_READY
+        else:
+            state = WorkspaceState.PENDING
+        desired: dict[str, Any] = {
+            "conditions": [
+                c.model_dump(mode="json", by_alias=True, exclude_none=True) for c in conditions
+            ],
+            "state": str(state),
+            "workerNodes": facts.worker_nodes or None,
+            "targetNodeCount": facts.target
+            if facts.target is not None
+            else (current.target_node_count if current else None),
+        }
+        wanted = {k: v for k, v in desired.items() if v is not None}
+        old = current.model_dump(mode="json", by_alias=True, exclude_none=True) if current else {}
+        cached = {k: old[k] for k in OWNED_FIELDS if k in old}
+        if self._baseline(ws, cached) == wanted:
+            return None
+        if state == WorkspaceState.PENDING and all(
+            reason in PROGRESS_REASONS for _, reason, _ in facts.conditions.values()
+        ):
+            created = ws.metadata.creation_timestamp
+            age = (utcnow() - created).total_seconds() if created else STATUS_SETTLE_S
+            if 0 <= age < STATUS_SETTLE_S:
+                return STATUS_SETTLE_S - age
+        # Status belongs to this controller alone and is recomputed in full each time, so it
+        # is written without a resourceVersion precondition (no 409 after our own metadata
+        # patch). A merge patch deletes the fields sent as null (workerNodes once no node
+        # is ready); leaving them out would keep the old value.
+        try:
+            result = await self.client.patch_status(
+                WORKSPACE, ws.namespace, ws.name, {"status": desired}
+            )
+        except NotFound:
+            return None
+        version = str(meta_of(result).get("resourceVersion") or "")
+        self._written[ws.metadata.uid or ws.name] = (version, wanted)
+        return None

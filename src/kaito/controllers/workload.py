@@ -1,0 +1,236 @@
+"""The inference workload of a Workspace: its StatefulSet and Services, and how ready they are."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from kaito.api import WorkspaceBase
+from kaito.api import constants as C
+from kaito.api.constants import ConditionType, Reason
+from kaito.controllers import diagnosis
+from kaito.controllers import objects as o
+from kaito.controllers.apply import Applier
+from kaito.controllers.common import (
+    Facts,
+    WorkspaceSettings,
+    gpu_resource,
+    local_weights_args,
+    weights_source,
+)
+from kaito.presets.plan import Plan
+from kaito.runtime.cache import Cache
+from kaito.runtime.errors import Invalid
+from kaito.runtime.events import EventRecorder
+from kaito.runtime.gvk import POD, SERVICE, STATEFULSET
+from kaito.runtime.objects import to_dict
+
+
+class Workload:
+    """Applies a Workspace's inference StatefulSet and Services (called by its reconciler)."""
+
+    def __init__(
+        self, cache: Cache, recorder: EventRecorder, settings: WorkspaceSettings, applier: Applier
+    ) -> None:
+        self.cache = cache
+        self.recorder = recorder
+        self.settings = settings
+        self.applier = applier
+
+    async def reconcile_services(self, owner: o.Owner) -> None:
+        for svc in o.services(owner):
+            await self.applier.apply_if_changed(SERVICE, svc)
+
+    async def reconcile_preset(
+        self,
+        ws: WorkspaceBase,
+        plan: Plan,
+        owner: o.Owner,
+        revision: str,
+        *,
+        byo: bool,
+        facts: Facts,
+    ) -> None:
+        """The StatefulSet that serves a catalog preset with vLLM."""
+        assert plan.estimate is not None and plan.launch is not None and plan.preset is not None
+        inference = ws.inference
+        assert inference is not None
+        adapters: list[o.ImageAdapter | o.VolumeAdapter] = []
+        for adapter in inference.adapters or ():
+            source = adapter.source
+            if source is None or not source.name:
+                continue
+            if source.image:
+                adapters.append(
+                    o.ImageAdapter(
+                        source.name, source.image, tuple(source.image_pull_secrets or ())
+                    )
+                )
+            elif source.volume_source:
+                adapters.append(o.VolumeAdapter(source.name, dict(source.volume_source)))
+        options = inference.preset.preset_options if inference.preset else None
+        weights_image, weights_secrets = weights_source(
+            plan.preset.image_repository,
+            plan.preset.image_tag,
+            options,
+            self.settings.preset_registry,
+        )
+        args = list(plan.launch.args)
+        if weights_image and options is not None and options.image:
+            args = local_weights_args(args)
+        work = o.InferenceWorkload(
+            owner=owner,
+            replicas=plan.estimate.node_count,
+            image=self.settings.serving_image,
+            command=plan.launch.command,
+            args=args,
+            env=plan.launch.env,
+            gpus_per_node=plan.estimate.gpus_per_node,
+            gpu_resource=gpu_resource(ws),
+            revision=revision,
+            node_selector_labels=ws.resource.label_selector.match_labels or {},
+            provisioned=not byo,
+            adapters=adapters,
+            config_map=inference.config,
+            model_access_secret=options.model_access_secret if options else None,
+            weights_bytes=plan.preset.param_bytes,
+            weights_image=weights_image,
+            weights_pull_secrets=weights_secrets,
+            plain_http_registries=self.settings.plain_http_registries,
+            inference_set=inference_set_of(ws),
+        )
+        where = (
+            f"model image {weights_image}"
+            if weights_image
+            else f"the model hub ({plan.preset.hf_id}) when the pod starts"
+        )
+        await self._apply(ws, o.statefulset(work), revision, f"model weights come from {where}")
+        self.readiness(ws, work.replicas, facts)
+
+    async def reconcile_template(
+        self,
+        ws: WorkspaceBase,
+        owner: o.Owner,
+        revision: str,
+        *,
+        replicas: int,
+        byo: bool,
+        facts: Facts,
+    ) -> None:
+        """The StatefulSet that runs the user's ``inference.template`` as written."""
+        assert ws.inference is not None and ws.inference.template is not None
+        problem = template_problem(ws.inference.template)
+        if problem is not None:
+            self._invalid_template(ws, problem, facts)
+            return
+        desired = o.template_statefulset(
+            owner,
+            ws.inference.template,
+            replicas=replicas,
+            revision=revision,
+            node_selector_labels=ws.resource.label_selector.match_labels or {},
+            provisioned=not byo,
+            inference_set=inference_set_of(ws),
+        )
+        try:
+            await self._apply(ws, desired, revision, "it runs inference.template as written")
+        except Invalid as exc:
+            # the template is the user's: the API server's verdict names the field to fix
+            self._invalid_template(ws, f"inference.template: {exc.message}", facts)
+            return
+        self.readiness(ws, replicas, facts)
+
+    def _invalid_template(self, ws: WorkspaceBase, message: str, facts: Facts) -> None:
+        shown = ws.status.conditions if ws.status else None
+        if not any(
+            c.type == ConditionType.INFERENCE_READY and c.message == message for c in shown or ()
+        ):
+            self.recorder.event(ws, "Warning", "InvalidSpec", message)
+        facts.set(ConditionType.INFERENCE_READY, False, "InvalidSpec", message)
+        facts.set(ConditionType.WORKSPACE_SUCCEEDED, False, Reason.WORKSPACE_FAILED, message)
+
+    async def _apply(
+        self, ws: WorkspaceBase, desired: dict[str, Any], revision: str, created_note: str
+    ) -> None:
+        first = self.cache.get(STATEFULSET, ws.namespace, ws.name) is None
+        if not await self.applier.apply_if_changed(STATEFULSET, desired):
+            return
+        if first:
+            self.recorder.event(
+                ws, "Normal", "WorkloadCreated", f"StatefulSet {ws.name} created; {created_note}"
+            )
+        else:
+            self.recorder.event(
+                ws, "Normal", "WorkloadUpdated", f"StatefulSet {ws.name} at revision {revision}"
+            )
+
+    def readiness(self, ws: WorkspaceBase, replicas: int, facts: Facts) -> None:
+        """InferenceReady from the StatefulSet's rollout, or the pods' most telling problem."""
+        sts_obj = self.cache.get(STATEFULSET, ws.namespace, ws.name)
+        sts = to_dict(sts_obj) if sts_obj is not None else {}
+        status = sts.get("status") or {}
+        rolled = (
+            status.get("observedGeneration", 0) >= sts.get("metadata", {}).get("generation", 1)
+            and status.get("updatedReplicas", 0) >= replicas
+            and (
+                status.get("updateRevision") in (None, status.get("currentRevision"))
+                or status.get("updatedReplicas", 0) >= replicas
+            )
+        )
+        ready = bool(sts) and status.get("readyReplicas", 0) >= replicas and rolled
+        if ready:
+            facts.set(
+                ConditionType.INFERENCE_READY,
+                True,
+                Reason.INFERENCE_STATUS_SUCCESS,
+                f"{replicas}/{replicas} inference pod(s) ready",
+            )
+            facts.set(
+                ConditionType.WORKSPACE_SUCCEEDED,
+                True,
+                Reason.WORKSPACE_SUCCEEDED,
+                "workspace is ready to serve",
+            )
+            return
+        pods = [
+            to_dict(p)
+            for p in self.cache.list(
+                POD, namespace=ws.namespace, labels={C.LABEL_WORKSPACE_NAME: ws.name}
+            )
+        ]
+        problem = diagnosis.pods_problem(pods)
+        if problem is None:
+            problem = diagnosis.Diagnosis(
+                Reason.INFERENCE_STATUS_PENDING,
+                f"{status.get('readyReplicas', 0)}/{replicas} inference pod(s) ready",
+            )
+        facts.set(ConditionType.INFERENCE_READY, False, problem.reason, problem.message)
+        facts.set(
+            ConditionType.WORKSPACE_SUCCEEDED, False, Reason.WORKSPACE_PENDING, problem.message
+        )
+
+
+def inference_set_of(ws: WorkspaceBase) -> str | None:
+    """The InferenceSet this Workspace is a replica of (its pods then carry the set's label)."""
+    return (ws.metadata.labels or {}).get(C.LABEL_INFERENCESET_CREATED_BY)
+
+
+def template_problem(template: Mapping[str, Any]) -> str | None:
+    """What makes ``inference.template`` unusable as a pod template, naming the field."""
+    spec = template.get("spec")
+    if not isinstance(spec, Mapping):
+        return "inference.template.spec: a pod template needs a spec with its containers"
+    containers = spec.get("containers")
+    if not isinstance(containers, list) or not containers:
+        return "inference.template.spec.containers: a pod template needs at least one container"
+    for path, value, kind in (
+        ("metadata", template.get("metadata"), Mapping),
+        ("metadata.labels", (template.get("metadata") or {}).get("labels"), Mapping),
+        ("metadata.annotations", (template.get("metadata") or {}).get("annotations"), Mapping),
+        ("spec.tolerations", spec.get("tolerations"), list),
+        ("spec.affinity", spec.get("affinity"), Mapping),
+    ):
+        if value is not None and not isinstance(value, kind):
+            what = "a list" if kind is list else "a mapping"
+            return f"inference.template.{path}: expected {what}"
+    return None

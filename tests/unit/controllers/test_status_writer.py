@@ -1,0 +1,69 @@
+"""The status writer compares with our own last write while the cache has not shown it."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from kaito.api import WorkspaceBase, parse_workspace
+from kaito.api.constants import ConditionType, Reason
+from kaito.controllers.common import Facts
+from kaito.controllers.status import StatusWriter
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.patches: list[dict[str, Any]] = []
+
+    async def patch_status(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        self.patches.append(args[3]["status"])
+        return {"metadata": {"resourceVersion": str(100 + len(self.patches))}}
+
+
+def cached(resource_version: str, status: dict[str, Any] | None) -> WorkspaceBase:
+    doc: dict[str, Any] = {
+        "apiVersion": "kaito.sh/v1beta1",
+        "kind": "Workspace",
+        "metadata": {
+            "name": "ws",
+            "namespace": "ns",
+            "uid": "u",
+            "resourceVersion": resource_version,
+            "creationTimestamp": "2020-01-01T00:00:00Z",
+        },
+        "resource": {"instanceType": "Standard_NC6s_v3", "labelSelector": {}},
+        "inference": {"preset": {"name": "phi-3-mini-4k-instruct"}},
+    }
+    if status is not None:
+        doc["status"] = status
+    return cast(WorkspaceBase, parse_workspace(doc))
+
+
+def facts(ready: bool, nodes: list[str]) -> Facts:
+    f = Facts(worker_nodes=nodes, target=1)
+    reason = Reason.WORKSPACE_SUCCEEDED if ready else Reason.WORKSPACE_PENDING
+    f.set(ConditionType.WORKSPACE_SUCCEEDED, ready, reason, "m")
+    return f
+
+
+async def test_the_newest_known_status_is_the_baseline() -> None:
+    client = Recorder()
+    writer = StatusWriter(cast(Any, client))
+    await writer.write(cached("5", None), facts(True, ["n1"]))
+    ready = client.patches[-1]
+    assert ready["state"] == "Ready" and ready["workerNodes"] == ["n1"]
+    old = cached("101", ready)  # the cache shows our write
+    assert await writer.write(old, facts(True, ["n1"])) is None
+    assert len(client.patches) == 1, "nothing changed: no patch"
+
+    await writer.write(old, facts(False, []))  # the node went away
+    not_ready = client.patches[-1]
+    assert not_ready["state"] == "NotReady"
+    assert "workerNodes" in not_ready and not_ready["workerNodes"] is None, "cleared, not kept"
+    await writer.write(old, facts(False, []))  # the cache still shows Ready: no repeat
+    assert len(client.patches) == 2
+    await writer.write(old, facts(True, ["n1"]))  # back to Ready before the cache caught up
+    assert len(client.patches) == 3 and client.patches[-1]["state"] == "Ready"
+
+    caught_up = cached("103", {k: v for k, v in client.patches[-1].items() if v is not None})
+    await writer.write(caught_up, facts(True, ["n1"]))
+    assert len(client.patches) == 3
