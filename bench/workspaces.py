@@ -54,6 +54,8 @@ from kaito.runtime.errors import NotFound  # noqa: E402
 from kaito.runtime.gvk import GVK, NODE, POD, SERVICE, STATEFULSET  # noqa: E402
 from kaito.runtime.informer import InformerEvent  # noqa: E402
 from ws_support import (  # noqa: E402
+    WS_LABEL,
+    WS_NS_LABEL,
     Controller,
     Stages,
     client_kubeconfig,
@@ -65,8 +67,6 @@ from ws_support import (  # noqa: E402
 )
 
 NAMESPACE = GVK("", "v1", "Namespace")
-WS_LABEL = "kaito.sh/workspace"
-WS_NS_LABEL = "kaito.sh/workspacenamespace"
 USERS = {"kaito-py": "kaito-bench-ours", "upstream": "kaito-bench-upstream"}
 PROVIDER_USER = "kaito-bench-provider"
 IN_FLIGHT = 50  # creates and deletes in flight at once, in every phase
@@ -230,6 +230,11 @@ class Bench:
         t0 = time.monotonic()
         await asyncio.gather(*(make(name, objs) for name, objs in copies.items()))
         await timing.wait(rollout_timeout(n))
+        # the StatefulSets' readyReplicas (what an operator waits for) trail the pods
+        for _ in range(300):  # 60 s at most
+            if stages.all_reached("StatefulSet Ready", timing.readied):
+                break
+            await asyncio.sleep(0.2)
         result = timing.result("floor", n, t0) | {
             "load": [load0, os.getloadavg()[0]],
             "stages": stages.summary(timing.started),
@@ -411,6 +416,9 @@ async def run(args: argparse.Namespace, hc: Any, tmp: Path) -> list[dict[str, An
         users.append("kaito-admin")
     policy_file, log_file = tmp / "audit-policy.yaml", tmp / "audit.log"
     policy_file.write_text(policy(users))
+    # the audit log here is the benchmark's own (its users only); hack/cluster's would add a
+    # second --audit-log-path and the API server would keep only one of them
+    os.environ.pop("KAITO_CLUSTER_AUDIT", None)
     state = hc.up(
         tmp / "cluster",
         quiet=True,

@@ -16,6 +16,11 @@ COLUMNS = (
     "+ provider", "409", "404", "GET", "idle", "CPU s", "RSS MiB", "delete s", "delete errors",
     "load",
 )  # fmt: skip
+# what bench/workspaces.py times per Workspace (or floor copy), in the order they happen
+STAGES = (
+    "claim", "claim Ready", "node", "node Ready", "StatefulSet", "pod", "pod bound",
+    "pod Ready", "StatefulSet Ready", "Succeeded",
+)  # fmt: skip
 
 
 def percentile(values: Sequence[float], q: int) -> float:
@@ -94,8 +99,6 @@ def text_table(results: Iterable[dict[str, Any]]) -> str:
 
 def stage_table(results: Sequence[dict[str, Any]]) -> list[str]:
     """p50/p99 seconds from each Workspace's (or floor copy's) start to each stage."""
-    from ws_support import STAGES  # noqa: PLC0415
-
     with_stages = [r for r in results if r.get("stages")]
     if not with_stages:
         return []

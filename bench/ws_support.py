@@ -11,21 +11,23 @@ import importlib.util
 import json
 import os
 import socket
-import statistics
 import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
+from kaito.api import constants as C
 from kaito.controllers.common import NODECLAIM
 from kaito.runtime.cache import Cache
 from kaito.runtime.gvk import NODE, POD, STATEFULSET
 from kaito.runtime.informer import InformerEvent
+from ws_report import STAGES, percentile
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -231,12 +233,8 @@ class Controller:
 
 # ------------------------------------------------------------------ stages
 
-WS_LABEL = "kaito.sh/workspace"
-WS_NS_LABEL = "kaito.sh/workspacenamespace"
-STAGES = (
-    "claim", "claim Ready", "node", "node Ready", "StatefulSet", "pod", "pod bound",
-    "pod Ready", "Succeeded",
-)  # fmt: skip
+WS_LABEL = C.LABEL_WORKSPACE_NAME
+WS_NS_LABEL = C.LABEL_WORKSPACE_NAMESPACE
 
 
 def _true(obj: Any, kind: str) -> bool:
@@ -254,8 +252,11 @@ class Stages:
     floor" is read off these, not guessed.
     """
 
-    def __init__(self, cache: Cache, namespace: str) -> None:
+    def __init__(
+        self, cache: Cache, namespace: str, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.at: dict[str, dict[str, float]] = {}
+        self.clock = clock
         selector = f"{WS_NS_LABEL}={namespace}"
         watches = (
             (cache.informer(NODECLAIM, label_selector=selector), self._claim),
@@ -268,7 +269,9 @@ class Stages:
             informer.add_listener(listener)
 
     def mark(self, name: str, stage: str) -> None:
-        self.at.setdefault(name, {}).setdefault(stage, time.monotonic())
+        seen = self.at.setdefault(name, {})
+        if stage not in seen:
+            seen[stage] = self.clock()
 
     def _claim(self, event: InformerEvent) -> None:
         name = (event.obj.labels or {}).get(WS_LABEL)
@@ -286,6 +289,10 @@ class Stages:
 
     def _statefulset(self, event: InformerEvent) -> None:
         self.mark(event.obj.name, "StatefulSet")
+        # what both operators wait for: the controller-manager's readyReplicas, not the pod
+        wanted = (event.obj.get("spec") or {}).get("replicas", 1)
+        if (event.obj.get("status") or {}).get("readyReplicas", 0) >= max(wanted, 1):
+            self.mark(event.obj.name, "StatefulSet Ready")
 
     def _pod(self, event: InformerEvent) -> None:
         name = event.obj.name.rsplit("-", 1)[0]  # <StatefulSet>-<ordinal>
@@ -294,6 +301,9 @@ class Stages:
             self.mark(name, "pod bound")
         if _true(event.obj, "Ready"):
             self.mark(name, "pod Ready")
+
+    def all_reached(self, stage: str, names: Iterable[str]) -> bool:
+        return all(stage in self.at.get(name, {}) for name in names)
 
     def summary(self, started: dict[str, float]) -> dict[str, list[float]]:
         """Per stage: [p50, p99] seconds after each Workspace's start, over those that got there."""
@@ -304,10 +314,5 @@ class Stages:
             )
             if not values:
                 continue
-            p99 = (
-                values[0]
-                if len(values) == 1
-                else statistics.quantiles(values, n=100, method="inclusive")[98]
-            )
-            out[stage] = [statistics.median(values), p99]
+            out[stage] = [percentile(values, 50), percentile(values, 99)]
         return out
