@@ -80,49 +80,67 @@ def rows(results: Iterable[dict[str, Any]]) -> list[list[str]]:
     return [row(r, floors.get((r.get("round", 0), r["n"]))) for r in results]
 
 
+def _aligned(head: Sequence[str], body: Sequence[Sequence[str]]) -> list[str]:
+    widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(head)]
+    return [
+        "  ".join(c.rjust(w) for c, w in zip(line, widths, strict=True)) for line in (head, *body)
+    ]
+
+
 def text_table(results: Iterable[dict[str, Any]]) -> str:
     results = list(results)
-    body = rows(results)
-    widths = [max(len(c), *(len(r[i]) for r in body)) for i, c in enumerate(COLUMNS)]
-    lines = ["  ".join(c.rjust(w) for c, w in zip(COLUMNS, widths, strict=True))]
-    lines += ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in body]
-    details = []
+    lines = _aligned(COLUMNS, rows(results))
     for r in results:
         if r["who"] == "floor":
             continue
         line = f"  {r['who']} N={r['n']}: {r['requests_by_kind']}"
         if r.get("delete_failures_by_kind"):
             line += f"; failed while deleting: {r['delete_failures_by_kind']}"
-        details.append(line)
-    return "\n".join(lines + details + stage_table(results))
+        lines.append(line)
+    stages = stage_rows(results)
+    if stages:
+        lines += ["", "stages, p50/p99 s after each start:", *_aligned(STAGE_HEAD, stages)]
+    return "\n".join(lines)
 
 
-def stage_table(results: Sequence[dict[str, Any]]) -> list[str]:
+STAGE_HEAD = ("N", "phase", *STAGES)
+
+
+def stage_rows(results: Sequence[dict[str, Any]]) -> list[list[str]]:
     """p50/p99 seconds from each Workspace's (or floor copy's) start to each stage."""
-    with_stages = [r for r in results if r.get("stages")]
-    if not with_stages:
-        return []
-    head = ["N", "phase", *STAGES]
-    body = [
+    return [
         [str(r["n"]), r["who"]]
         + [
             "/".join(f"{v:.1f}" for v in r["stages"][s]) if s in r["stages"] else "-"
             for s in STAGES
         ]
-        for r in with_stages
+        for r in results
+        if r.get("stages")
     ]
-    widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(head)]
-    lines = ["", "stages, p50/p99 s after each start:"]
-    lines.append("  ".join(h.rjust(w) for h, w in zip(head, widths, strict=True)))
-    lines += ["  ".join(c.rjust(w) for c, w in zip(b, widths, strict=True)) for b in body]
-    return lines
+
+
+def _markdown_table(head: Sequence[str], body: Iterable[Sequence[str]]) -> list[str]:
+    return [
+        "| " + " | ".join(head) + " |",
+        "|" + " --- |" * len(head),
+        *("| " + " | ".join(cells) + " |" for cells in body),
+    ]
 
 
 def markdown(docs: Sequence[dict[str, Any]]) -> str:
-    out = ["| run | " + " | ".join(COLUMNS) + " |", "|" + " --- |" * (len(COLUMNS) + 1)]
-    for number, doc in enumerate(docs, 1):
-        for cells in rows(doc["results"]):
-            out.append(f"| {number} | " + " | ".join(cells) + " |")
+    """The results table, then (where recorded) the stages table, one row per phase."""
+    label = [
+        f"{i} ({' '.join([d['profile'], *d.get('operator_args', ())])})"
+        for i, d in enumerate(docs, 1)
+    ]
+    out = _markdown_table(
+        ("run", *COLUMNS),
+        ([label[i], *cells] for i, d in enumerate(docs) for cells in rows(d["results"])),
+    )
+    stages = [[label[i], *cells] for i, d in enumerate(docs) for cells in stage_rows(d["results"])]
+    if stages:
+        out += ["", "Seconds after each start until each stage, p50/p99:", ""]
+        out += _markdown_table(("run", *STAGE_HEAD), stages)
     runs = "; ".join(
         f"run {i}: {d['started']}, profile {d['profile']}, {d['cpus']} CPUs"
         for i, d in enumerate(docs, 1)
