@@ -290,7 +290,10 @@ def test_update_readme_rewrites_only_between_the_markers(tmp_path: Path) -> None
         "profile": "stock",
         "started": "2026-01-01T00:00:00+00:00",
         "cpus": 2,
-        "results": [_phase("floor", 1, [1.0]), _phase("kaito-py", 1, [1.1])],
+        "results": [
+            _phase("floor", 1, [1.0], stages={"pod Ready": [1.0, 1.0]}),
+            _phase("kaito-py", 1, [1.1]),
+        ],
     }
     results = tmp_path / "r.json"
     results.write_text(json.dumps(doc))
@@ -300,8 +303,14 @@ def test_update_readme_rewrites_only_between_the_markers(tmp_path: Path) -> None
     text = readme.read_text()
     assert text.startswith("before\n") and text.endswith(f"{ws_report.END}\nafter\n")
     assert "old table" not in text
-    assert "| 1 | 1 | kaito-py | 1/1 |" in text
+    assert "| 1 (stock) | 1 | kaito-py | 1/1 |" in text
     assert "profile stock, 2 CPUs" in text
+    stage_rows = [line for line in text.splitlines() if "1.0/1.0" in line]
+    assert stage_rows == ["| 1 (stock) | 1 | floor | - | - | - | - | - | - | - | 1.0/1.0 | - | - |"]
+    doc["operator_args"] = ["--workers=100"]
+    results.write_text(json.dumps(doc))
+    ws_report.update_readme(readme, [results])
+    assert "| 1 (stock --workers=100) | 1 | kaito-py |" in readme.read_text()
     readme.write_text("no markers\n")
     with pytest.raises(SystemExit, match="lacks the markers"):
         ws_report.update_readme(readme, [results])
