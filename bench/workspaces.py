@@ -18,7 +18,9 @@ Each controller runs alone, started for its phase with its own client certificat
 server's audit log counts its requests (split into its own and the node provider's: node
 create/delete, NodeClaim status and finalizer), failing ones (409, 404), GETs and requests
 at idle.  Also: CPU and RSS of the controller process, the time to delete every Workspace
-until Workspaces, NodeClaims and Nodes are gone, and failed requests during the delete.
+until Workspaces, NodeClaims and Nodes are gone, and failed requests during the delete; and
+per stage (claim, node, StatefulSet, pod, their Ready) p50/p99 seconds after each start, so a
+gap to the floor can be placed.
 Everything of a phase is deleted before the next one starts; the cluster goes at the end.
 
 Usage: .venv/bin/python bench/workspaces.py [--profile stock|tuned] [--json FILE] [N ...]

@@ -264,7 +264,6 @@ class Stages:
             (cache.informer(STATEFULSET, namespace=namespace), self._statefulset),
             (cache.informer(POD, namespace=namespace), self._pod),
         )
-        self.informers = [informer for informer, _ in watches]
         for informer, listener in watches:
             informer.add_listener(listener)
 
