@@ -21,7 +21,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,6 +53,13 @@ KWOK_STAGES = (
 KWOK_NODE_LABEL = ("type", "kwok")  # kaito.provisioner.kwok_node.KWOK_MANAGED_LABEL
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
 SERVICE_CIDR = "10.96.0.0/16"
+# `tuned` (the default, the test cluster): the API server without in-flight limits or
+# priority and fairness, controller-manager and scheduler clients at 500 qps, so tests are
+# bounded by the operator rather than by the cluster's rate limits.  `stock`: the API
+# server's, controller-manager's and scheduler's own defaults, what a user's cluster runs
+# (400/200 in-flight requests, priority and fairness on, controller-manager clients at
+# 20 qps, scheduler at 50); benchmarks quote it.
+PROFILES = ("tuned", "stock")
 
 
 class ClusterError(RuntimeError):
@@ -107,6 +114,9 @@ class ClusterState:
     directory: str
     ports: dict[str, int] = field(default_factory=dict)
     components: dict[str, Component] = field(default_factory=dict)
+    profile: str = "tuned"
+    # extra command-line arguments per component, kept so a restart starts it the same way
+    extra_args: dict[str, list[str]] = field(default_factory=dict)
     audit: bool = False  # the apiserver writes an audit log of every write (logs/audit.log)
 
     @property
@@ -134,6 +144,8 @@ class ClusterState:
             directory=data["directory"],
             ports=data.get("ports", {}),
             components=comps,
+            profile=data.get("profile", "tuned"),
+            extra_args=data.get("extra_args", {}),
             audit=bool(data.get("audit")),
         )
 
@@ -220,6 +232,8 @@ def component_argv(name: str, state: ClusterState, binaries: Path) -> tuple[list
     pki, kubeconfig = d / "pki", str(state.kubeconfig)
     loop = "127.0.0.1"
     extra = os.environ.get(f"KAITO_{name.upper().replace('-', '_')}_EXTRA_ARGS", "").split()
+    extra = [*state.extra_args.get(name, ()), *extra]
+    tuned = state.profile == "tuned"
     if name == "etcd":
         argv = [
             str(binaries / "etcd"), "--name=kaito", f"--data-dir={d / 'etcd'}",
@@ -250,9 +264,12 @@ def component_argv(name: str, state: ClusterState, binaries: Path) -> tuple[list
             f"--service-cluster-ip-range={SERVICE_CIDR}",
             "--authorization-mode=Node,RBAC", "--allow-privileged=true",
             "--endpoint-reconciler-type=none",
-            "--max-requests-inflight=0", "--max-mutating-requests-inflight=0",
-            "--enable-priority-and-fairness=false",
         ]  # fmt: skip
+        if tuned:
+            argv += [
+                "--max-requests-inflight=0", "--max-mutating-requests-inflight=0",
+                "--enable-priority-and-fairness=false",
+            ]  # fmt: skip
         if state.audit:
             argv += audit_args(state)
         health = f"https://{loop}:{p['kube-apiserver']}/readyz"
@@ -266,15 +283,17 @@ def component_argv(name: str, state: ClusterState, binaries: Path) -> tuple[list
             f"--service-account-private-key-file={pki / 'sa.key'}",
             "--use-service-account-credentials=false",
             "--node-monitor-period=5s", "--node-monitor-grace-period=40s",
-            "--kube-api-qps=500", "--kube-api-burst=1000",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
         ]  # fmt: skip
+        if tuned:
+            argv += ["--kube-api-qps=500", "--kube-api-burst=1000"]
         health = f"https://{loop}:{p['kube-controller-manager']}/healthz"
     elif name == "kube-scheduler":
         sched_cfg = d / "scheduler.yaml"
+        rate = "  qps: 500\n  burst: 1000\n" if tuned else ""
         sched_cfg.write_text(
             "apiVersion: kubescheduler.config.k8s.io/v1\nkind: KubeSchedulerConfiguration\n"
-            f"clientConnection:\n  kubeconfig: {kubeconfig}\n  qps: 500\n  burst: 1000\n"
+            f"clientConnection:\n  kubeconfig: {kubeconfig}\n{rate}"
             "leaderElection:\n  leaderElect: false\n"
         )
         argv = [
@@ -362,15 +381,31 @@ def wait_for(what: str, check: Callable[[], bool], timeout: float) -> None:
     raise ClusterError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
-def up(directory: Path, quiet: bool = False, audit: bool = False) -> ClusterState:
+def up(
+    directory: Path,
+    quiet: bool = False,
+    *,
+    profile: str = "tuned",
+    audit: bool = False,
+    extra_args: Mapping[str, Sequence[str]] | None = None,
+) -> ClusterState:
     """Start the cluster, or return the running one (idempotent).
 
-    ``audit`` (or ``KAITO_CLUSTER_AUDIT=1``) makes the apiserver log every write to
-    ``logs/audit.log`` as JSON lines: user, user agent, verb, object and time.
+    `profile` is one of PROFILES; `extra_args` adds command-line arguments per component
+    (e.g. an audit log of its own for the API server).  ``audit`` (or
+    ``KAITO_CLUSTER_AUDIT=1``) makes the apiserver log every write to ``logs/audit.log`` as
+    JSON lines: user, user agent, verb, object and time.
     """
+    if profile not in PROFILES:
+        raise ClusterError(f"unknown profile {profile!r}; one of {', '.join(PROFILES)}")
     audit = audit or os.environ.get("KAITO_CLUSTER_AUDIT") == "1"
     directory = directory.resolve()
     existing = ClusterState.load(directory)
+    if existing is not None and existing.profile != profile:
+        raise ClusterError(
+            f"the cluster in {directory} runs the {existing.profile!r} profile; "
+            f"`hack/cluster down` it first to start it as {profile!r}"
+        )
     if existing is not None:
         bad = healthy(existing)
         if not bad:
@@ -390,7 +425,13 @@ def up(directory: Path, quiet: bool = False, audit: bool = False) -> ClusterStat
     except PKIError as exc:
         raise ClusterError(str(exc)) from None
     ports = {name: free_port() for name in (*COMPONENTS, "etcd-peer")}
-    state = ClusterState(directory=str(directory), ports=ports, audit=audit)
+    state = ClusterState(
+        directory=str(directory),
+        ports=ports,
+        profile=profile,
+        audit=audit,
+        extra_args={k: list(v) for k, v in (extra_args or {}).items()},
+    )
     write_kubeconfig(state.kubeconfig, directory / "pki", ports["kube-apiserver"])
     kwok_config(directory / "kwok.yaml")
     state.save()
@@ -413,7 +454,7 @@ def up(directory: Path, quiet: bool = False, audit: bool = False) -> ClusterStat
         down(directory, quiet=True, keep_logs=True)
         raise
     if not quiet:
-        print(f"cluster up in {time.monotonic() - t0:.1f}s ({directory})")
+        print(f"cluster up in {time.monotonic() - t0:.1f}s ({directory}, profile {profile})")
         print(env_text(state))
     return state
 
@@ -494,6 +535,7 @@ def status(directory: Path) -> int:
     if state is None:
         print(f"no cluster in {directory}")
         return 1
+    print(f"{'profile':<24} {state.profile}")
     rc = 0
     for name in COMPONENTS:
         comp = state.components.get(name)
@@ -633,6 +675,12 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("build", help="build or reuse the cached binaries, print their directory")
     upp = sub.add_parser("up", help="start the cluster (idempotent)")
     upp.add_argument(
+        "--profile", choices=PROFILES, default="tuned",
+        help="tuned (default): no API server in-flight limits or priority and fairness, "
+        "controller-manager and scheduler at 500 qps; stock: the components' own defaults, "
+        "as in a user's cluster",
+    )  # fmt: skip
+    upp.add_argument(
         "--audit", action="store_true", help="log every write to logs/audit.log (JSON lines)"
     )
     sub.add_parser("down", help="stop our processes and remove the state")
@@ -661,7 +709,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "build":
             print(ensure_binaries())
         elif args.cmd == "up":
-            up(args.dir, audit=args.audit)
+            up(args.dir, profile=args.profile, audit=args.audit)
         elif args.cmd == "down":
             down(args.dir)
         elif args.cmd == "status":
