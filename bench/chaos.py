@@ -12,7 +12,7 @@ CRDs and runs the trials of tests/chaos/trials.py against real operator processe
 - bad input at every edge the operator reads.
 
 Every trial prints its seed; ``--seed`` replays a run. The fuzz trial (>= 1000 generated
-specs) is the pytest module tests/chaos/test_fuzz.py (KAITO_FUZZ_SPECS sets its size).
+specs) is the pytest module tests/chaos/test_fuzz.py with KAITO_FUZZ_SPECS=1000 (CI runs 400).
 
 Usage: .venv/bin/python bench/chaos.py [--kill-trials 50] [--workspaces 30] [--seed N]
 """
