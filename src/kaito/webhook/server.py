@@ -168,28 +168,28 @@ class WebhookServer:
         )
 
     async def _validate_http(self, request: web.Request) -> web.Response:
-        review = await self._read_review(request)
-        if isinstance(review, web.Response):
-            return review
-        req = review["request"]
-        warnings: list[str] = []
-        try:
-            errors = await self.review(req, warnings)
-        except Exception:
-            log.exception("validating %s failed", req.get("name"))
-            errors = [FieldError("(root)", "internal error in the Kaito webhook; see its logs")]
-        return self._reply(review, _response(req["uid"], errors, warnings))
+        return await self._answer(request, self.review, "Workspace")
 
     async def _validate_set_http(self, request: web.Request) -> web.Response:
+        return await self._answer(request, self.review_set, "InferenceSet")
+
+    async def _answer(
+        self,
+        request: web.Request,
+        rules: Callable[[Mapping[str, Any], list[str]], Awaitable[list[FieldError]]],
+        kind: str,
+    ) -> web.Response:
+        """One AdmissionReview judged by `rules`; a failure in them denies with a pointer
+        to the logs rather than a traceback to the user."""
         review = await self._read_review(request)
         if isinstance(review, web.Response):
             return review
         req = review["request"]
         warnings: list[str] = []
         try:
-            errors = await self.review_set(req, warnings)
+            errors = await rules(req, warnings)
         except Exception:
-            log.exception("validating InferenceSet %s failed", req.get("name"))
+            log.exception("validating %s %s failed", kind, req.get("name"))
             errors = [FieldError("(root)", "internal error in the Kaito webhook; see its logs")]
         return self._reply(review, _response(req["uid"], errors, warnings))
 
