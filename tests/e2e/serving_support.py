@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import os
 import subprocess
+import threading
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -64,3 +69,38 @@ def post(url: str, body: dict[str, Any]) -> tuple[int, Any]:
             return resp.status, json.loads(resp.read())
     except urllib.error.HTTPError as err:
         return err.code, json.loads(err.read() or b"null")
+
+
+WRITE_CHAT_PARQUET = """
+import sys, pyarrow as pa, pyarrow.parquet as pq
+rows = [{"messages": [{"role": "user", "content": f"what is {i}"},
+                      {"role": "assistant", "content": f"the answer is {i} blue green"}]}
+        for i in range(8)]
+pq.write_table(pa.Table.from_pylist(rows), sys.argv[1])
+"""
+
+
+class _QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, *_: object) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def serve_chat_dataset(root: Path, host: str) -> Iterator[str]:
+    """A small chat dataset (parquet) on an http server bound to `host`; yields its URL.
+
+    Tuning tests put it where the seed's dataset URL was; the server stops on exit.
+    """
+    py = serving_python()
+    assert py is not None
+    root.mkdir(parents=True, exist_ok=True)
+    subprocess.run([str(py), "-c", WRITE_CHAT_PARQUET, str(root / "chat.parquet")], check=True)
+    handler = functools.partial(_QuietHandler, directory=str(root))
+    server = ThreadingHTTPServer((host, 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://{host}:{server.server_address[1]}/chat.parquet"
+    finally:
+        server.shutdown()
+        server.server_close()

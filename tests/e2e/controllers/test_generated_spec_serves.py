@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import functools
 import json
 import os
 import shutil
@@ -26,7 +25,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +37,7 @@ from kaito.provisioner.kwok_node import fake_gpu_node
 
 from ..conftest import REPO, Cluster
 from ..prometheus_support import Prometheus
-from ..serving_support import post, push_tiny_model, serving_python
+from ..serving_support import post, push_tiny_model, serve_chat_dataset, serving_python
 from .conftest import Operator, _operator, condition, wait_condition, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -402,34 +401,11 @@ def test_a_wrong_pull_secret_fails_with_the_registrys_refusal(
     assert "credential" in text.lower() or "401" in text or "unauthorized" in text.lower()
 
 
-WRITE_CHAT_PARQUET = """
-import sys, pyarrow as pa, pyarrow.parquet as pq
-rows = [{"messages": [{"role": "user", "content": f"what is {i}"},
-                      {"role": "assistant", "content": f"the answer is {i} blue green"}]}
-        for i in range(8)]
-pq.write_table(pa.Table.from_pylist(rows), sys.argv[1])
-"""
-
-
 @pytest.fixture
 def data_url(tmp_path: Path) -> Iterator[str]:
     """A parquet file on a local http server (the seed's dataset URL, replaced)."""
-    py = serving_python()
-    assert py is not None
-    root = tmp_path / "http"
-    root.mkdir()
-    subprocess.run([str(py), "-c", WRITE_CHAT_PARQUET, str(root / "chat.parquet")], check=True)
-
-    class Quiet(SimpleHTTPRequestHandler):
-        def log_message(self, *_: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(root)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/chat.parquet"
-    server.shutdown()
-    server.server_close()
+    with serve_chat_dataset(tmp_path / "http", "127.0.0.1") as url:
+        yield url
 
 
 def test_tuning_job_trains_and_pushes_an_adapter_that_then_serves(

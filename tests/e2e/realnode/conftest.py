@@ -10,18 +10,15 @@ node started with one taken after ``down``, and fails the module when they diffe
 from __future__ import annotations
 
 import base64
-import functools
 import json
 import os
 import shutil
 import subprocess
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +29,7 @@ from hack.registry import LocalRegistry
 
 from ..conftest import REPO, Cluster, hack_cluster
 from ..controllers.conftest import Operator, install_crds
-from ..serving_support import serving_python
+from ..serving_support import serve_chat_dataset, serving_python
 
 NODE = "real-gpu"
 NODE_GPUS = 4  # extended resource: several GPU pods of different tests fit at once
@@ -247,32 +244,8 @@ def wrong_pull_secret(registry: LocalRegistry) -> bytes:
     return json.dumps({"auths": {registry.host: {"auth": wrong}}}).encode()
 
 
-WRITE_CHAT_PARQUET = """
-import sys, pyarrow as pa, pyarrow.parquet as pq
-rows = [{"messages": [{"role": "user", "content": f"what is {i}"},
-                      {"role": "assistant", "content": f"the answer is {i} blue green"}]}
-        for i in range(8)]
-pq.write_table(pa.Table.from_pylist(rows), sys.argv[1])
-"""
-
-
 @pytest.fixture
 def data_url(tmp_path: Path) -> Iterator[str]:
     """A parquet file served on the node's address, where the Job's pod can fetch it."""
-    py = serving_python()
-    assert py is not None
-    root = tmp_path / "http"
-    root.mkdir()
-    subprocess.run([str(py), "-c", WRITE_CHAT_PARQUET, str(root / "chat.parquet")], check=True)
-
-    class Quiet(SimpleHTTPRequestHandler):
-        def log_message(self, *_: object) -> None:
-            pass
-
-    handler = functools.partial(Quiet, directory=str(root))
-    server = ThreadingHTTPServer((realnode.GATEWAY, 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://{realnode.GATEWAY}:{server.server_address[1]}/chat.parquet"
-    server.shutdown()
-    server.server_close()
+    with serve_chat_dataset(tmp_path / "http", realnode.GATEWAY) as url:
+        yield url
