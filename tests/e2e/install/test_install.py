@@ -79,6 +79,7 @@ ALLOWED = [
     ("create", "machines.karpenter.sh"),
     ("watch", "nodes"),
     ("create", "nodes"),  # the KWOK backend
+    ("patch", "nodes"),  # accelerator=nvidia on provisioned GPU nodes, as upstream labels them
     ("create", "statefulsets.apps", "-n", "any"),
     ("patch", "statefulsets.apps", "-n", "any"),
     ("create", "controllerrevisions.apps", "-n", "any"),
@@ -107,7 +108,6 @@ DENIED = [
     ("patch", "inferencesets.kaito.sh", "-n", "any"),  # the user's spec (scale aside)
     ("update", "inferencesets.kaito.sh", "--subresource=status", "-n", "any"),
     ("patch", "horizontalpodautoscalers.autoscaling", "--subresource=status", "-n", "any"),
-    ("patch", "nodes"),
     ("create", "deployments.apps", "-n", "any"),
     ("update", "clusterroles.rbac.authorization.k8s.io"),
     ("create", "rolebindings.rbac.authorization.k8s.io", "-n", "{ns}"),

@@ -85,8 +85,9 @@ async def test_one_leader_and_takeover_after_kill(
             killed = time.monotonic()
             await asyncio.wait_for(standby.ready.wait(), 30)
             took = time.monotonic() - killed
-            # the lease had to expire first (15 s after a's last renewal, ≤ 2 s before the
-            # kill), and b notices within one jittered retry period (at most 2 x 2.2 s) after that
+            # the lease had to expire first: 15 s from when b saw a's last renewal (≤ 2 s
+            # before the kill; b sees it within one jittered retry period, at most 2 x 2.2 s),
+            # and b wakes at that expiry rather than at its next poll
             assert 15 - 2 - 0.5 <= took <= 15 + 2 * 2.2 + 1, took
             lease = await client.get(LEASE, namespace, "lease")
             assert lease["spec"]["holderIdentity"] == "manager-b"
