@@ -25,6 +25,7 @@ from kaito.controllers import metrics as kaito_metrics
 from kaito.controllers.activator import Activator
 from kaito.controllers.claim_liveness import REGISTRATION_TIMEOUT_S
 from kaito.controllers.common import MACHINE, NODECLAIM, WORKSPACE, WorkspaceSettings
+from kaito.controllers.expectations import FinalWrites
 from kaito.controllers.workspace import WorkspaceReconciler
 from kaito.presets import get_sku
 from kaito.provisioner.base import NodeProvisioner
@@ -52,6 +53,7 @@ class ClientNodes:
     def __init__(self, client: Client, cache: Cache) -> None:
         self.client = client
         self.cache = cache
+        self._deleted = FinalWrites()  # nodes we deleted that the cache may still show
 
     async def create_node(self, node: dict[str, Any]) -> None:
         with contextlib.suppress(AlreadyExists):
@@ -62,8 +64,13 @@ class ClientNodes:
         return None if found is None else to_dict(found)
 
     async def delete_node(self, name: str) -> None:
+        found = self.cache.get(NODE, None, name)
+        uid = str(to_dict(found)["metadata"].get("uid") or "") if found is not None else ""
+        if self._deleted.sent(uid):
+            return  # deleted already; the cache has not shown it go yet
         with contextlib.suppress(NotFound):
             await self.client.delete(NODE, None, name)
+        self._deleted.mark(uid)
 
     async def list_nodes(self, label_selector: str) -> list[dict[str, Any]]:
         return [to_dict(n) for n in self.cache.list(NODE, labels=label_selector)]

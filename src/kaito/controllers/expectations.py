@@ -56,3 +56,47 @@ class CreateExpectations:
 
     def __len__(self) -> int:
         return len(self._pending)
+
+
+class FinalWrites:
+    """Objects (by uid) this process has sent their last write: a delete, or the release of
+    the finalizer that held them.
+
+    Either write ends the object; until its watch event arrives the cache still shows it as
+    before, and a reconcile woken meanwhile (by the object's own earlier events, or a
+    dependent's) would send the write again and get 404 NotFound, a failing request on
+    every delete. Keyed by uid, so a new object of the same name is never mistaken for the
+    old one; entries lapse after ``ttl`` (a delete that did not take is then sent again).
+    """
+
+    def __init__(
+        self, ttl: float = EXPECTATION_TTL_S, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.ttl = ttl
+        self.clock = clock
+        self._sent: dict[str, float] = {}  # uid -> when its final write was sent
+
+    def mark(self, uid: str) -> None:
+        """The final write for ``uid`` succeeded (or found the object already gone)."""
+        if not uid:
+            return
+        now = self.clock()
+        if len(self._sent) >= _FINAL_WRITES_PRUNE_AT:
+            self._sent = {u: t for u, t in self._sent.items() if now - t <= self.ttl}
+        self._sent[uid] = now
+
+    def sent(self, uid: str) -> bool:
+        """True while ``uid``'s final write is recent enough that its event is still due."""
+        since = self._sent.get(uid) if uid else None
+        if since is None:
+            return False
+        if self.clock() - since > self.ttl:
+            del self._sent[uid]
+            return False
+        return True
+
+    def __len__(self) -> int:
+        return len(self._sent)
+
+
+_FINAL_WRITES_PRUNE_AT = 1024  # entries before lapsed ones are swept on the next mark

@@ -16,6 +16,7 @@ from kaito.api import WorkspaceBase
 from kaito.api import constants as C
 from kaito.controllers import objects as o
 from kaito.controllers.common import WORKSPACE, WorkspaceSettings, remove_finalizer
+from kaito.controllers.expectations import FinalWrites
 from kaito.runtime.cache import Cache
 from kaito.runtime.client import Client
 from kaito.runtime.objects import to_dict
@@ -31,6 +32,11 @@ class Finalizer:
         self.client = client
         self.cache = cache
         self.settings = settings
+        self._released = FinalWrites()  # Workspaces whose finalizer we removed
+
+    def released(self, ws: WorkspaceBase) -> bool:
+        """Our finalizer came off this Workspace already; a cached copy showing it is stale."""
+        return self._released.sent(ws.metadata.uid or "")
 
     async def finalize(self, ws: WorkspaceBase, owner: o.Owner) -> tuple[bool, Result | None]:
         """(released, result): released once the finalizer is off (or was never on)."""
@@ -63,4 +69,5 @@ class Finalizer:
             finalizers=finalizers,
             finalizer=C.FINALIZER_WORKSPACE,
         )
+        self._released.mark(ws.metadata.uid or "")
         return True, None

@@ -24,6 +24,7 @@ from kaito.controllers.claim_liveness import (
     registration_left,
 )
 from kaito.controllers.common import remove_finalizer, requeue_on_conflict
+from kaito.controllers.expectations import FinalWrites
 from kaito.provisioner.base import (
     NODECLAIM_LABEL,
     NodeProvisioner,
@@ -174,6 +175,7 @@ class MachineReconciler:
         self.enqueue: Callable[[Request], None] | None = None  # set by whoever runs us
         self._failed_at: dict[str, float] = {}  # claim name -> monotonic time of a failed launch
         self._polls = BackendPolls()
+        self._released = FinalWrites()  # claims whose termination finalizer we removed
 
     def wake(self, claim_name: str) -> None:
         """The backend says something changed for ``claim_name``: ask it now, not at backoff."""
@@ -359,6 +361,8 @@ class MachineReconciler:
         finalizers = list(meta.get("finalizers") or [])
         if C.FINALIZER_KARPENTER_TERMINATION not in finalizers:
             return None
+        if self._released.sent(str(meta.get("uid") or "")):
+            return None  # our cached copy predates the release; its delete event is due
         try:
             gone = await self.provisioner.delete(meta["name"])
         except Exception as exc:
@@ -380,6 +384,7 @@ class MachineReconciler:
             finalizers=finalizers,
             finalizer=C.FINALIZER_KARPENTER_TERMINATION,
         )
+        self._released.mark(str(meta.get("uid") or ""))
         return None
 
 

@@ -201,6 +201,8 @@ class WorkspaceReconciler:
         return None
 
     async def _finalize(self, ws: WorkspaceBase) -> Result | None:
+        if self.finalizer.released(ws):
+            return None  # its delete event is due; writing again would only meet a 404
         if C.FINALIZER_WORKSPACE in (ws.metadata.finalizers or ()):
             facts = Facts()
             facts.set(

@@ -18,6 +18,7 @@ CLAIM = {
     "metadata": {
         "name": "ws0a1b2c3d",
         "labels": {"karpenter.sh/nodepool": "kaito"},
+        "uid": "claim-uid-1",
         "finalizers": ["karpenter.sh/termination"],
         "deletionTimestamp": "2026-01-01T00:00:00Z",
     },
@@ -80,3 +81,25 @@ async def test_the_finalizer_is_removed_by_a_tested_json_patch() -> None:
         {"op": "test", "path": "/metadata/finalizers/0", "value": "karpenter.sh/termination"},
         {"op": "remove", "path": "/metadata/finalizers/0"},
     ]
+
+
+async def test_a_stale_copy_after_the_release_sends_nothing() -> None:
+    """The cache still shows the claim with its finalizer until the delete event arrives;
+    a reconcile woken meanwhile must not patch again (that can only answer 404)."""
+    client = FailingPatch(None)
+    rec = reconciler(client)
+    await rec(Request("", "ws0a1b2c3d"))
+    await rec(Request("", "ws0a1b2c3d"))
+    assert len(client.patches) == 1
+
+
+async def test_a_new_claim_of_the_same_name_is_released_again() -> None:
+    client = FailingPatch(None)
+    rec = reconciler(client)
+    await rec(Request("", "ws0a1b2c3d"))
+    CLAIM["metadata"]["uid"] = "claim-uid-2"
+    try:
+        await rec(Request("", "ws0a1b2c3d"))
+    finally:
+        CLAIM["metadata"]["uid"] = "claim-uid-1"
+    assert len(client.patches) == 2
