@@ -7,6 +7,15 @@ watch event wakes the Workspace; fields the operator does not set (a user's extr
 annotation, anything the API server defaults) are left alone. Upstream Kaito reconciles its
 objects back the same way.
 
+An object the operator has never written and the cache does not show is created with a
+plain create where the caller asks for it (``create_if_absent``), and applied only to change
+it afterwards: measured on the local cluster during a rollout of 100 Workspaces, the API
+server took seconds (6 s p50) to answer a server-side apply that creates a ClusterIP Service
+and hundredths of a second to answer a create of the same Service. The created fields are
+then owned by the same field manager through an update entry; the next apply shares them.
+So it suits objects whose set of fields never shrinks (a field no longer wanted would stay
+behind under that entry): the Services, whose fields differ only in value.
+
 Two checks keep an idle operator silent:
 
 - a content hash of the desired object rides on it as an annotation: a different hash
@@ -26,6 +35,7 @@ from typing import Any
 from kaito.controllers.common import FIELD_MANAGER, content_hash
 from kaito.runtime.cache import Cache
 from kaito.runtime.client import Client
+from kaito.runtime.errors import AlreadyExists
 from kaito.runtime.gvk import GVK
 from kaito.runtime.objects import to_dict
 
@@ -73,8 +83,15 @@ class Applier:
     def forget(self, owner_uid: str) -> None:
         self._applied.pop(owner_uid, None)
 
-    async def apply_if_changed(self, gvk: GVK, desired: dict[str, Any]) -> bool:
-        """Apply ``desired`` unless the live object already matches it; True if sent."""
+    async def apply_if_changed(
+        self, gvk: GVK, desired: dict[str, Any], *, create_if_absent: bool = False
+    ) -> bool:
+        """Apply ``desired`` unless the live object already matches it; True if sent.
+
+        ``create_if_absent``: the first write of an object the cache lacks is a create (see
+        the module docstring). Only the first: once we wrote it, a cache without it means
+        either its event is not in yet or someone deleted it, and an apply is right for both.
+        """
         meta = desired["metadata"]
         digest = content_hash(desired)
         meta.setdefault("annotations", {})[APPLIED_HASH] = digest
@@ -82,6 +99,14 @@ class Applier:
         applied = self._applied.setdefault(str(owners[0].get("uid", "")), {})
         key = (gvk.kind, str(meta["name"]))
         current = self.cache.get(gvk, meta.get("namespace"), meta["name"])
+        if current is None and create_if_absent and key not in applied:
+            try:
+                created = await self.client.create(desired, field_manager=self.field_manager)
+            except AlreadyExists:
+                pass  # made by an earlier run of ours or by someone else: apply below
+            else:
+                applied[key] = (digest, fingerprint(to_dict(created), desired))
+                return True
         if current is not None:
             live = to_dict(current)
             if (live["metadata"].get("annotations") or {}).get(APPLIED_HASH) == digest:

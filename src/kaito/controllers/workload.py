@@ -85,7 +85,7 @@ class Workload:
         annotations = ws.metadata.annotations or {}
         load_balancer = annotations.get(C.ANNOTATION_ENABLE_LB, "").lower() == "true"
         for svc in o.services(owner, load_balancer=load_balancer):
-            await self.applier.apply_if_changed(SERVICE, svc)
+            await self.applier.apply_if_changed(SERVICE, svc, create_if_absent=True)
 
     async def reconcile_preset(
         self,

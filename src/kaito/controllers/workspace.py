@@ -173,6 +173,10 @@ class WorkspaceReconciler:
                 self.tuning.status_from_job(ws, finished, facts)
                 return None
         pending_type = ConditionType.JOB_STARTED if tuning else ConditionType.INFERENCE_READY
+        if not tuning:
+            # the Services need no node: written while the nodes come up, they are off the
+            # path between a Ready node and the StatefulSet, and the ClusterIP is known early
+            await self.workload.reconcile_services(ws, owner)
         placement = await self.claims.reconcile(ws, owner, needs, facts)
         if not placement.ready:
             facts.set(pending_type, None, Reason.INFERENCE_STATUS_PENDING, "waiting for nodes")
@@ -188,7 +192,6 @@ class WorkspaceReconciler:
                 ws, plan, owner, revision, placement=placement, facts=facts
             )
         await self.workload.migrate_deployment(ws)
-        await self.workload.reconcile_services(ws, owner)
         if plan.mode == "template":
             await self.workload.reconcile_template(
                 ws, owner, revision, replicas=needs.target, placement=placement, facts=facts
