@@ -43,13 +43,22 @@ class Workload:
     def forget(self, uid: str) -> None:
         self._migrated.discard(uid)
 
+    def note_first_sight(self, ws: WorkspaceBase) -> None:
+        """A Workspace seen before any status was written has never been reconciled by an
+        older Kaito, so it has no Deployment to migrate: no read is spent on it (a rollout
+        of N new Workspaces would otherwise send N GETs, each answered 404)."""
+        status = ws.status
+        if status is None or not status.conditions:
+            self._migrated.add(ws.metadata.uid or "")
+
     async def migrate_deployment(self, ws: WorkspaceBase) -> None:
         """Upstream's migration: the Deployment ``<ws>`` that Kaito before v0.8 ran some
         models in goes, with a Warning Event, and the StatefulSet takes over.
 
         Read once per Workspace and operator start, not watched: those Deployments carry
         no label to select them by, and none are made any more. Only one this Workspace
-        controls is deleted (upstream deletes any of that name).
+        controls is deleted (upstream deletes any of that name). Not read at all for a
+        Workspace first seen without status (``note_first_sight``).
         """
         uid = ws.metadata.uid or ""
         if uid in self._migrated:

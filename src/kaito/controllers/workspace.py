@@ -174,6 +174,7 @@ class WorkspaceReconciler:
                 return None
         pending_type = ConditionType.JOB_STARTED if tuning else ConditionType.INFERENCE_READY
         if not tuning:
+            self.workload.note_first_sight(ws)
             # the Services need no node: written while the nodes come up, they are off the
             # path between a Ready node and the StatefulSet, and the ClusterIP is known early
             await self.workload.reconcile_services(ws, owner)
