@@ -173,12 +173,12 @@ class WorkspaceReconciler:
                 self.tuning.status_from_job(ws, finished, facts)
                 return None
         pending_type = ConditionType.JOB_STARTED if tuning else ConditionType.INFERENCE_READY
+        placement = await self.claims.reconcile(ws, owner, needs, facts)
         if not tuning:
             self.workload.note_first_sight(ws)
-            # the Services need no node: written while the nodes come up, they are off the
-            # path between a Ready node and the StatefulSet, and the ClusterIP is known early
+            # the Services need no node: written while the nodes come up (after the claims,
+            # the long pole), they are off the path between a Ready node and the StatefulSet
             await self.workload.reconcile_services(ws, owner)
-        placement = await self.claims.reconcile(ws, owner, needs, facts)
         if not placement.ready:
             facts.set(pending_type, None, Reason.INFERENCE_STATUS_PENDING, "waiting for nodes")
             facts.set(
