@@ -19,46 +19,58 @@ from kaito.runtime.informer import InformerEvent
 EXPECTATION_TTL_S = 300.0
 
 
-class CreateExpectations:
+class _LapsingStamps:
+    """Keys with the time they were stamped; a key older than ``ttl`` counts as absent."""
+
+    def __init__(self, ttl: float, clock: Callable[[], float]) -> None:
+        self.ttl = ttl
+        self.clock = clock
+        self._stamps: dict[str, float] = {}
+
+    def _stamp(self, key: str) -> None:
+        self._stamps[key] = self.clock()
+
+    def _live(self, key: str) -> bool:
+        since = self._stamps.get(key)
+        if since is None:
+            return False
+        if self.clock() - since > self.ttl:
+            del self._stamps[key]
+            return False
+        return True
+
+    def __len__(self) -> int:
+        return len(self._stamps)
+
+
+class CreateExpectations(_LapsingStamps):
     """Names of created objects, until an informer event shows each (see module docstring)."""
 
     def __init__(
         self, ttl: float = EXPECTATION_TTL_S, clock: Callable[[], float] = time.monotonic
     ) -> None:
-        self.ttl = ttl
-        self.clock = clock
-        self._pending: dict[str, float] = {}  # namespace/name -> when it was created
+        super().__init__(ttl, clock)  # namespace/name -> when it was created
 
     def expect(self, namespace: str | None, name: str) -> None:
         """We are about to create this object (set before the request: its watch event may
         arrive before the response does)."""
-        self._pending[object_key(namespace, name)] = self.clock()
+        self._stamp(object_key(namespace, name))
 
     def forget(self, namespace: str | None, name: str) -> None:
         """The create failed, or the cache shows the object: nothing to wait for."""
-        self._pending.pop(object_key(namespace, name), None)
+        self._stamps.pop(object_key(namespace, name), None)
 
     def pending(self, namespace: str | None, name: str) -> bool:
         """Created by us and not yet seen by the cache (and not lapsed)."""
-        key = object_key(namespace, name)
-        since = self._pending.get(key)
-        if since is None:
-            return False
-        if self.clock() - since > self.ttl:
-            del self._pending[key]
-            return False
-        return True
+        return self._live(object_key(namespace, name))
 
     def observe(self, event: InformerEvent) -> None:
         """An informer listener: any event of the object means the cache has it (or saw it go)."""
-        if self._pending:
-            self._pending.pop(object_key(event.obj.namespace, event.obj.name), None)
-
-    def __len__(self) -> int:
-        return len(self._pending)
+        if self._stamps:
+            self._stamps.pop(object_key(event.obj.namespace, event.obj.name), None)
 
 
-class FinalWrites:
+class FinalWrites(_LapsingStamps):
     """Objects (by uid) this process has sent their last write: a delete, or the release of
     the finalizer that held them.
 
@@ -72,31 +84,20 @@ class FinalWrites:
     def __init__(
         self, ttl: float = EXPECTATION_TTL_S, clock: Callable[[], float] = time.monotonic
     ) -> None:
-        self.ttl = ttl
-        self.clock = clock
-        self._sent: dict[str, float] = {}  # uid -> when its final write was sent
+        super().__init__(ttl, clock)  # uid -> when its final write was sent
 
     def mark(self, uid: str) -> None:
         """The final write for ``uid`` succeeded (or found the object already gone)."""
         if not uid:
             return
-        now = self.clock()
-        if len(self._sent) >= _FINAL_WRITES_PRUNE_AT:
-            self._sent = {u: t for u, t in self._sent.items() if now - t <= self.ttl}
-        self._sent[uid] = now
+        if len(self._stamps) >= _FINAL_WRITES_PRUNE_AT:  # nothing else removes them
+            now = self.clock()
+            self._stamps = {u: t for u, t in self._stamps.items() if now - t <= self.ttl}
+        self._stamp(uid)
 
     def sent(self, uid: str) -> bool:
         """True while ``uid``'s final write is recent enough that its event is still due."""
-        since = self._sent.get(uid) if uid else None
-        if since is None:
-            return False
-        if self.clock() - since > self.ttl:
-            del self._sent[uid]
-            return False
-        return True
-
-    def __len__(self) -> int:
-        return len(self._sent)
+        return bool(uid) and self._live(uid)
 
 
 _FINAL_WRITES_PRUNE_AT = 1024  # entries before lapsed ones are swept on the next mark

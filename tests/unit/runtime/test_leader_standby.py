@@ -41,6 +41,13 @@ class FrozenLeaseClient:
         return copy.deepcopy(body)
 
 
+def standby(fake: FrozenLeaseClient, retry_period: float) -> LeaderElector:
+    config = LeaderElection(
+        namespace="ns", name="kaito", identity="standby", retry_period=retry_period
+    )
+    return LeaderElector(cast(Client, fake), config, Metrics())
+
+
 async def test_standby_wakes_at_expiry_not_at_the_next_jittered_poll(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -48,11 +55,7 @@ async def test_standby_wakes_at_expiry_not_at_the_next_jittered_poll(
     # at 0, 2.2 s, 4.4 s and take a 1 s lease only at 2.2 s.
     monkeypatch.setattr(leaderelection.random, "random", lambda: 1.0)
     fake = FrozenLeaseClient(duration=1)
-    elector = LeaderElector(
-        cast(Client, fake),
-        LeaderElection(namespace="ns", name="kaito", identity="standby", retry_period=1.0),
-        Metrics(),
-    )
+    elector = standby(fake, retry_period=1.0)
     started = time.monotonic()
     await asyncio.wait_for(elector.acquire(), 5)
     took = time.monotonic() - started
@@ -66,11 +69,7 @@ async def test_a_renewed_lease_is_not_taken(monkeypatch: pytest.MonkeyPatch) -> 
     """Waking at expiry never shortens the lease: a renewal seen meanwhile pushes it back."""
     monkeypatch.setattr(leaderelection.random, "random", lambda: 0.0)
     fake = FrozenLeaseClient(duration=1)
-    elector = LeaderElector(
-        cast(Client, fake),
-        LeaderElection(namespace="ns", name="kaito", identity="standby", retry_period=0.3),
-        Metrics(),
-    )
+    elector = standby(fake, retry_period=0.3)
 
     async def keep_renewing() -> None:
         for i in range(8):
