@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -127,16 +128,35 @@ def _text(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """What one pod's log said: the condition, and the performance when it held a result."""
+
+    ok: bool
+    reason: str
+    message: str
+    performance: dict[str, Any] | None = None
+
+    def apply(self, facts: Facts) -> None:
+        facts.set(ConditionType.BENCHMARK_COMPLETED, self.ok, self.reason, self.message)
+        if self.performance is not None:
+            facts.performance = self.performance
+
+
 class Benchmarks:
-    """Reads a Workspace's benchmark result once its leader pod is Ready."""
+    """Reads a Workspace's benchmark result once its leader pod is Ready.
+
+    The log is read once per leader pod; what it said is kept and given to every later
+    reconcile of that pod, so a status write that fails or is overtaken does not lose it.
+    """
 
     def __init__(self, client: Client, cache: Cache) -> None:
         self.client = client
         self.cache = cache
-        self._tried: dict[str, str] = {}  # Workspace uid -> the pod uid whose log was read
+        self._read: dict[str, tuple[str, Outcome]] = {}  # Workspace uid -> (pod uid, outcome)
 
     def forget(self, uid: str) -> None:
-        self._tried.pop(uid, None)
+        self._read.pop(uid, None)
 
     async def record(self, ws: WorkspaceBase, plan: Plan, facts: Facts) -> None:
         """Fill ``facts`` with the result of the Ready leader pod, when not yet recorded."""
@@ -147,32 +167,35 @@ class Benchmarks:
             return
         pod = to_dict(found)
         uid = str(pod["metadata"].get("uid", ""))
-        if not diagnosis.is_true(pod, "Ready") or self._tried.get(ws.metadata.uid or "") == uid:
+        if not diagnosis.is_true(pod, "Ready"):
+            return
+        read = self._read.get(ws.metadata.uid or "")
+        if read is not None and read[0] == uid:
+            read[1].apply(facts)
             return
         if _recorded_for(ws, uid):
             return
-        self._tried[ws.metadata.uid or ""] = uid
-        name = pod["metadata"]["name"]
+        outcome = await self._outcome(ws, pod["metadata"]["name"], uid)
+        self._read[ws.metadata.uid or ""] = (uid, outcome)
+        outcome.apply(facts)
+
+    async def _outcome(self, ws: WorkspaceBase, name: str, uid: str) -> Outcome:
         try:
             text = await self._log(ws, name)
         except (ApiError, aiohttp.ClientError, TimeoutError) as exc:
             why = getattr(exc, "message", "") or str(exc) or type(exc).__name__
-            facts.set(
-                ConditionType.BENCHMARK_COMPLETED,
+            return Outcome(
                 False,
                 Reason.BENCHMARK_RESULT_UNAVAILABLE,
                 f"cannot read the log of pod {name}: {why.splitlines()[0][:300]}",
             )
-            return
         parsed = parse(text)
         if parsed is None:
-            facts.set(
-                ConditionType.BENCHMARK_COMPLETED,
+            return Outcome(
                 False,
                 Reason.BENCHMARK_RESULT_UNAVAILABLE,
                 f"no {RESULT_MARK} line in the last {TAIL_LINES} lines of pod {name}'s log",
             )
-            return
         config, result = parsed
         try:
             rate = float(result.get("vllm_total_tpm", -1))
@@ -180,20 +203,17 @@ class Benchmarks:
             rate = -1.0
         if rate <= 0:
             why = result.get("last_error") or "no request succeeded"
-            facts.set(
-                ConditionType.BENCHMARK_COMPLETED,
+            return Outcome(
                 False,
                 Reason.BENCHMARK_FAILED,
                 f"the benchmark in pod {name} measured nothing: {why}",
             )
-            return
-        facts.performance = performance(config, result, uid)
-        facts.set(
-            ConditionType.BENCHMARK_COMPLETED,
+        return Outcome(
             True,
             Reason.BENCHMARK_COMPLETED,
             f"{rate:g} tokens/min with {config.get('max_concurrency', '?')} concurrent "
             f"requests (pod {name})",
+            performance(config, result, uid),
         )
 
     async def _log(self, ws: WorkspaceBase, pod: str) -> str:

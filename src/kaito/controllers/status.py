@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from kaito.api import WorkspaceBase, set_condition, utcnow
+from kaito.api import Condition, WorkspaceBase, set_condition, utcnow
 from kaito.api.constants import ConditionType, Reason, WorkspaceState
 from kaito.controllers.common import WORKSPACE, Facts
 from kaito.runtime.client import Client
@@ -94,8 +94,16 @@ class StatusWriter:
         held back for STATUS_SETTLE_S after creation, so the first status a user sees is
         often the final one.  Failures are written at once.
         """
+        # Conditions not set by this reconcile are carried over from the newest status known,
+        # not from the cache alone: a condition set once (the benchmark's) would otherwise be
+        # dropped by the next write made while the cache still lags the write that set it.
+        owned: tuple[str, ...] = OWNED_FIELDS
+        if facts.performance is not None:  # written when a benchmark result was read
+            owned = (*OWNED_FIELDS, "performance")
         current = ws.status
-        conditions = list(current.conditions or []) if current else []
+        old = current.model_dump(mode="json", by_alias=True, exclude_none=True) if current else {}
+        known = self._baseline(ws, {k: old[k] for k in owned if k in old})
+        conditions = [Condition.model_validate(c) for c in known.get("conditions") or ()]
         for type_, (status, reason, message) in facts.conditions.items():
             conditions = set_condition(
                 conditions,
@@ -116,10 +124,7 @@ class StatusWriter:
             state: str = facts.state
         elif by_type.get(ConditionType.WORKSPACE_SUCCEEDED) == "True":
             state = WorkspaceState.READY
-        elif current is not None and current.state in (
-            WorkspaceState.READY,
-            WorkspaceState.NOT_READY,
-        ):
+        elif known.get("state") in (WorkspaceState.READY, WorkspaceState.NOT_READY):
             state = WorkspaceState.NOT_READY
         else:
             state = WorkspaceState.PENDING
@@ -131,16 +136,12 @@ class StatusWriter:
             "workerNodes": facts.worker_nodes or None,
             "targetNodeCount": facts.target
             if facts.target is not None
-            else (current.target_node_count if current else None),
+            else known.get("targetNodeCount"),
         }
-        owned: tuple[str, ...] = OWNED_FIELDS
-        if facts.performance is not None:  # written when a benchmark result was read
+        if facts.performance is not None:
             desired["performance"] = facts.performance
-            owned = (*OWNED_FIELDS, "performance")
         wanted = {k: v for k, v in desired.items() if v is not None}
-        old = current.model_dump(mode="json", by_alias=True, exclude_none=True) if current else {}
-        cached = {k: old[k] for k in owned if k in old}
-        if self._baseline(ws, cached) == wanted:
+        if {k: known[k] for k in owned if k in known} == wanted:
             return None
         if (
             state == WorkspaceState.PENDING

@@ -84,3 +84,21 @@ async def test_a_failed_reconcile_is_shown_on_every_condition_until_one_succeeds
     # the next reconcile succeeds and sets only one condition: the other loses its suffix too
     await writer.write(cached("101", failed), facts(True, ["n1"]))
     assert {c["message"] for c in client.patches[-1]["conditions"]} == {"m", "nodes ok"}
+
+
+async def test_a_condition_set_once_survives_a_write_made_while_the_cache_lags() -> None:
+    """The benchmark's condition is set by one reconcile only; the next reconcile, run on a
+    cached copy older than that write, must carry it over rather than write it away."""
+    client = Recorder()
+    writer = StatusWriter(cast(Any, client))
+    first = facts(True, ["n1"])
+    first.set(ConditionType.BENCHMARK_COMPLETED, False, "BenchmarkResultUnavailable", "no log")
+    stale = cached("5", None)
+    await writer.write(stale, first)
+    second = facts(True, ["n1"])
+    second.target = 2  # something else changed, so the second reconcile writes
+    await writer.write(stale, second)  # the cache has not shown the first write yet
+    assert len(client.patches) == 2
+    kept = {c["type"]: c["reason"] for c in client.patches[-1]["conditions"]}
+    assert kept[ConditionType.BENCHMARK_COMPLETED] == "BenchmarkResultUnavailable"
+    assert client.patches[-1]["state"] == "Ready"
