@@ -30,6 +30,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from kaito.api import constants as C
+from kaito.controllers.objects import POD_INDEX_LABEL
 from kaito.runtime.cache import Cache
 from kaito.runtime.client import Client
 from kaito.runtime.errors import ApiError
@@ -39,7 +40,6 @@ from kaito.runtime.objects import to_dict
 log = logging.getLogger("kaito.controllers.activator")
 
 HEADER = "X-Kaito-InferenceSet"
-POD_INDEX_LABEL = "apps.kubernetes.io/pod-index"
 SERVING_PORT = 5000
 POLL_S = 0.1
 WAKE_AGAIN_S = 5.0  # a wake-up the cache has not shown after this long is sent again

@@ -14,8 +14,8 @@ from typing import Any
 from kaito.api import WorkspaceBase, find_condition
 from kaito.api import constants as C
 from kaito.api.inferenceset import InferenceSet, owner_reference
+from kaito.controllers.objects import POD_INDEX_LABEL
 
-POD_INDEX_LABEL = "apps.kubernetes.io/pod-index"
 SERVING_PORT = 5000
 
 

@@ -37,6 +37,8 @@ PULL_SECRET_ROOT = "/root/.docker/config.d"
 # reason: the tail of its log, which the Workspace's conditions then show.
 TERMINATION_MESSAGE_POLICY = "FallbackToLogsOnError"
 POD_INDEX_LABEL = "apps.kubernetes.io/pod-index"  # set by the StatefulSet controller
+# the StatefulSet controller labels each pod with the name of its ControllerRevision
+REVISION_LABEL = "controller-revision-hash"
 GPU_TOLERATIONS: tuple[dict[str, str], ...] = (
     {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"},
     {"key": "sku", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"},
