@@ -17,7 +17,11 @@ Every request generates exactly ``--tokens`` tokens (greedy, ``min_tokens``), so
 the same work. Per phase: p50 and p99 latency, tokens/s, and CPU time per request of the API
 process and of the whole process tree (API server, engine core, worker). CPU time moves less than
 wall time when other work shares the machine; read both. Each round prints its figures and the
-launcher ÷ bare ratios; the summary gives the median of the per-round ratios. Ratios are costs:
+launcher ÷ bare ratios; the summary cancels the start order (the server started first was the
+slower in every round here, whichever it was): the geometric mean of the median ratio of the
+launcher-first rounds and that of the bare-first rounds; run an even number. With ``--apart``
+each server runs alone, serving every phase and stopping before the other starts: on a 2-core
+machine an idle vLLM next to the one measured still takes CPU. Ratios are costs:
 latency and CPU launcher ÷ bare, tokens/s bare ÷ launcher, so above 1 means the launcher is slower.
 
 Run with the serving venv: ``$(hack/serving-env)/bin/python bench/serving.py [--rounds N]``.
@@ -291,10 +295,24 @@ def print_round(rnd: int, cfg: Config, runs: dict[str, Run]) -> Ratios:
     return r
 
 
+def balanced(values: list[float]) -> float:
+    """The per-round ratios with the start order cancelled: the geometric mean of the median
+    of the rounds the launcher started first (even indices) and of those bare vLLM did.
+
+    Measured here: the server started first was slower in every round, whichever it was, so
+    a plain median over an odd number of rounds leans toward one side.
+    """
+    first, second = values[0::2], values[1::2]
+    if not second:
+        return statistics.median(first)
+    return float((statistics.median(first) * statistics.median(second)) ** 0.5)
+
+
 def summary(cfgs: tuple[Config, ...], per_round: dict[str, list[Ratios]]) -> None:
     rounds = len(next(iter(per_round.values())))
     print(
-        f"\nmedian of {rounds} per-round cost ratios, launcher ÷ bare "
+        f"\n{rounds} rounds, order-balanced cost ratios (geometric mean of the launcher-first "
+        "and the bare-first rounds' medians), launcher ÷ bare "
         "(tokens/s: bare ÷ launcher; above 1 = launcher slower)"
     )
     head = "".join(f"{m:>12}" for m in METRICS)
@@ -302,12 +320,10 @@ def summary(cfgs: tuple[Config, ...], per_round: dict[str, list[Ratios]]) -> Non
     for cfg in cfgs:
         rs = per_round[cfg.name]
         for phase in cfg.phases:
-            cells = "".join(
-                f"{statistics.median(r[phase.name][m] for r in rs):12.3f}" for m in METRICS
-            )
+            cells = "".join(f"{balanced([r[phase.name][m] for r in rs]):12.3f}" for m in METRICS)
             print(f"{cfg.name:10} {phase.name:12}{cells}")
-        start = statistics.median(r["start-up"]["start_s"] for r in rs)
-        pss = statistics.median(r["start-up"]["pss"] for r in rs)
+        start = balanced([r["start-up"]["start_s"] for r in rs])
+        pss = balanced([r["start-up"]["pss"] for r in rs])
         print(f"{cfg.name:10} start-up: time to /health {start:.3f}, PSS after load {pss:.3f}")
 
 
@@ -322,6 +338,12 @@ def main() -> None:
     p.add_argument("--tokens", type=int, default=32)
     p.add_argument("--only", choices=["off", "on"], help="run one configuration")
     p.add_argument("--json", type=Path, help="also write every round's figures here")
+    p.add_argument(
+        "--apart",
+        action="store_true",
+        help="one server at a time: each serves every phase alone, then stops (no idle "
+        "second server sharing the CPUs); the order still alternates between rounds",
+    )
     a = p.parse_args()
     if a.rounds < 2:
         p.error("--rounds must be at least 2 (the order of the servers alternates)")
@@ -341,21 +363,24 @@ def main() -> None:
     raw: list[dict[str, Any]] = []
     for rnd in range(a.rounds):
         for cfg in cfgs:
-            targets: list[Target] = []
-            try:
-                for kind in KINDS if rnd % 2 == 0 else KINDS[::-1]:
-                    port = free_port()
-                    log = logs / f"{kind}-{cfg.name.replace(' ', '-')}-{rnd}.log"
-                    t0 = time.perf_counter()
-                    argv = argv_for(kind, tiny.model, port, cfg.flags)
-                    server = start_server(argv, port, log, timeout=a.start_timeout)
-                    run = Run(time.perf_counter() - t0, tree_pss_mib(server.proc.pid))
-                    targets.append(Target(kind, server, process_tree(server.proc.pid), run))
-                asyncio.run(measure(targets, cfg, a))
-            finally:
-                for target in targets:
-                    target.server.stop()
-            runs = {t.kind: t.run for t in targets}
+            order = KINDS if rnd % 2 == 0 else KINDS[::-1]
+            runs: dict[str, Run] = {}
+            for group in [[k] for k in order] if a.apart else [list(order)]:
+                targets: list[Target] = []
+                try:
+                    for kind in group:
+                        port = free_port()
+                        log = logs / f"{kind}-{cfg.name.replace(' ', '-')}-{rnd}.log"
+                        t0 = time.perf_counter()
+                        argv = argv_for(kind, tiny.model, port, cfg.flags)
+                        server = start_server(argv, port, log, timeout=a.start_timeout)
+                        run = Run(time.perf_counter() - t0, tree_pss_mib(server.proc.pid))
+                        targets.append(Target(kind, server, process_tree(server.proc.pid), run))
+                    asyncio.run(measure(targets, cfg, a))
+                finally:
+                    for target in targets:
+                        target.server.stop()
+                runs.update({t.kind: t.run for t in targets})
             per_round[cfg.name].append(print_round(rnd, cfg, runs))
             raw.append(
                 {
