@@ -61,6 +61,15 @@ class Placement:
     """The user's own nodes chosen next to provisioned ones, selected by name."""
     preferred_nodes: tuple[str, ...] = ()
 
+    @property
+    def only_own_nodes(self) -> bool:
+        """Every node the pods may use is one being made for this Workspace.
+
+        The pods' node affinity is then fixed before any node exists (the ownership labels),
+        so the workload can be written ahead of the nodes and its pods wait in the scheduler.
+        """
+        return self.provisioned and not self.pinned_nodes
+
 
 def node_needs(ws: WorkspaceBase, plan: Plan) -> NodeNeeds:
     """The nodes a plan needs; SpecError on ``resource.instanceType`` if it is unknown.

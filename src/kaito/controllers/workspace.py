@@ -180,14 +180,13 @@ class WorkspaceReconciler:
             # the Services need no node: written while the nodes come up (after the claims,
             # the long pole), they are off the path between a Ready node and the StatefulSet
             await self.workload.reconcile_services(ws, owner)
-        if not placement.ready:
-            facts.set(pending_type, None, Reason.INFERENCE_STATUS_PENDING, "waiting for nodes")
-            facts.set(
-                ConditionType.WORKSPACE_SUCCEEDED,
-                False,
-                Reason.WORKSPACE_PENDING,
-                "waiting for nodes",
-            )
+        # Inference pods that can only land on nodes being made for them are written ahead
+        # of those nodes, as a cluster autoscaler's users write theirs: they wait in the
+        # scheduler and bind the moment a node registers, instead of after a reconcile that
+        # finds it Ready (which queues behind the first reconciles of every new Workspace).
+        ahead = not tuning and not placement.ready and placement.only_own_nodes
+        if not placement.ready and not ahead:
+            self._waiting_for_nodes(pending_type, facts)
             return None
         if tuning:
             return await self.tuning.reconcile(
@@ -202,8 +201,22 @@ class WorkspaceReconciler:
             await self.workload.reconcile_preset(
                 ws, plan, owner, revision, placement=placement, facts=facts
             )
+        if ahead:
+            if facts.conditions.get(ConditionType.WORKSPACE_SUCCEEDED, ("",) * 3)[1] != (
+                Reason.WORKSPACE_FAILED
+            ):
+                self._waiting_for_nodes(pending_type, facts)  # the pods' Pending is ours
+            return None
+        if plan.mode != "template":
             await self.benchmarks.record(ws, plan, facts)
         return None
+
+    @staticmethod
+    def _waiting_for_nodes(pending_type: str, facts: Facts) -> None:
+        facts.set(pending_type, None, Reason.INFERENCE_STATUS_PENDING, "waiting for nodes")
+        facts.set(
+            ConditionType.WORKSPACE_SUCCEEDED, False, Reason.WORKSPACE_PENDING, "waiting for nodes"
+        )
 
     async def _finalize(self, ws: WorkspaceBase) -> Result | None:
         if self.finalizer.released(ws):

@@ -78,6 +78,11 @@ def test_claims_are_made_and_left_to_the_cluster_s_provisioner(
     )
     assert waiting["status"] != "True"
     assert cluster.get("node", claim["metadata"]["name"]) is None
+    # the inference pod is written ahead of its node and waits for it in the scheduler
+    pod = wait_until("the pod, Pending", lambda: cluster.get("pod", f"{name}-0", namespace))
+    assert not pod["spec"].get("nodeName"), pod["spec"]
+    pending = condition(cluster.get("workspace", name, namespace), "WorkspaceSucceeded")
+    assert pending is not None and pending["message"] == "waiting for nodes", pending
 
     node = fulfil(cluster, claim)
 
@@ -86,6 +91,7 @@ def test_claims_are_made_and_left_to_the_cluster_s_provisioner(
         return bool(cond and cond["status"] == "True")
 
     wait_until("the Workspace to succeed on the provisioner's node", succeeded, timeout=120)
+    assert cluster.get("pod", f"{name}-0", namespace)["spec"]["nodeName"] == node
     cluster.kubectl("-n", namespace, "delete", "workspace", name, "--timeout=120s")
     wait_until("the claim to be deleted", lambda: claims_of(cluster, name) == [], timeout=60)
     assert cluster.get("node", node) is not None  # the node is the provisioner's to remove
