@@ -43,6 +43,10 @@ class Workload:
     def forget(self, uid: str) -> None:
         self._migrated.discard(uid)
 
+    def exists(self, ws: WorkspaceBase) -> bool:
+        """The Workspace's StatefulSet is in the cache."""
+        return self.cache.get(STATEFULSET, ws.namespace, ws.name) is not None
+
     def note_first_sight(self, ws: WorkspaceBase) -> None:
         """A Workspace seen before any status was written has never been reconciled by an
         older Kaito, so it has no Deployment to migrate: no read is spent on it (a rollout
@@ -236,7 +240,7 @@ class Workload:
     async def _apply(
         self, ws: WorkspaceBase, desired: dict[str, Any], revision: str, created_note: str
     ) -> None:
-        first = self.cache.get(STATEFULSET, ws.namespace, ws.name) is None
+        first = not self.exists(ws)
         if not await self.applier.apply_if_changed(STATEFULSET, desired):
             return
         if first:

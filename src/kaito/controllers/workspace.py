@@ -180,11 +180,18 @@ class WorkspaceReconciler:
             # the Services need no node: written while the nodes come up (after the claims,
             # the long pole), they are off the path between a Ready node and the StatefulSet
             await self.workload.reconcile_services(ws, owner)
-        # Inference pods that can only land on nodes being made for them are written ahead
-        # of those nodes, as a cluster autoscaler's users write theirs: they wait in the
-        # scheduler and bind the moment a node registers, instead of after a reconcile that
-        # finds it Ready (which queues behind the first reconciles of every new Workspace).
-        ahead = not tuning and not placement.ready and placement.only_own_nodes
+        # A new Workspace's inference pods, when they can only land on nodes being made for
+        # them, are written ahead of those nodes, as a cluster autoscaler's users write
+        # theirs: they wait in the scheduler and bind the moment a node registers, instead of
+        # after a reconcile that finds it Ready (which queues behind the first reconciles of
+        # every new Workspace). An existing StatefulSet is changed only on Ready nodes, so
+        # its pods keep serving while the nodes of a new spec come up.
+        ahead = (
+            not tuning
+            and not placement.ready
+            and placement.only_own_nodes
+            and not self.workload.exists(ws)
+        )
         if not placement.ready and not ahead:
             self._waiting_for_nodes(pending_type, facts)
             return None

@@ -9,6 +9,7 @@ finalizer on a claim, and must delete its claims when the Workspace goes.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,6 +17,7 @@ import pytest
 
 from ..conftest import Cluster, hack_cluster
 from .conftest import Operator, _operator, condition, example, wait_until
+from .test_workspace_changes import config_map
 
 pytestmark = pytest.mark.e2e
 
@@ -96,3 +98,45 @@ def test_claims_are_made_and_left_to_the_cluster_s_provisioner(
     wait_until("the claim to be deleted", lambda: claims_of(cluster, name) == [], timeout=60)
     assert cluster.get("node", node) is not None  # the node is the provisioner's to remove
     cluster.kubectl("delete", "node", node, "--wait=false")
+
+
+def test_a_running_workspace_is_changed_only_once_the_new_nodes_are_ready(
+    cluster: Cluster, namespace: str, external_operator: Operator
+) -> None:
+    """Only a new Workspace's StatefulSet is written ahead of its nodes: a spec that needs
+    more nodes leaves the serving pods alone until those nodes are Ready."""
+    cluster.apply(config_map("grows-config", 2048), namespace)  # two V100s
+    doc = example("workspace-phi-3-mini-v1beta1.yaml")
+    doc["metadata"]["name"] = name = "grows"
+    doc["inference"]["preset"]["name"] = "mistral-7b-instruct"
+    doc["inference"]["config"] = "grows-config"
+    cluster.apply(doc, namespace)
+    wait_until("two NodeClaims", lambda: len(claims_of(cluster, name)) == 2)
+    first = {c["metadata"]["name"] for c in claims_of(cluster, name)}
+    nodes = [fulfil(cluster, claim) for claim in claims_of(cluster, name)]
+
+    def succeeded() -> bool:
+        cond = condition(cluster.get("workspace", name, namespace), "WorkspaceSucceeded")
+        return bool(cond and cond["status"] == "True")
+
+    wait_until("the Workspace to succeed on two nodes", succeeded, timeout=120)
+    before = cluster.get("statefulset", name, namespace)
+    assert before is not None and before["spec"]["replicas"] == 2
+
+    cluster.apply(config_map("grows-config", 32768), namespace)  # now three V100s
+    wait_until("a third claim", lambda: len(claims_of(cluster, name)) == 3)
+    time.sleep(2)  # the reconcile that made the claim has long written what it writes
+    held = cluster.get("statefulset", name, namespace)
+    assert held is not None
+    assert held["metadata"]["generation"] == before["metadata"]["generation"], held["spec"]
+
+    for claim in claims_of(cluster, name):
+        if claim["metadata"]["name"] not in first:
+            nodes.append(fulfil(cluster, claim))
+    wait_until(
+        "the StatefulSet on three nodes",
+        lambda: (cluster.get("statefulset", name, namespace) or {})["spec"]["replicas"] == 3,
+    )
+    cluster.kubectl("-n", namespace, "delete", "workspace", name, "--timeout=120s")
+    for node in nodes:
+        cluster.kubectl("delete", "node", node, "--wait=false")
