@@ -24,6 +24,10 @@ each server runs alone, serving every phase and stopping before the other starts
 machine an idle vLLM next to the one measured still takes CPU. Ratios are costs:
 latency and CPU launcher ÷ bare, tokens/s bare ÷ launcher, so above 1 means the launcher is slower.
 
+``--versus fix-off`` measures the launcher against itself with its mixed-batch LoRA fix turned off
+(``KAITO_SERVING_LORA_FIX=0``) instead of bare vLLM; ``--phase NAME`` (repeatable) runs only
+those phases.
+
 Run with the serving venv: ``$(hack/serving-env)/bin/python bench/serving.py [--rounds N]``.
 """
 
@@ -36,13 +40,14 @@ import os
 import statistics
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from serving.lora_fix import DISABLE_ENV  # noqa: E402
 from tests.serving.helpers import Server, free_port, start_server  # noqa: E402
 from tests.serving.tiny_model import TinyModel, build  # noqa: E402
 
@@ -51,6 +56,7 @@ ADAPTERS = ("adapter-a", "adapter-b")
 COMMON = ["--dtype", "float32", "--max-model-len", "256", "--enforce-eager", "--host", "127.0.0.1"]
 MESSAGES = [{"role": "user", "content": "hello world, the quick brown fox"}]
 KINDS = ("launcher", "bare")
+FIX_OFF = "fix-off"  # the launcher with its mixed-batch LoRA fix turned off, instead of bare vLLM
 METRICS = ("p50_ms", "p99_ms", "tok_s", "api_cpu_ms", "tree_cpu_ms")
 HIGHER_IS_BETTER = {"tok_s"}
 Ratios = dict[str, dict[str, float]]  # phase -> metric -> launcher ÷ bare cost
@@ -119,7 +125,7 @@ class Run:
 
 
 def argv_for(kind: str, model: Path, port: int, flags: tuple[str, ...]) -> list[str]:
-    module = "serving" if kind == "launcher" else "vllm.entrypoints.openai.api_server"
+    module = "vllm.entrypoints.openai.api_server" if kind == "bare" else "serving"
     return [
         sys.executable,
         "-m",
@@ -246,7 +252,7 @@ async def measure(targets: list[Target], cfg: Config, a: argparse.Namespace) -> 
                 start = block * per_block
                 turn = [phase.models[(start + i) % len(phase.models)] for i in range(per_block)]
                 for target in targets if block % 2 == 0 else targets[::-1]:
-                    path = phase.path if target.kind == "launcher" else phase.bare_path
+                    path = phase.bare_path if target.kind == "bare" else phase.path
                     bodies = [body(path, m, a.tokens) for m in turn]
                     tally = tallies[target.kind]
                     await run_block(client, target, path, bodies, conc=conc, tally=tally)
@@ -266,6 +272,7 @@ def cost_ratio(metric: str, launcher: float, bare: float) -> float:
 
 
 def ratios(cfg: Config, ours: Run, bare: Run) -> Ratios:
+    """``bare`` is the reference run: bare vLLM, or the launcher with the fix off."""
     out: Ratios = {}
     for phase in cfg.phases:
         theirs = bare.phases[phase.name]
@@ -275,15 +282,15 @@ def ratios(cfg: Config, ours: Run, bare: Run) -> Ratios:
     return out
 
 
-def print_round(rnd: int, cfg: Config, runs: dict[str, Run]) -> Ratios:
-    ours, bare = runs["launcher"], runs["bare"]
+def print_round(rnd: int, cfg: Config, runs: dict[str, Run], other: str) -> Ratios:
+    ours, bare = runs["launcher"], runs[other]
     r = ratios(cfg, ours, bare)
     print(
         f"\nround {rnd + 1}, {cfg.name}: start {ours.start_s:.1f} s vs {bare.start_s:.1f} s, "
         f"PSS {ours.pss_mib:.0f} vs {bare.pss_mib:.0f} MiB",
         flush=True,
     )
-    print(f"  {'phase':12} {'metric':12} {'launcher':>10} {'bare':>10} {'ratio':>7}")
+    print(f"  {'phase':12} {'metric':12} {'launcher':>10} {other:>10} {'ratio':>7}")
     for phase in cfg.phases:
         mine, theirs = ours.phases[phase.name], bare.phases[phase.name]
         for m in METRICS:
@@ -308,12 +315,12 @@ def balanced(values: list[float]) -> float:
     return float((statistics.median(first) * statistics.median(second)) ** 0.5)
 
 
-def summary(cfgs: tuple[Config, ...], per_round: dict[str, list[Ratios]]) -> None:
+def summary(cfgs: tuple[Config, ...], per_round: dict[str, list[Ratios]], other: str) -> None:
     rounds = len(next(iter(per_round.values())))
     print(
         f"\n{rounds} rounds, order-balanced cost ratios (geometric mean of the launcher-first "
-        "and the bare-first rounds' medians), launcher ÷ bare "
-        "(tokens/s: bare ÷ launcher; above 1 = launcher slower)"
+        f"and the {other}-first rounds' medians), launcher ÷ {other} "
+        f"(tokens/s: {other} ÷ launcher; above 1 = launcher slower)"
     )
     head = "".join(f"{m:>12}" for m in METRICS)
     print(f"{'configuration':10} {'phase':12}{head}")
@@ -337,6 +344,20 @@ def main() -> None:
     p.add_argument("--start-timeout", type=float, default=900, help="seconds to /health 200")
     p.add_argument("--tokens", type=int, default=32)
     p.add_argument("--only", choices=["off", "on"], help="run one configuration")
+    p.add_argument(
+        "--versus",
+        choices=["bare", FIX_OFF],
+        default="bare",
+        help=f"what the launcher is measured against: bare vLLM, or ({FIX_OFF}) the launcher "
+        "itself with its mixed-batch LoRA fix turned off (KAITO_SERVING_LORA_FIX=0)",
+    )
+    p.add_argument(
+        "--phase",
+        action="append",
+        dest="phases",
+        metavar="NAME",
+        help="run only this phase (repeatable; e.g. 'base seq')",
+    )
     p.add_argument("--json", type=Path, help="also write every round's figures here")
     p.add_argument(
         "--apart",
@@ -351,19 +372,29 @@ def main() -> None:
     cfgs = configs(tiny)
     if a.only:
         cfgs = tuple(c for c in cfgs if c.name == f"LoRA {a.only}")
+    if a.phases:
+        known = {ph.name for c in cfgs for ph in c.phases}
+        if unknown := set(a.phases) - known:
+            p.error(f"unknown phase(s) {sorted(unknown)}; known: {sorted(known)}")
+        cfgs = tuple(
+            replace(c, phases=tuple(ph for ph in c.phases if ph.name in a.phases)) for c in cfgs
+        )
+        cfgs = tuple(c for c in cfgs if c.phases)
+    kinds = (KINDS[0], a.versus)
+    env = {"launcher": {}, "bare": {}, FIX_OFF: {DISABLE_ENV: "0"}}
     logs = Path(os.environ.get("TMPDIR", "/tmp")) / "kaito-bench-serving"
     logs.mkdir(exist_ok=True)
     print(
         f"tiny Llama, float32, CPU; {a.tokens} tokens a request; {a.requests} sequential, "
         f"{a.concurrent_requests} concurrent (at {a.concurrency}) requests a phase; "
-        f"load average at start {os.getloadavg()[0]:.2f}",
+        f"load average at start {os.getloadavg()[0]:.2f}; launcher versus {a.versus}",
         flush=True,
     )
     per_round: dict[str, list[Ratios]] = {c.name: [] for c in cfgs}
     raw: list[dict[str, Any]] = []
     for rnd in range(a.rounds):
         for cfg in cfgs:
-            order = KINDS if rnd % 2 == 0 else KINDS[::-1]
+            order = kinds if rnd % 2 == 0 else kinds[::-1]
             runs: dict[str, Run] = {}
             for group in [[k] for k in order] if a.apart else [list(order)]:
                 targets: list[Target] = []
@@ -373,7 +404,9 @@ def main() -> None:
                         log = logs / f"{kind}-{cfg.name.replace(' ', '-')}-{rnd}.log"
                         t0 = time.perf_counter()
                         argv = argv_for(kind, tiny.model, port, cfg.flags)
-                        server = start_server(argv, port, log, timeout=a.start_timeout)
+                        server = start_server(
+                            argv, port, log, env=env[kind], timeout=a.start_timeout
+                        )
                         run = Run(time.perf_counter() - t0, tree_pss_mib(server.proc.pid))
                         targets.append(Target(kind, server, process_tree(server.proc.pid), run))
                     asyncio.run(measure(targets, cfg, a))
@@ -381,7 +414,7 @@ def main() -> None:
                     for target in targets:
                         target.server.stop()
                 runs.update({t.kind: t.run for t in targets})
-            per_round[cfg.name].append(print_round(rnd, cfg, runs))
+            per_round[cfg.name].append(print_round(rnd, cfg, runs, a.versus))
             raw.append(
                 {
                     "round": rnd + 1,
@@ -390,7 +423,7 @@ def main() -> None:
                     **{k: vars(v) for k, v in runs.items()},
                 }
             )
-    summary(cfgs, per_round)
+    summary(cfgs, per_round, a.versus)
     print(f"load average at end {os.getloadavg()[0]:.2f}")
     if a.json:
         a.json.write_text(json.dumps(raw, indent=2))
