@@ -4,6 +4,7 @@ a finalizer is removed only if it is still where we saw it)."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -60,6 +61,15 @@ class Facts:
 
 def content_hash(obj: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+async def all_of(*writes: Awaitable[Any]) -> None:
+    """Run independent writes of one reconcile at once; raise the first failure once all
+    have ended (none is left running behind the reconcile, none is cancelled half-sent)."""
+    outcomes = await asyncio.gather(*writes, return_exceptions=True)
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
 
 
 async def requeue_on_conflict(

@@ -15,6 +15,7 @@ from kaito.controllers.claims import Placement
 from kaito.controllers.common import (
     Facts,
     WorkspaceSettings,
+    all_of,
     gpu_resource,
     local_weights_args,
     weights_source,
@@ -97,8 +98,12 @@ class Workload:
     async def reconcile_services(self, ws: WorkspaceBase, owner: o.Owner) -> None:
         annotations = ws.metadata.annotations or {}
         load_balancer = annotations.get(C.ANNOTATION_ENABLE_LB, "").lower() == "true"
-        for svc in o.services(owner, load_balancer=load_balancer):
-            await self.applier.apply_if_changed(SERVICE, svc, create_if_absent=True)
+        await all_of(
+            *(
+                self.applier.apply_if_changed(SERVICE, svc, create_if_absent=True)
+                for svc in o.services(owner, load_balancer=load_balancer)
+            )
+        )
 
     async def reconcile_preset(
         self,

@@ -23,12 +23,13 @@ from kaito.controllers import hub_models
 from kaito.controllers import objects as o
 from kaito.controllers.apply import Applier
 from kaito.controllers.benchmark import Benchmarks
-from kaito.controllers.claims import NodeClaims, NodeNeeds, node_needs
+from kaito.controllers.claims import NodeClaims, NodeNeeds, Placement, node_needs
 from kaito.controllers.common import (
     CONTROLLER_REVISION,
     WORKSPACE,
     Facts,
     WorkspaceSettings,
+    all_of,
     requeue_on_conflict,
 )
 from kaito.controllers.finalization import Finalizer
@@ -175,30 +176,54 @@ class WorkspaceReconciler:
                 return None
         pending_type = ConditionType.JOB_STARTED if tuning else ConditionType.INFERENCE_READY
         placement = await self.claims.reconcile(ws, owner, needs, facts)
-        if not tuning:
-            self.workload.note_first_sight(ws)
-            # the Services need no node: written while the nodes come up (after the claims,
-            # the long pole), they are off the path between a Ready node and the StatefulSet
-            await self.workload.reconcile_services(ws, owner)
+        if tuning:
+            if not placement.ready:
+                self._waiting_for_nodes(pending_type, facts)
+                return None
+            return await self.tuning.reconcile(
+                ws, plan, owner, revision, placement=placement, facts=facts
+            )
+        self.workload.note_first_sight(ws)
+        # The Services need no node and nothing of the StatefulSet: written beside it, after
+        # the claims (the long pole), so a new Workspace's first reconcile waits for one
+        # round trip instead of three.
+        await all_of(
+            self.workload.reconcile_services(ws, owner),
+            self._inference(
+                ws,
+                plan,
+                needs=needs,
+                revision=revision,
+                owner=owner,
+                placement=placement,
+                facts=facts,
+            ),
+        )
+        return None
+
+    async def _inference(
+        self,
+        ws: WorkspaceBase,
+        plan: Plan,
+        *,
+        needs: NodeNeeds,
+        revision: str,
+        owner: o.Owner,
+        placement: Placement,
+        facts: Facts,
+    ) -> None:
+        """The inference StatefulSet and its readiness, once its nodes allow."""
+        pending_type = ConditionType.INFERENCE_READY
         # A new Workspace's inference pods, when they can only land on nodes being made for
         # them, are written ahead of those nodes, as a cluster autoscaler's users write
         # theirs: they wait in the scheduler and bind the moment a node registers, instead of
         # after a reconcile that finds it Ready (which queues behind the first reconciles of
         # every new Workspace). An existing StatefulSet is changed only on Ready nodes, so
         # its pods keep serving while the nodes of a new spec come up.
-        ahead = (
-            not tuning
-            and not placement.ready
-            and placement.only_own_nodes
-            and not self.workload.exists(ws)
-        )
+        ahead = not placement.ready and placement.only_own_nodes and not self.workload.exists(ws)
         if not placement.ready and not ahead:
             self._waiting_for_nodes(pending_type, facts)
-            return None
-        if tuning:
-            return await self.tuning.reconcile(
-                ws, plan, owner, revision, placement=placement, facts=facts
-            )
+            return
         await self.workload.migrate_deployment(ws)
         if plan.mode == "template":
             await self.workload.reconcile_template(
@@ -213,10 +238,9 @@ class WorkspaceReconciler:
                 Reason.WORKSPACE_FAILED
             ):
                 self._waiting_for_nodes(pending_type, facts)  # the pods' Pending is ours
-            return None
+            return
         if plan.mode != "template":
             await self.benchmarks.record(ws, plan, facts)
-        return None
 
     @staticmethod
     def _waiting_for_nodes(pending_type: str, facts: Facts) -> None:
