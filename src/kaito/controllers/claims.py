@@ -16,6 +16,7 @@ provisioned is not worth a restart to save.
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,6 +61,8 @@ class Placement:
     pinned_nodes: tuple[str, ...] = ()
     """The user's own nodes chosen next to provisioned ones, selected by name."""
     preferred_nodes: tuple[str, ...] = ()
+    nodes_ready_at: dt.datetime | None = None
+    """When the last of the Workspace's own nodes became Ready (None: not known)."""
 
     @property
     def only_own_nodes(self) -> bool:
@@ -195,6 +198,7 @@ class NodeClaims:
         await self._delete_extra(ws, existing, set(wanted), target)
         problems: list[diagnosis.Diagnosis] = []
         ready_nodes: list[str] = []
+        ready_at: dt.datetime | None = None
         for name in wanted:
             claim = existing.get(name)
             if claim is None:
@@ -221,6 +225,9 @@ class NodeClaims:
             if node is not None and gpus:
                 await self._label_accelerator(node)
             ready_nodes.append(node_name)
+            since = diagnosis.transition_time(node, "Ready") if node is not None else None
+            if since is not None and (ready_at is None or since > ready_at):
+                ready_at = since
         facts.worker_nodes = sorted(ready_nodes + chosen)
         self._claims_condition(existing, wanted, len(chosen), facts)
         placement = Placement(
@@ -228,6 +235,7 @@ class NodeClaims:
             provisioned=bool(wanted),
             pinned_nodes=tuple(sorted(chosen)),
             preferred_nodes=preferred,
+            nodes_ready_at=ready_at,
         )
         if problems or not placement.ready:
             first = problems[0] if problems else None

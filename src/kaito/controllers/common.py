@@ -53,6 +53,7 @@ class Facts:
     state: str | None = None  # tuning sets Running/Succeeded/Failed itself
     error: str | None = None  # the reconcile failed: upstream appends it to every message
     performance: dict[str, Any] | None = None  # a benchmark result read this reconcile
+    recheck_after: float | None = None  # seconds after which what was found is stale
 
     def set(self, type_: str, ok: bool | None, reason: str, message: str) -> None:
         status = "Unknown" if ok is None else ("True" if ok else "False")

@@ -6,6 +6,7 @@ pure functions turn pod, node and NodeClaim state into a reason and a specific m
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +36,18 @@ def condition_of(obj: Mapping[str, Any], type_: str) -> Mapping[str, Any] | None
         if cond.get("type") == type_:
             return dict(cond)
     return None
+
+
+def transition_time(obj: Mapping[str, Any], type_: str) -> dt.datetime | None:
+    """When the condition ``type_`` last changed status (None: absent or unreadable)."""
+    cond = condition_of(obj, type_)
+    value = cond.get("lastTransitionTime") if cond else None
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
 
 
 def is_true(obj: Mapping[str, Any], type_: str) -> bool:

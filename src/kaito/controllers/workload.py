@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from kaito.api import WorkspaceBase
+from kaito.api import WorkspaceBase, utcnow
 from kaito.api import constants as C
 from kaito.api.constants import ConditionType, Reason
 from kaito.controllers import benchmark, diagnosis
@@ -27,6 +28,11 @@ from kaito.runtime.errors import Invalid, NotFound
 from kaito.runtime.events import EventRecorder
 from kaito.runtime.gvk import DEPLOYMENT, POD, SERVICE, STATEFULSET, STORAGE_CLASS
 from kaito.runtime.objects import to_dict
+
+SCHEDULER_GRACE_S = 10.0
+"""How long after its nodes' Ready a pod's Unschedulable is taken for the scheduler's old
+verdict: it retries a pending pod when a matching node arrives, within a second or two here,
+and after at most its 10 s backoff."""
 
 
 class Workload:
@@ -174,7 +180,7 @@ class Workload:
             else f"the model hub ({plan.preset.hf_id}) when the pod starts"
         )
         await self._apply(ws, o.statefulset(work), revision, f"model weights come from {where}")
-        self.readiness(ws, work.replicas, facts)
+        self.readiness(ws, work.replicas, facts, nodes_ready_at=placement.nodes_ready_at)
 
     async def reconcile_template(
         self,
@@ -210,7 +216,7 @@ class Workload:
             # the template is the user's: the API server's verdict names the field to fix
             self._invalid_template(ws, f"inference.template: {exc.message}", facts)
             return
-        self.readiness(ws, replicas, facts)
+        self.readiness(ws, replicas, facts, nodes_ready_at=placement.nodes_ready_at)
 
     def _local_nvme(self, ws: WorkspaceBase, plan: Plan) -> str | None:
         """The weights' PVC size when they go on the node's local NVMe, as upstream puts them:
@@ -257,8 +263,20 @@ class Workload:
                 ws, "Normal", "WorkloadUpdated", f"StatefulSet {ws.name} at revision {revision}"
             )
 
-    def readiness(self, ws: WorkspaceBase, replicas: int, facts: Facts) -> None:
+    def readiness(
+        self,
+        ws: WorkspaceBase,
+        replicas: int,
+        facts: Facts,
+        *,
+        nodes_ready_at: dt.datetime | None = None,
+    ) -> None:
         """InferenceReady from the StatefulSet's rollout, or the pods' most telling problem.
+
+        A pod written ahead of its node was refused by the scheduler while no node matched;
+        for SCHEDULER_GRACE_S after the Workspace's nodes became Ready that verdict is taken
+        as stale (the scheduler retries on the node's arrival) and not shown; the reconcile
+        looks again when the grace ends.
 
         Ready once ``replicas`` pods of the StatefulSet's current revision are Ready in the
         cache, or once its status says so. The pods' own Ready is what the Service's
@@ -301,6 +319,10 @@ class Workload:
             )
             return
         problem = diagnosis.pods_problem(pods)
+        if problem is not None and problem.reason == Reason.UNSCHEDULABLE and nodes_ready_at:
+            left = SCHEDULER_GRACE_S - (utcnow() - nodes_ready_at).total_seconds()
+            if left > 0:
+                problem, facts.recheck_after = None, left
         if problem is None:
             problem = diagnosis.Diagnosis(
                 Reason.INFERENCE_STATUS_PENDING,

@@ -160,8 +160,9 @@ class WorkspaceReconciler:
         wait = await self.status.write(ws, facts)
         if error is not None:
             raise error
-        if wait is not None and (result is None or not 0 < result.requeue_after <= wait):
-            result = Result(requeue_after=wait)
+        for after in (wait, facts.recheck_after):
+            if after is not None and (result is None or not 0 < result.requeue_after <= after):
+                result = Result(requeue_after=after)
         return result
 
     async def _reconcile(

@@ -7,12 +7,13 @@ as long as they belong to the revision being rolled out.
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any, cast
 
-from kaito.api import WorkspaceBase, parse_workspace
+from kaito.api import WorkspaceBase, parse_workspace, utcnow
 from kaito.api.constants import ConditionType
 from kaito.controllers.common import Facts
-from kaito.controllers.workload import Workload, current_ready_pods
+from kaito.controllers.workload import SCHEDULER_GRACE_S, Workload, current_ready_pods
 
 
 def sts(generation: int, observed: int, revision: str, ready: int = 0) -> dict[str, Any]:
@@ -96,3 +97,38 @@ def test_ready_from_the_pods_before_the_statefulset_status_says_so() -> None:
 def test_the_statefulset_status_alone_still_makes_it_ready() -> None:
     assert readiness(sts(1, 1, "ws-new", ready=2), []).startswith("True")
     assert not readiness(None, [pod(0, "ws-new"), pod(1, "ws-new")]).startswith("True")
+
+
+def unschedulable(index: int) -> dict[str, Any]:
+    refused = {
+        "type": "PodScheduled",
+        "status": "False",
+        "reason": "Unschedulable",
+        "message": "0/40 nodes are available: 40 node(s) didn't match node affinity",
+    }
+    found = pod(index, "ws-new", ready=False)
+    found["status"]["conditions"].append(refused)
+    return found
+
+
+def test_the_scheduler_s_verdict_from_before_the_nodes_is_not_shown_at_once() -> None:
+    """A pod written ahead of its node was refused while no node matched: right after the
+    node's Ready that verdict is stale (the scheduler retries), so the status does not flap
+    to Unschedulable and back; after the grace it is shown."""
+    workload = Workload(
+        cast(Any, Cache(sts(1, 1, "ws-new"), [unschedulable(0), unschedulable(1)])),
+        cast(Any, None),
+        cast(Any, None),
+        cast(Any, None),
+    )
+    fresh, old = Facts(), Facts()
+    now = utcnow()
+    workload.readiness(workspace(), 2, fresh, nodes_ready_at=now - dt.timedelta(seconds=2))
+    assert fresh.conditions[ConditionType.INFERENCE_READY][1] != "Unschedulable"
+    assert fresh.recheck_after is not None and 0 < fresh.recheck_after <= SCHEDULER_GRACE_S - 2
+    workload.readiness(workspace(), 2, old, nodes_ready_at=now - dt.timedelta(minutes=1))
+    assert old.conditions[ConditionType.INFERENCE_READY][1] == "Unschedulable"
+    assert old.recheck_after is None
+    unknown = Facts()  # nodes not ours, or their Ready time unknown: shown at once
+    workload.readiness(workspace(), 2, unknown)
+    assert unknown.conditions[ConditionType.INFERENCE_READY][1] == "Unschedulable"
