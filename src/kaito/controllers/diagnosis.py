@@ -41,7 +41,11 @@ def condition_of(obj: Mapping[str, Any], type_: str) -> Mapping[str, Any] | None
 def transition_time(obj: Mapping[str, Any], type_: str) -> dt.datetime | None:
     """When the condition ``type_`` last changed status (None: absent or unreadable)."""
     cond = condition_of(obj, type_)
-    value = cond.get("lastTransitionTime") if cond else None
+    return timestamp(cond.get("lastTransitionTime") if cond else None)
+
+
+def timestamp(value: Any) -> dt.datetime | None:
+    """An RFC 3339 time of the API (``...Z``); None when absent or unreadable."""
     if not isinstance(value, str) or not value:
         return None
     try:

@@ -10,7 +10,6 @@ or an operator restart does not skew it.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
@@ -21,7 +20,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from kaito.api import constants as C
-from kaito.controllers.diagnosis import condition_of, is_true
+from kaito.controllers.diagnosis import condition_of, is_true, timestamp
 from kaito.runtime.cache import Cache, InformerNotFound
 from kaito.runtime.gvk import GVK
 from kaito.runtime.informer import DELETED, MODIFIED, InformerEvent
@@ -131,15 +130,6 @@ class OperatorCollector(Collector):
         yield claims
 
 
-def _timestamp(value: Any) -> dt.datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-
-
 class ReadinessLatency:
     """Histograms of Workspace creation → nodes ready and → ready to serve."""
 
@@ -184,7 +174,7 @@ class ReadinessLatency:
         if not fresh or not self.is_leader():
             return
         old = event.old.decode()
-        created = _timestamp((new.get("metadata") or {}).get("creationTimestamp"))
+        created = timestamp((new.get("metadata") or {}).get("creationTimestamp"))
         if created is None:
             return
         preset = workspace_preset(new)
@@ -193,7 +183,7 @@ class ReadinessLatency:
                 continue
             self._seen.add((uid, type_))
             cond = condition_of(new, type_) or {}
-            at = _timestamp(cond.get("lastTransitionTime"))
+            at = timestamp(cond.get("lastTransitionTime"))
             if at is not None:
                 histogram.labels(preset_name=preset).observe(
                     max(0.0, (at - created).total_seconds())
