@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from kaito.controllers.diagnosis import timestamp
 from kaito.provisioner.base import NodeStatus
 
 POLL_INITIAL_S = 2.0
@@ -74,10 +75,7 @@ def registration_left(status: Mapping[str, Any], timeout_s: float) -> float | No
         return None
     if registered is not None and registered.get("status") == "True":
         return None
-    try:
-        since = dt.datetime.fromisoformat(
-            str(launched.get("lastTransitionTime")).replace("Z", "+00:00")
-        )
-    except ValueError:
+    since = timestamp(launched.get("lastTransitionTime"))
+    if since is None:
         return None
     return timeout_s - (dt.datetime.now(dt.UTC) - since).total_seconds()

@@ -347,11 +347,8 @@ class MachineReconciler:
             c["type"] == "Ready" and c["status"] == "True" for c in new_status.get("conditions", ())
         ):
             return None
-        try:
-            created = dt.datetime.fromisoformat(
-                str(meta.get("creationTimestamp")).replace("Z", "+00:00")
-            )
-        except ValueError:
+        created = diagnosis.timestamp(meta.get("creationTimestamp"))
+        if created is None:
             return None
         age = (dt.datetime.now(dt.UTC) - created).total_seconds()
         return STATUS_SETTLE_S - age if 0 <= age < STATUS_SETTLE_S else None

@@ -274,9 +274,9 @@ class Workload:
         """InferenceReady from the StatefulSet's rollout, or the pods' most telling problem.
 
         A pod written ahead of its node was refused by the scheduler while no node matched;
-        for SCHEDULER_GRACE_S after the Workspace's nodes became Ready that verdict is taken
-        as stale (the scheduler retries on the node's arrival) and not shown; the reconcile
-        looks again when the grace ends.
+        for SCHEDULER_GRACE_S after the Workspace's own nodes became Ready an Unschedulable
+        pod is taken for that stale verdict (the scheduler retries on the node's arrival) and
+        not shown, whichever way the pod came; the reconcile looks again when the grace ends.
 
         Ready once ``replicas`` pods of the StatefulSet's current revision are Ready in the
         cache, or once its status says so. The pods' own Ready is what the Service's
