@@ -36,8 +36,15 @@ work="$(mktemp -d "${TMPDIR:-/tmp}/kaito-upstream-build.XXXXXX")"
 trap 'chmod -R u+w "$work" 2>/dev/null; rm -rf "$work"' EXIT
 if [ -z "$SRC" ]; then
   log "fetching $MODULE@$VERSION through the Go module proxy"
-  dir="$(cd "$work" && go mod download -json "$MODULE@$VERSION" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')"
-  [ -d "$dir" ] || { echo "hack/build-upstream.sh: the proxy does not serve $MODULE@$VERSION; pass a clone of the repository" >&2; exit 1; }
+  # go mod download exits non-zero and says why in its JSON's "Error" when the proxy refuses
+  info="$(cd "$work" && go mod download -json "$MODULE@$VERSION" 2>&1)" || true
+  dir="$(printf '%s\n' "$info" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')"
+  if [ ! -d "$dir" ]; then
+    echo "hack/build-upstream.sh: the Go module proxy does not serve $MODULE@$VERSION:" >&2
+    printf '%s\n' "$info" | sed -n 's/.*"Error": "\(.*\)".*/  \1/p' >&2
+    echo "  pass a clone of the repository instead: hack/build-upstream.sh PATH-TO-CLONE" >&2
+    exit 1
+  fi
   cp -r "$dir/." "$work/src"
 elif git --git-dir="$SRC" rev-parse --verify -q "$VERSION^{commit}" >/dev/null 2>&1 \
   || git -C "$SRC" rev-parse --verify -q "$VERSION^{commit}" >/dev/null 2>&1; then
