@@ -19,6 +19,7 @@ from kaito.runtime.cache import Cache
 from kaito.runtime.controller import Controller
 from kaito.runtime.gvk import CONFIGMAP, GVK, JOB, NODE, POD, SERVICE, STATEFULSET, STORAGE_CLASS
 from kaito.runtime.handlers import EnqueueForOwner, EnqueueMapped
+from kaito.runtime.informer import MODIFIED, InformerEvent
 from kaito.runtime.objects import KObject, to_dict
 from kaito.runtime.predicates import (
     annotations_changed,
@@ -32,6 +33,19 @@ SELECTOR_INDEX = "matchLabels"
 # One selector for every NodeClaim watch: two informers of one kind with different
 # selectors would let a controller read a copy older than the event that woke it.
 CLAIM_SELECTOR = f"{C.LABEL_KARPENTER_NODEPOOL}={C.KAITO_NODEPOOL}"
+PROGRESS_PRIORITY = 10
+
+
+def progress_priority(event: InformerEvent) -> int:
+    """Changes to the objects that report a rollout's progress made elsewhere (a claim's
+    status, a node's Ready, the StatefulSet's status, its pods, a Job) wake their Workspace
+    ahead of Workspace events: when many Workspaces arrive at once, the reconcile that finds
+    a pod Ready, and so finishes its Workspace, does not wait behind the first reconciles of
+    all the others. Creations and deletions keep the default: a claim's or StatefulSet's
+    creation is the echo of the operator's own write, and a new pod or node reports nothing
+    a reconcile acts on before it changes again (it is scheduled, becomes Ready).
+    """
+    return PROGRESS_PRIORITY if event.type == MODIFIED else 0
 
 
 def requests_for_labels(labels: Mapping[str, str]) -> Iterable[Request]:
@@ -92,18 +106,26 @@ def watch(
             WORKSPACE,
             predicates=[any_of(generation_changed, labels_changed, annotations_changed)],
         )
-        .watches(STATEFULSET, owned, label_selector=C.LABEL_WORKSPACE_NAME)
-        .watches(JOB, owned, label_selector=C.LABEL_WORKSPACE_NAME)
+        .watches(
+            STATEFULSET, owned, label_selector=C.LABEL_WORKSPACE_NAME, priority=progress_priority
+        )
+        .watches(JOB, owned, label_selector=C.LABEL_WORKSPACE_NAME, priority=progress_priority)
         # all ConfigMaps, in one informer: the ones we own and the ones Workspaces name
         .watches(CONFIGMAP, owned)
         .watches(CONFIGMAP, EnqueueMapped(configs.workspaces_using(cache)))
         .watches(SERVICE, owned, label_selector=C.LABEL_WORKSPACE_NAME)
         .watches(CONTROLLER_REVISION, owned, label_selector=C.LABEL_REVISION_WORKSPACE_NAME)
-        .watches(POD, EnqueueMapped(pod_owner), label_selector=C.LABEL_WORKSPACE_NAME)
+        .watches(
+            POD,
+            EnqueueMapped(pod_owner),
+            label_selector=C.LABEL_WORKSPACE_NAME,
+            priority=progress_priority,
+        )
         .watches(
             claim_gvk,
             EnqueueMapped(lambda c: requests_for_labels(c.labels)),
             label_selector=CLAIM_SELECTOR,
+            priority=progress_priority,
         )
-        .watches(NODE, EnqueueMapped(workspaces_for_node(cache)))
+        .watches(NODE, EnqueueMapped(workspaces_for_node(cache)), priority=progress_priority)
     )

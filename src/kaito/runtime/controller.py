@@ -11,7 +11,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from kaito.runtime.cache import Cache
 from kaito.runtime.errors import ApiError, Fenced
@@ -72,8 +72,15 @@ class Controller:
         *,
         namespace: str | None = None,
         label_selector: str | Mapping[str, str] | None = None,
+        priority: int | Callable[[InformerEvent], int] = 0,
     ) -> Controller:
-        """Enqueue requests from events of ``gvk`` (through the shared informer)."""
+        """Enqueue requests from events of ``gvk`` (through the shared informer).
+
+        Live events queue their requests at ``priority`` (higher first; a request already
+        queued keeps the higher of the two), or at what ``priority(event)`` says, so a
+        controller can let the progress of work it has started go ahead of new work; list
+        and resync replays always queue at ``LOW_PRIORITY``.
+        """
         informer = self.cache.informer(gvk, namespace=namespace, label_selector=label_selector)
         chosen: Handler = handler if handler is not None else EnqueueForObject()
         preds = tuple(predicates)
@@ -84,9 +91,10 @@ class Controller:
                 if not predicate(event):
                     return
             requests: Iterable[Request] = chosen.requests(event)
-            priority = priority_of(event)
+            live = priority if isinstance(priority, int) else priority(event)
+            queued_at = priority_of(event, live)
             for request in requests:
-                queue.add(request, priority)
+                queue.add(request, queued_at)
 
         informer.add_listener(on_event)
         self._informers.append(informer)

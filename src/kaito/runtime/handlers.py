@@ -18,9 +18,9 @@ class Handler(Protocol):
     def requests(self, event: InformerEvent) -> Iterable[Request]: ...
 
 
-def priority_of(event: InformerEvent) -> int:
-    """Events replayed from a list or a resync wait behind live changes."""
-    return LOW_PRIORITY if event.initial else 0
+def priority_of(event: InformerEvent, live: int = 0) -> int:
+    """Events replayed from a list or a resync wait behind live changes, which get ``live``."""
+    return LOW_PRIORITY if event.initial else live
 
 
 class EnqueueForObject:

@@ -196,3 +196,39 @@ async def test_initial_list_events_are_low_priority() -> None:
     assert order[0] == "listed-0"
     assert order[1] == "fresh"
     assert len(order) == 51
+
+
+async def test_a_watch_can_queue_its_live_events_ahead_of_others() -> None:
+    """Progress of started work (here: a child's MODIFIED) goes ahead of new owners queued
+    before it; the watch's own creations keep the default order, replays stay last."""
+    order: list[str] = []
+    gate = asyncio.Event()
+
+    async def reconcile(req: Request) -> Result:
+        await gate.wait()
+        order.append(req.name)
+        return Result()
+
+    ctrl, _, cache = make(reconcile, workers=1)
+    ctrl.watches(OWNER)
+    ctrl.watches(
+        CHILD, EnqueueForOwner(OWNER), priority=lambda event: 10 if event.type == "MODIFIED" else 0
+    )
+    for gvk in (CHILD, OWNER):
+        offline(cache.informer(gvk))
+    child, owner = cache.informer(CHILD), cache.informer(OWNER)
+    child.replace(
+        [obj("ss-listed", owner="ws-listed"), obj("ss-progress", owner="ws-progress")], "1"
+    )
+    await ctrl.start()
+    owner.apply("ADDED", obj("ws-busy"))
+    await asyncio.sleep(0.01)  # the worker holds ws-busy, waiting on the gate
+    for name in ("ws-new-1", "ws-new-2"):
+        owner.apply("ADDED", obj(name))
+    child.apply("ADDED", obj("ss-created", owner="ws-created"))
+    child.apply("MODIFIED", obj("ss-progress", rv="2", owner="ws-progress"))
+    gate.set()
+    await asyncio.sleep(0.1)
+    await ctrl.stop()
+    assert order == ["ws-busy", "ws-progress", "ws-new-1", "ws-new-2", "ws-created", "ws-listed"]
+    # without the watch's priority, ws-progress would have come after ws-created
