@@ -7,7 +7,7 @@ from typing import Any, cast
 from kaito.api import WorkspaceBase, parse_workspace
 from kaito.api.constants import ConditionType, Reason
 from kaito.controllers.common import Facts
-from kaito.controllers.status import StatusWriter
+from kaito.controllers.status import MESSAGE_REFRESH_S, StatusWriter
 
 
 class Recorder:
@@ -102,3 +102,41 @@ async def test_a_condition_set_once_survives_a_write_made_while_the_cache_lags()
     kept = {c["type"]: c["reason"] for c in client.patches[-1]["conditions"]}
     assert kept[ConditionType.BENCHMARK_COMPLETED] == "BenchmarkResultUnavailable"
     assert client.patches[-1]["state"] == "Ready"
+
+
+def unschedulable(message: str) -> Facts:
+    f = Facts(target=1)
+    f.set(ConditionType.INFERENCE_READY, False, Reason.UNSCHEDULABLE, message)
+    f.set(ConditionType.WORKSPACE_SUCCEEDED, False, Reason.WORKSPACE_PENDING, message)
+    return f
+
+
+async def test_a_change_of_messages_alone_waits_for_the_refresh_interval() -> None:
+    """The scheduler rewrites its message on each attempt; one patch per attempt was 6.3
+    status patches per Workspace at N=100. A new reason, an error or a new state goes out
+    at once; a new message alone once MESSAGE_REFRESH_S have passed since our last write."""
+    now = [1000.0]
+    client = Recorder()
+    writer = StatusWriter(cast(Any, client), clock=lambda: now[0])
+    await writer.write(cached("5", None), unschedulable("49 node(s) had untolerated taint(s)"))
+    assert len(client.patches) == 1
+    shown = cached("101", client.patches[-1])
+    now[0] += 2
+    wait = await writer.write(shown, unschedulable("48 node(s) had untolerated taint(s)"))
+    assert len(client.patches) == 1, "only the message changed: held back"
+    assert wait == MESSAGE_REFRESH_S - 2, "and looked at again when the interval ends"
+    failing = unschedulable("48 node(s) had untolerated taint(s)")
+    failing.error = "409 Conflict"
+    await writer.write(shown, failing)
+    assert len(client.patches) == 2, "an error is shown at once"
+    shown = cached("102", client.patches[-1])
+    now[0] += 1
+    bound = Facts(target=1)
+    bound.set(ConditionType.INFERENCE_READY, False, Reason.INFERENCE_STATUS_PENDING, "0/2 ready")
+    await writer.write(shown, bound)  # the pod was bound: a new reason
+    assert len(client.patches) == 3
+    shown = cached("103", client.patches[-1])
+    now[0] += MESSAGE_REFRESH_S
+    bound.set(ConditionType.INFERENCE_READY, False, Reason.INFERENCE_STATUS_PENDING, "1/2 ready")
+    assert await writer.write(shown, bound) is None
+    assert len(client.patches) == 4, "a new message alone, after the interval"
