@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build the binaries of a real node from the Go module proxy and cache them:
 # kubelet and kube-proxy at the control plane's Kubernetes version (the same wrapper-module
-# recipe as hack/build-binaries.sh), containerd 2.x with its runc shim and ctr, and crictl.
+# recipe as hack/build-binaries.sh), containerd 2.x with its runc shim and ctr, crictl, and
+# CoreDNS (the cluster DNS of the real nodes' pods) with only the plugins the nodes use.
 # runc and the CNI plugins come from Debian (hack/setup installs them).
 # The cache directory is keyed by every version, so a bump rebuilds and a warm cache costs
 # nothing.  Prints the binary directory on stdout; progress goes to stderr.
@@ -10,6 +11,7 @@ set -euo pipefail
 K8S_VERSION="${K8S_VERSION:-1.36.4}"
 CONTAINERD_VERSION="${CONTAINERD_VERSION:-2.4.2}"
 CRICTL_VERSION="${CRICTL_VERSION:-1.37.0}"
+COREDNS_VERSION="${COREDNS_VERSION:-1.15.0}"
 CACHE_ROOT="${KAITO_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/kaito-py}"
 BIN="$CACHE_ROOT/node-k8s${K8S_VERSION}-containerd${CONTAINERD_VERSION}-crictl${CRICTL_VERSION}/bin"
 
@@ -44,5 +46,39 @@ if [ ! -x "$BIN/crictl" ]; then
   GOBIN="$BIN" go install -trimpath -ldflags "-s -w" \
     "sigs.k8s.io/cri-tools/cmd/crictl@v$CRICTL_VERSION" >&2
 fi
+
+# CoreDNS: our own main package with the few plugins hack/realnode.py's Corefile names
+# (its stock build links every plugin, cloud SDKs included: minutes more on two cores).
+# A directory of its own carries the version (BIN's key does not); `coredns` links to it.
+if [ ! -x "$BIN/coredns-v$COREDNS_VERSION/coredns" ]; then
+  log "building coredns v$COREDNS_VERSION (kubernetes, health, ready, errors, log plugins)"
+  work="$(mktemp -d "${TMPDIR:-/tmp}/kaito-coredns-build.XXXXXX")"
+  (
+    cd "$work"
+    go mod init local.invalid/kaito-coredns >/dev/null 2>&1
+    cat >main.go <<'GO'
+// The cluster DNS of hack/realnode.py: CoreDNS with only the plugins its Corefile uses.
+package main
+
+import (
+	"github.com/coredns/coredns/coremain"
+
+	_ "github.com/coredns/coredns/plugin/errors"
+	_ "github.com/coredns/coredns/plugin/health"
+	_ "github.com/coredns/coredns/plugin/kubernetes"
+	_ "github.com/coredns/coredns/plugin/log"
+	_ "github.com/coredns/coredns/plugin/ready"
+)
+
+func main() { coremain.Run() }
+GO
+    go get "github.com/coredns/coredns@v$COREDNS_VERSION" >&2
+    mkdir -p "$BIN/coredns-v$COREDNS_VERSION"
+    go build -trimpath -ldflags "-s -w" -o "$BIN/coredns-v$COREDNS_VERSION/coredns.tmp" .
+    mv "$BIN/coredns-v$COREDNS_VERSION/coredns.tmp" "$BIN/coredns-v$COREDNS_VERSION/coredns"
+  )
+  rm -rf "$work"
+fi
+ln -sfn "coredns-v$COREDNS_VERSION/coredns" "$BIN/coredns"
 
 echo "$BIN"
