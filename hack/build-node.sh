@@ -49,36 +49,32 @@ fi
 
 # CoreDNS: our own main package with the few plugins hack/realnode.py's Corefile names
 # (its stock build links every plugin, cloud SDKs included: minutes more on two cores).
-# A directory of its own carries the version (BIN's key does not); `coredns` links to it.
-if [ ! -x "$BIN/coredns-v$COREDNS_VERSION/coredns" ]; then
-  log "building coredns v$COREDNS_VERSION (kubernetes, health, ready, errors, log plugins)"
+# A directory of its own, keyed by the version and the plugins (BIN's key has neither), and
+# `coredns` links to it.
+coredns_plugins=(bind errors health kubernetes log ready)
+coredns_key="$(printf '%s\n' "${coredns_plugins[@]}" | sha256sum | cut -c1-8)"
+coredns_dir="coredns-v$COREDNS_VERSION-$coredns_key"
+if [ ! -x "$BIN/$coredns_dir/coredns" ]; then
+  log "building coredns v$COREDNS_VERSION (plugins: ${coredns_plugins[*]})"
   work="$(mktemp -d "${TMPDIR:-/tmp}/kaito-coredns-build.XXXXXX")"
   (
     cd "$work"
     go mod init local.invalid/kaito-coredns >/dev/null 2>&1
-    cat >main.go <<'GO'
-// The cluster DNS of hack/realnode.py: CoreDNS with only the plugins its Corefile uses.
-package main
-
-import (
-	"github.com/coredns/coredns/coremain"
-
-	_ "github.com/coredns/coredns/plugin/errors"
-	_ "github.com/coredns/coredns/plugin/health"
-	_ "github.com/coredns/coredns/plugin/kubernetes"
-	_ "github.com/coredns/coredns/plugin/log"
-	_ "github.com/coredns/coredns/plugin/ready"
-)
-
-func main() { coremain.Run() }
-GO
+    {
+      printf '%s\n' "// The cluster DNS of hack/realnode.py: CoreDNS with only the plugins it uses." \
+        "package main" "" "import (" '	"github.com/coredns/coredns/coremain"' ""
+      for plugin in "${coredns_plugins[@]}"; do
+        printf '\t_ "github.com/coredns/coredns/plugin/%s"\n' "$plugin"
+      done
+      printf '%s\n' ")" "" "func main() { coremain.Run() }"
+    } >main.go
     go get "github.com/coredns/coredns@v$COREDNS_VERSION" >&2
-    mkdir -p "$BIN/coredns-v$COREDNS_VERSION"
-    go build -trimpath -ldflags "-s -w" -o "$BIN/coredns-v$COREDNS_VERSION/coredns.tmp" .
-    mv "$BIN/coredns-v$COREDNS_VERSION/coredns.tmp" "$BIN/coredns-v$COREDNS_VERSION/coredns"
+    mkdir -p "$BIN/$coredns_dir"
+    go build -trimpath -ldflags "-s -w" -o "$BIN/$coredns_dir/coredns.tmp" .
+    mv "$BIN/$coredns_dir/coredns.tmp" "$BIN/$coredns_dir/coredns"
   )
   rm -rf "$work"
 fi
-ln -sfn "coredns-v$COREDNS_VERSION/coredns" "$BIN/coredns"
+ln -sfn "$coredns_dir/coredns" "$BIN/coredns"
 
 echo "$BIN"

@@ -117,7 +117,7 @@ def test_a_real_node_runs_pods_and_down_leaves_nothing_behind() -> None:
         _wait(f"{url} to answer", lambda: _answers(url), 30)
         # the pod asks the cluster DNS (CoreDNS on the bridge) for the Service's name
         lookup = "import socket; print(socket.gethostbyname('web.default.svc'))"
-        resolved = cluster.kubectl("exec", "web", "--", "python3", "-c", lookup).strip()
+        resolved = cluster.kubectl("exec", "web", "--", "python3", "-c", lookup).stdout.strip()
         assert resolved == svc["spec"]["clusterIP"]
 
         # the GPU capacity survives a kubelet restart, and the pod keeps running
