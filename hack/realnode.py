@@ -68,7 +68,9 @@ KUBELET_PORT = 10250  # the first node's; node n listens on KUBELET_PORT + n
 MAX_NODES = 4  # NODE_CIDR in four slices, one per node's pods
 DNS_PORT = 53
 CLUSTER_DOMAIN = "cluster.local"
-DNS_USER = "system:kaito-cluster-dns"  # CoreDNS's client certificate and ClusterRole
+# CoreDNS's user (its client certificate) and ClusterRole; no "kaito" in it: the chart's
+# uninstall test counts the cluster-wide objects named so as the release's
+DNS_USER = "hack-cluster:coredns"
 KWOK_FAKE_CIDR = "10.244.0.0/16"  # KWOK's made-up pod addresses: never routed anywhere
 CGROUP_PARENT = "kaito"
 LOCK_DIR = Path("/run/kaito-real-node")
@@ -765,7 +767,7 @@ def _start_dns(node: RealNode, binaries: Path, kubectl: Kubectl) -> None:
         {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"],
          "verbs": ["list", "watch"]},
     ]  # fmt: skip
-    role = "kaito:cluster-dns"
+    role = DNS_USER
     kubectl("apply", "-f", "-", stdin=json.dumps({
         "apiVersion": "v1",
         "kind": "List",
