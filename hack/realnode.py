@@ -16,8 +16,9 @@ CPU build.
 Invariants:
 - The first real node (slot 0) owns everything machine-wide: the bridge, the registry, the
   API forwarder, CoreDNS and the one kube-proxy (it programs the host's iptables for every
-  node). It is recorded in ``LOCK_DIR/slot-0``; a real node of another cluster is refused,
-  and the owner goes last (``down`` stops nodes from the highest slot down).
+  node). It is recorded in ``LOCK_DIR/owner`` (the name a single-node version used too, so
+  either refuses the other); a real node of another cluster is refused, and the owner goes
+  last (``down`` stops nodes from the highest slot down).
 - Each node has its own containerd (root, state, socket: two kubelets on one containerd
   would remove each other's pods), its own kubelet (port ``KUBELET_PORT + slot``, root dir,
   pod logs, ``cgroupRoot`` ``/<CGROUP_PARENT>/<node>``) and its own address slice; slot
@@ -76,7 +77,6 @@ CGROUP_PARENT = "kaito"
 LOCK_DIR = Path("/run/kaito-real-node")
 CNI_BIN = Path(os.environ.get("KAITO_CNI_BIN", "/usr/lib/cni"))
 COMPONENT_ORDER = ("registry", "api-forward", "coredns", "containerd", "kubelet", "kube-proxy")
-MACHINE_COMPONENTS = ("registry", "api-forward", "coredns", "kube-proxy")  # the owner's only
 CONTAINER_LOGS = Path("/var/log/containers")  # kubelet's fixed symlink directory
 GPU_RESOURCE = "nvidia.com/gpu"
 
@@ -166,7 +166,7 @@ def nodes_of(cluster_dir: Path) -> list[RealNode]:
 def pod_slice(slot: int) -> ipaddress.IPv4Network:
     """Node `slot`'s share of the bridge's subnet: its pods' addresses and its podCIDR."""
     network = ipaddress.IPv4Network(NODE_CIDR)
-    return list(network.subnets(prefixlen_diff=2))[slot]  # MAX_NODES == 4 slices
+    return list(network.subnets(prefixlen_diff=(MAX_NODES - 1).bit_length()))[slot]
 
 
 def pod_range(slot: int) -> dict[str, str]:
@@ -220,7 +220,7 @@ def check_prerequisites() -> None:
 
 
 def _slot_file(slot: int) -> Path:
-    return LOCK_DIR / f"slot-{slot}"
+    return LOCK_DIR / ("owner" if slot == 0 else f"slot-{slot}")
 
 
 def _holder(slot: int) -> RealNode | None:
