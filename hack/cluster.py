@@ -474,7 +474,7 @@ def down(directory: Path, quiet: bool = False, keep_logs: bool = False) -> None:
         if not quiet:
             print(f"no cluster in {directory}")
         return
-    for node in realnode.nodes_of(directory):
+    for node in reversed(realnode.nodes_of(directory)):  # the owner of the machine last
         cleaned = realnode.teardown(node)
         if not quiet:
             print(f"real node {node.name} stopped" + (f": {'; '.join(cleaned)}" if cleaned else ""))
@@ -500,6 +500,28 @@ def restart(directory: Path, name: str) -> None:
     stop_component(comp)
     new = start_component(state, name, bin_dir())
     wait_healthy(state, new, 90)
+
+
+def remove_node(directory: Path, node_name: str) -> None:
+    """Stop one real node, clean what is its own and delete its Node object.
+
+    The machine's first real node (the owner of the bridge, registry, DNS and kube-proxy)
+    goes only after the others; `down` removes them all.
+    """
+    state = _require(directory)
+    node = next((n for n in realnode.nodes_of(state.path) if n.name == node_name), None)
+    if node is None:
+        raise ClusterError(f"no real node {node_name!r} in {directory}")
+    others = realnode.others_running(node) if node.owner else []
+    if others:
+        raise ClusterError(
+            f"{node_name} runs the machine-wide pieces the other real nodes use "
+            f"({', '.join(others)}); remove them first, or `hack/cluster down` everything"
+        )
+    cleaned = realnode.teardown(node)
+    shutil.rmtree(node.path, ignore_errors=True)
+    kubectl(state, "delete", "node", node_name, "--ignore-not-found", "--wait=false")
+    print(f"real node {node_name} stopped" + (f": {'; '.join(cleaned)}" if cleaned else ""))
 
 
 def restart_node(directory: Path, node_name: str, component: str) -> None:
@@ -629,7 +651,7 @@ def add_node(  # noqa: PLR0917
     if real:
         node_gpus = sku_gpus if gpus is None else gpus
         try:
-            realnode.add(
+            started = realnode.add(
                 state, name, instance_type=instance_type, labels=labels, gpus=node_gpus,
                 kubectl=lambda *a, stdin=None: kubectl(state, *a, stdin=stdin),
                 kubectl_path=bin_dir() / "kubectl",
@@ -638,7 +660,7 @@ def add_node(  # noqa: PLR0917
         except (realnode.NodeError, images.ImageError, PKIError) as exc:
             raise ClusterError(str(exc)) from None
         print(f"node/{name} (real: kubelet + containerd, {instance_type}, {node_gpus} GPU "
-              f"advertised, registry {realnode.REGISTRY})")  # fmt: skip
+              f"advertised, pods {started.pod_cidr}, registry {realnode.REGISTRY})")  # fmt: skip
         return
     node = fake_node(name, instance_type, sku_gpus if gpus is None else gpus, cpu, mem, labels)
     kubectl(state, "create", "-f", "-", stdin=json.dumps(node))
@@ -688,6 +710,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("env", help="print shell exports for KUBECONFIG and PATH")
     rs = sub.add_parser("restart", help="restart one component on the same port")
     rs.add_argument("component", choices=COMPONENTS)
+    rm = sub.add_parser("remove-node", help="stop one real node and delete its Node")
+    rm.add_argument("node")
     rn = sub.add_parser("restart-node", help="restart one process of a real node")
     rn.add_argument("node")
     rn.add_argument("component", choices=realnode.COMPONENT_ORDER)
@@ -701,8 +725,8 @@ def main(argv: list[str] | None = None) -> int:
     an.add_argument("--no-wait", action="store_true", help="do not wait for the node to be Ready")
     an.add_argument(
         "--real", action="store_true",
-        help="a real node on this machine: kubelet, containerd and kube-proxy run its pods "
-        "(root; one per machine)",
+        help="a real node on this machine: kubelet and containerd run its pods (root; up to "
+        f"{realnode.MAX_NODES} per machine, all of one cluster)",
     )  # fmt: skip
     args = parser.parse_args(argv)
     try:
@@ -718,6 +742,8 @@ def main(argv: list[str] | None = None) -> int:
             print(env_text(_require(args.dir)))
         elif args.cmd == "restart":
             restart(args.dir, args.component)
+        elif args.cmd == "remove-node":
+            remove_node(args.dir, args.node)
         elif args.cmd == "restart-node":
             restart_node(args.dir, args.node, args.component)
         elif args.cmd == "stop":

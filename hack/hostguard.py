@@ -47,7 +47,7 @@ WATCHED_PATHS = ("/run/containerd", "/var/lib/cni", "/var/log/containers", "/var
 KERNEL_FS_MOUNTS = ("/sys/kernel/tracing", "/sys/kernel/debug", "/sys/fs/bpf")
 # Programs only a real node runs (test registries and forwarders run elsewhere too).
 NODE_EXECUTABLES = frozenset(
-    {"kubelet", "kube-proxy", "containerd", "containerd-shim-runc-v2", "runc", "pause"}
+    {"kubelet", "kube-proxy", "containerd", "containerd-shim-runc-v2", "runc", "pause", "coredns"}
 )
 
 
@@ -168,8 +168,8 @@ def restore(record: HostRecord, log: list[str]) -> None:
                 write_sysctl(name, value)
                 log.append(f"sysctl {name}={value}")
     for path, existed in record.paths.items():
-        # a component created it while the node ran (kubelet's device-plugin socket lives at
-        # a fixed path, whatever its --root-dir); one real node per machine, so it is ours
+        # a component created it while the nodes ran (kubelet's device-plugin socket lives at
+        # a fixed path, whatever its --root-dir); the owner restores last, so it is ours
         if not existed and os.path.lexists(path):
             if os.path.isdir(path) and not os.path.islink(path):
                 shutil.rmtree(path, ignore_errors=True)

@@ -1,23 +1,36 @@
-"""A real node beside the KWOK nodes: containerd, runc, kubelet and kube-proxy run real pods.
+"""Real nodes beside the KWOK nodes: containerd, runc, kubelet and kube-proxy run real pods.
 
 ``hack/cluster add-node NAME --real`` turns this machine into one more node of the local
-cluster. Pods get a network namespace each on the bridge ``kaito0`` (CNI bridge plugin,
-host-local addresses from ``NODE_CIDR``); the node's own address is the bridge's
-(``GATEWAY``), where it also serves the cluster's image registry and a forwarder to the API
-server (the API server itself stays on 127.0.0.1), so pods reach both. kube-proxy programs
-the Service addresses, so a ClusterIP answers from the host and from pods. The node
-advertises ``nvidia.com/gpu`` through a status patch (the documented way to advertise an
-extended resource without a device plugin), so the operator's GPU pods schedule here and
-run vLLM's CPU build.
+cluster, and again for a second (up to ``MAX_NODES``): a Workspace that needs two GPU nodes
+runs its two pods on two real nodes. Pods get a network namespace each on the bridge
+``kaito0`` (CNI bridge plugin, host-local addresses from the node's own slice of
+``NODE_CIDR``, which is also its ``spec.podCIDR``); every node's address is the bridge's
+(``GATEWAY``), where the machine also serves the cluster's image registry, a forwarder to the
+API server (the API server itself stays on 127.0.0.1) and the cluster DNS (CoreDNS reading
+the API; each kubelet's ``clusterDNS``), so pods reach all three. kube-proxy programs the
+Service addresses, so a ClusterIP answers from the host and from pods. Each node advertises
+``nvidia.com/gpu`` through a status patch (the documented way to advertise an extended
+resource without a device plugin), so the operator's GPU pods schedule there and run vLLM's
+CPU build.
 
 Invariants:
-- One real node per machine (iptables, the bridge and its subnet are machine-wide); the
-  owner is recorded in ``LOCK_DIR`` and a second ``add-node --real`` is refused.
-- Everything machine-wide is recorded before anything starts (hack/hostguard.py) and put
-  back by ``down``; only the PIDs recorded here are signalled, and only the containers of
-  our own containerd are stopped.
-- Kubelet, containerd and CNI keep their files under the node's directory; cgroups under
-  ``/<CGROUP_PARENT>`` in each hierarchy.
+- The first real node (slot 0) owns everything machine-wide: the bridge, the registry, the
+  API forwarder, CoreDNS and the one kube-proxy (it programs the host's iptables for every
+  node). It is recorded in ``LOCK_DIR/owner`` (the name a single-node version used too, so
+  either refuses the other); a real node of another cluster is refused, and the owner goes
+  last (``down`` stops nodes from the highest slot down).
+- Each node has its own containerd (root, state, socket: two kubelets on one containerd
+  would remove each other's pods), its own kubelet (port ``KUBELET_PORT + slot``, root dir,
+  pod logs, ``cgroupRoot`` ``/<CGROUP_PARENT>/<node>``) and its own address slice; slot
+  ``n`` is recorded in ``LOCK_DIR/slot-<n>``. Stopping a node other than the owner touches
+  nothing of the other nodes.
+- Everything machine-wide is recorded before the owner starts anything (hack/hostguard.py)
+  and put back when the owner stops; only the PIDs recorded here are signalled, and only the
+  containers of our own containerds are stopped.
+- Kubelet, containerd and CNI keep their files under the node's directory (image stores in
+  the cache, one per slot); cgroups under ``/<CGROUP_PARENT>`` in each hierarchy.
+- Nothing listens beyond 127.0.0.1 and ``GATEWAY``; CoreDNS answers only the cluster's
+  zones (nothing is forwarded off the machine).
 
 Standard library only, like hack/cluster.py; needs root.
 """
@@ -25,6 +38,8 @@ Standard library only, like hack/cluster.py; needs root.
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import ipaddress
 import json
 import os
 import shutil
@@ -50,12 +65,18 @@ BRIDGE = "kaito0"
 CNI_NETWORK = "kaito"
 REGISTRY_PORT = 5000
 REGISTRY = f"{GATEWAY}:{REGISTRY_PORT}"
-KUBELET_PORT = 10250
+KUBELET_PORT = 10250  # the first node's; node n listens on KUBELET_PORT + n
+MAX_NODES = 4  # NODE_CIDR in four slices, one per node's pods
+DNS_PORT = 53
+CLUSTER_DOMAIN = "cluster.local"
+# CoreDNS's user (its client certificate) and ClusterRole; no "kaito" in it: the chart's
+# uninstall test counts the cluster-wide objects named so as the release's
+DNS_USER = "hack-cluster:coredns"
 KWOK_FAKE_CIDR = "10.244.0.0/16"  # KWOK's made-up pod addresses: never routed anywhere
 CGROUP_PARENT = "kaito"
 LOCK_DIR = Path("/run/kaito-real-node")
 CNI_BIN = Path(os.environ.get("KAITO_CNI_BIN", "/usr/lib/cni"))
-COMPONENT_ORDER = ("registry", "api-forward", "containerd", "kubelet", "kube-proxy")
+COMPONENT_ORDER = ("registry", "api-forward", "coredns", "containerd", "kubelet", "kube-proxy")
 CONTAINER_LOGS = Path("/var/log/containers")  # kubelet's fixed symlink directory
 GPU_RESOURCE = "nvidia.com/gpu"
 
@@ -87,6 +108,7 @@ class RealNode:
     gpus: int
     components: dict[str, Component] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
+    slot: int = 0  # 0: the owner of the machine-wide pieces; see the module's invariants
 
     @property
     def path(self) -> Path:
@@ -95,6 +117,26 @@ class RealNode:
     @property
     def socket(self) -> Path:
         return self.path / "run" / "containerd.sock"
+
+    @property
+    def owner(self) -> bool:
+        return self.slot == 0
+
+    @property
+    def kubelet_port(self) -> int:
+        return KUBELET_PORT + self.slot
+
+    @property
+    def cgroup_root(self) -> str:
+        return f"/{CGROUP_PARENT}/{self.name}"
+
+    @property
+    def pod_cidr(self) -> str:
+        return str(pod_slice(self.slot))
+
+    @property
+    def containerd_root(self) -> Path:
+        return containerd_root(self.slot)
 
     def save(self) -> None:
         tmp = self.path / "node.json.tmp"
@@ -112,12 +154,27 @@ class RealNode:
 
 
 def nodes_of(cluster_dir: Path) -> list[RealNode]:
+    """The cluster's real nodes, owner first."""
     found = []
     for path in sorted((cluster_dir / "nodes").glob("*/node.json")):
         node = RealNode.load(path.parent)
         if node is not None:
             found.append(node)
-    return found
+    return sorted(found, key=lambda n: n.slot)
+
+
+def pod_slice(slot: int) -> ipaddress.IPv4Network:
+    """Node `slot`'s share of the bridge's subnet: its pods' addresses and its podCIDR."""
+    network = ipaddress.IPv4Network(NODE_CIDR)
+    return list(network.subnets(prefixlen_diff=(MAX_NODES - 1).bit_length()))[slot]
+
+
+def pod_range(slot: int) -> dict[str, str]:
+    """host-local's range for node `slot`: the whole bridge subnet, its own slice of it."""
+    hosts = list(pod_slice(slot).hosts())
+    first = next(h for h in hosts if str(h) != GATEWAY)
+    return {"subnet": NODE_CIDR, "gateway": GATEWAY, "rangeStart": str(first),
+            "rangeEnd": str(hosts[-1])}  # fmt: skip
 
 
 # ------------------------------------------------------------------------- binaries
@@ -162,29 +219,77 @@ def check_prerequisites() -> None:
 # ------------------------------------------------------------------------ machine lock
 
 
-def _claim_lock(node_dir: Path) -> None:
-    owner = LOCK_DIR / "owner"
-    if owner.exists():
-        held = Path(owner.read_text().strip())
-        other = RealNode.load(held)
-        if other is not None and any(pid_alive(c) for c in other.components.values()):
-            raise NodeError(
-                f"this machine already runs a real node ({held}); stop it first with "
-                f"`hack/cluster --dir {held.parent.parent} down`"
-            )
-        if other is not None:  # its processes are gone but its changes may not be
-            teardown(other)
+def _slot_file(slot: int) -> Path:
+    return LOCK_DIR / ("owner" if slot == 0 else f"slot-{slot}")
+
+
+def _holder(slot: int) -> RealNode | None:
+    """The node recorded on `slot`, if its record still exists."""
+    try:
+        return RealNode.load(Path(_slot_file(slot).read_text().strip()))
+    except FileNotFoundError:
+        return None
+
+
+def _running(node: RealNode) -> bool:
+    return any(pid_alive(c) for c in node.components.values())
+
+
+def _claim_slot(node_dir: Path) -> int:
+    """Record a new node of `node_dir`'s cluster on a free slot and return the slot.
+
+    Slot 0 (the owner) when the machine has no running real node; otherwise the next free
+    slot, provided the owner belongs to the same cluster (the registry, the API forwarder and
+    CoreDNS serve that cluster). Nodes whose processes are all gone are cleaned up first.
+    Serialized by an exclusive lock on ``LOCK_DIR``.
+    """
+    cluster_dir = node_dir.parent.parent
     LOCK_DIR.mkdir(parents=True, exist_ok=True)
-    owner.write_text(str(node_dir) + "\n")
+    fd = os.open(LOCK_DIR, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        owner = _holder(0)
+        if owner is not None and not _running(owner):
+            # the machine's owner is gone but its changes may not be: clean every node
+            for slot in reversed(range(MAX_NODES)):
+                stale = _holder(slot)
+                if stale is not None:
+                    teardown(stale)
+            owner = None
+        if owner is not None and owner.path.parent.parent != cluster_dir:
+            raise NodeError(
+                f"this machine already runs a real node of another cluster ({owner.path}); "
+                f"stop it first with `hack/cluster --dir {owner.path.parent.parent} down`"
+            )
+        slot = 0 if owner is None else _free_slot()
+        LOCK_DIR.mkdir(parents=True, exist_ok=True)  # a stale owner's teardown removed it
+        _slot_file(slot).write_text(str(node_dir) + "\n")
+        return slot
+    finally:
+        os.close(fd)
 
 
-def _release_lock(node_dir: Path) -> None:
-    owner = LOCK_DIR / "owner"
+def _free_slot() -> int:
+    for slot in range(1, MAX_NODES):
+        holder = _holder(slot)
+        if holder is None:
+            return slot
+        if not _running(holder):
+            teardown(holder)
+            return slot
+    raise NodeError(
+        f"this machine already runs {MAX_NODES} real nodes (the most {NODE_CIDR} is split "
+        "into); stop one first"
+    )
+
+
+def _release_slot(node: RealNode) -> None:
+    path = _slot_file(node.slot)
     with contextlib.suppress(FileNotFoundError):
-        if Path(owner.read_text().strip()) == node_dir:
-            owner.unlink()
-            with contextlib.suppress(OSError):
-                LOCK_DIR.rmdir()
+        if Path(path.read_text().strip()) == node.path:
+            path.unlink()
+    with contextlib.suppress(OSError):
+        LOCK_DIR.rmdir()  # only once no node is recorded
 
 
 # ------------------------------------------------------------------------------ configs
@@ -202,12 +307,15 @@ def _node_pki(cluster: ClusterLike, node: RealNode) -> None:
     issue(pki, f"node-{node.name}", f"/O=system:nodes/CN=system:node:{node.name}", CLIENT_EXT)
     issue(pki, f"kubelet-serving-{node.name}", f"/CN={node.name}",
           server_ext([node.name], [GATEWAY]))  # fmt: skip
-    issue(pki, "kube-proxy", "/CN=system:kube-proxy", CLIENT_EXT)
     api = cluster.ports["kube-apiserver"]
     write_kubeconfig(node.path / "kubelet.kubeconfig", pki, api, f"node-{node.name}",
                      f"system:node:{node.name}")  # fmt: skip
-    write_kubeconfig(node.path / "kube-proxy.kubeconfig", pki, api, "kube-proxy",
-                     "system:kube-proxy")  # fmt: skip
+    if node.owner:
+        issue(pki, "kube-proxy", "/CN=system:kube-proxy", CLIENT_EXT)
+        write_kubeconfig(node.path / "kube-proxy.kubeconfig", pki, api, "kube-proxy",
+                         "system:kube-proxy")  # fmt: skip
+        issue(pki, "cluster-dns", f"/CN={DNS_USER}", CLIENT_EXT)
+        write_kubeconfig(node.path / "coredns.kubeconfig", pki, api, "cluster-dns", DNS_USER)
 
 
 def _write_configs(cluster: ClusterLike, node: RealNode, pause_image: str) -> None:
@@ -218,7 +326,7 @@ def _write_configs(cluster: ClusterLike, node: RealNode, pause_image: str) -> No
     state = d / "run" / "containerd-state"
     (d / "containerd.toml").write_text(
         f"""version = 3
-root = "{containerd_root()}"
+root = "{node.containerd_root}"
 state = "{state}"
 disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.nri.v1.nri",
   "io.containerd.snapshotter.v1.blockfile", "io.containerd.snapshotter.v1.erofs",
@@ -279,7 +387,7 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.nri.v1.nri",
                 "ipam": {
                     "type": "host-local",
                     "dataDir": str(d / "cni" / "ipam"),
-                    "ranges": [[{"subnet": NODE_CIDR, "gateway": GATEWAY}]],
+                    "ranges": [[pod_range(node.slot)]],
                     "routes": [{"dst": "0.0.0.0/0"}],
                 },
             }
@@ -294,10 +402,10 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.nri.v1.nri",
                 "kind": "KubeletConfiguration",
                 "failCgroupV1": False,  # these machines have cgroup v1 only
                 "cgroupDriver": "cgroupfs",
-                "cgroupRoot": f"/{CGROUP_PARENT}",
+                "cgroupRoot": node.cgroup_root,
                 "containerRuntimeEndpoint": f"unix://{node.socket}",
                 "address": GATEWAY,
-                "port": KUBELET_PORT,
+                "port": node.kubelet_port,
                 "readOnlyPort": 0,
                 "healthzBindAddress": "127.0.0.1",
                 "healthzPort": node.ports["kubelet-healthz"],
@@ -313,7 +421,10 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.nri.v1.nri",
                 "protectKernelDefaults": False,
                 "volumePluginDir": str(d / "volume-plugins"),
                 "podLogsDir": str(d / "pod-logs"),
-                "resolvConf": "/etc/resolv.conf",
+                # pods ask CoreDNS on the bridge; the host's resolver stays out of them
+                "resolvConf": "",
+                "clusterDNS": [GATEWAY],
+                "clusterDomain": CLUSTER_DOMAIN,
                 "serializeImagePulls": False,
                 "registerNode": True,
                 "syncFrequency": "10s",
@@ -332,6 +443,28 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.nri.v1.nri",
             },
             indent=2,
         )
+    )
+    if node.owner:
+        _write_machine_configs(node)
+
+
+def _write_machine_configs(node: RealNode) -> None:
+    """kube-proxy's and CoreDNS's configuration, the owner's only."""
+    d = node.path
+    (d / "Corefile").write_text(
+        f"""{CLUSTER_DOMAIN}:{DNS_PORT} in-addr.arpa:{DNS_PORT} {{
+    bind {GATEWAY}
+    errors
+    log
+    health 127.0.0.1:{node.ports["coredns-health"]}
+    ready 127.0.0.1:{node.ports["coredns-ready"]}
+    kubernetes {CLUSTER_DOMAIN} in-addr.arpa {{
+        kubeconfig {d / "coredns.kubeconfig"}
+        pods insecure
+        ttl 5
+    }}
+}}
+"""
     )
     (d / "kube-proxy.yaml").write_text(
         json.dumps(
@@ -359,9 +492,12 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.nri.v1.nri",
     )
 
 
-def containerd_root() -> Path:
-    """Image content and snapshots outlive a node: a new node does not pull 6 GB again."""
-    return cache_root() / "containerd-root"
+def containerd_root(slot: int) -> Path:
+    """Image content and snapshots outlive a node: a new node does not pull 6 GB again.
+
+    One store per slot (a containerd locks its root); the first node's keeps its old name.
+    """
+    return cache_root() / ("containerd-root" if slot == 0 else f"containerd-root-{slot}")
 
 
 # ---------------------------------------------------------------------------- network
@@ -423,19 +559,23 @@ def _api_endpoints(kubectl: Kubectl, api_port: int) -> None:
 # ---------------------------------------------------------------------------- cgroups
 
 
-def _make_cgroup_parent() -> None:
+def _make_cgroup_root(node: RealNode) -> None:
     """kubelet refuses a cgroupRoot that does not exist; cpuset needs its CPUs and nodes."""
     for hierarchy in cgroup_hierarchies():
-        path = hierarchy / CGROUP_PARENT
-        path.mkdir(exist_ok=True)
-        for knob in ("cpuset.cpus", "cpuset.mems"):
-            if (path / knob).exists() and not (path / knob).read_text().strip():
-                (path / knob).write_text((hierarchy / knob).read_text())
+        parent = hierarchy
+        for part in node.cgroup_root.strip("/").split("/"):
+            path = parent / part
+            path.mkdir(exist_ok=True)
+            for knob in ("cpuset.cpus", "cpuset.mems"):
+                if (path / knob).exists() and not (path / knob).read_text().strip():
+                    (path / knob).write_text((parent / knob).read_text())
+            parent = path
 
 
-def _remove_cgroup_parent(log: list[str]) -> None:
+def _remove_cgroups(relative: str, log: list[str]) -> None:
+    """Remove the cgroup `relative` (and everything below it) in each hierarchy."""
     for hierarchy in cgroup_hierarchies():
-        root = hierarchy / CGROUP_PARENT
+        root = hierarchy / relative
         if not root.is_dir():
             continue
         for path in sorted((p for p in root.rglob("*") if p.is_dir()),
@@ -504,8 +644,10 @@ def add(
 ) -> RealNode:
     """Start a real node called `name`; returns once it is Ready with its GPUs advertised.
 
-    `pause_image(registry)` pushes the sandbox image to the node's registry and returns
-    its reference. On any failure everything started so far is torn down again.
+    The machine's first real node also starts what is machine-wide (see the module's
+    invariants); a later one of the same cluster joins it. `pause_image(registry)` pushes the
+    sandbox image to the node's registry and returns its reference. On any failure
+    everything this call started is torn down again.
     """
     check_prerequisites()
     binaries = ensure_node_binaries()
@@ -516,41 +658,28 @@ def add(
     (node_dir / "logs").mkdir()
     if len(str(node_dir / "run" / "containerd.sock.ttrpc")) > 100:
         raise NodeError(f"{node_dir} is too deep for a unix socket path; use a shorter --dir")
-    _claim_lock(node_dir)
-    node = RealNode(name=name, directory=str(node_dir), gpus=gpus)
-    node.ports = {
-        "kubelet-healthz": _free_port(),
-        "kube-proxy-healthz": _free_port(),
-        "kube-proxy-metrics": _free_port(),
-    }
-    HostRecord.take().save(node_dir / "host-record.json")
+    try:
+        slot = _claim_slot(node_dir)
+    except BaseException:
+        shutil.rmtree(node_dir, ignore_errors=True)
+        raise
+    node = RealNode(name=name, directory=str(node_dir), gpus=gpus, slot=slot)
+    node.ports = {"kubelet-healthz": _free_port()}
+    if node.owner:
+        node.ports |= {p: _free_port() for p in ("kube-proxy-healthz", "kube-proxy-metrics",
+                                                 "coredns-health", "coredns-ready")}  # fmt: skip
+        HostRecord.take().save(node_dir / "host-record.json")
     node.save()
     log: list[str] = []
     try:
-        _setup_network(log)
-        _make_cgroup_parent()
+        _make_cgroup_root(node)
         _node_pki(cluster, node)
-        storage = registry_storage()
-        storage.mkdir(parents=True, exist_ok=True)
-        (node_dir / "registry.yml").write_text(
-            "version: 0.1\nlog:\n  level: warn\n"
-            f"storage:\n  filesystem:\n    rootdirectory: {storage}\n  delete:\n    enabled: true\n"
-            f"http:\n  addr: {REGISTRY}\n"
-        )
-        _prune_registry(node_dir / "registry.yml", storage, log)
-        reg = _start(node, "registry",
-                     [shutil.which("docker-registry") or "docker-registry", "serve",
-                      str(node_dir / "registry.yml")],
-                     f"http://{REGISTRY}/v2/")  # fmt: skip
-        _wait("the node's registry", lambda: _http_ok(reg.health_url), 30, reg)
-        api_port = cluster.ports["kube-apiserver"]
-        _start(node, "api-forward",
-               [shutil.which("socat") or "socat",
-                f"TCP-LISTEN:{api_port},bind={GATEWAY},fork,reuseaddr",
-                f"TCP:127.0.0.1:{api_port}"], "")  # fmt: skip
-        _api_endpoints(kubectl, api_port)
+        if node.owner:
+            _start_machine_wide(cluster, node, kubectl)
         pause = pause_image(REGISTRY)
         _write_configs(cluster, node, pause)
+        if node.owner:
+            _start_dns(node, binaries, kubectl)
         ctrd = _start(node, "containerd",
                       [str(binaries / "containerd"), "--config", str(node_dir / "containerd.toml")],
                       "")  # fmt: skip
@@ -578,10 +707,11 @@ def add(
             "--v=1",
         ], f"http://127.0.0.1:{node.ports['kubelet-healthz']}/healthz")  # fmt: skip
         _wait("kubelet's health", lambda: _http_ok(kubelet.health_url), 90, kubelet)
-        proxy = _start(node, "kube-proxy", [
-            str(binaries / "kube-proxy"), f"--config={node_dir / 'kube-proxy.yaml'}",
-        ], f"http://127.0.0.1:{node.ports['kube-proxy-healthz']}/healthz")  # fmt: skip
-        _wait("kube-proxy's health", lambda: _http_ok(proxy.health_url), 60, proxy)
+        if node.owner:
+            proxy = _start(node, "kube-proxy", [
+                str(binaries / "kube-proxy"), f"--config={node_dir / 'kube-proxy.yaml'}",
+            ], f"http://127.0.0.1:{node.ports['kube-proxy-healthz']}/healthz")  # fmt: skip
+            _wait("kube-proxy's health", lambda: _http_ok(proxy.health_url), 60, proxy)
 
         def node_ready() -> bool:
             out = subprocess.run(
@@ -592,11 +722,78 @@ def add(
             return out.stdout.strip() == "True"
 
         _wait(f"node {name} Ready", node_ready, 120, kubelet)
+        _set_pod_cidr(kubectl, node)
         advertise_gpus(kubectl, name, gpus)
     except BaseException:
         teardown(node)
         raise
     return node
+
+
+def _start_machine_wide(cluster: ClusterLike, node: RealNode, kubectl: Kubectl) -> None:
+    """The owner's bridge, registry and API forwarder (CoreDNS and kube-proxy come later)."""
+    log: list[str] = []
+    _setup_network(log)
+    storage = registry_storage()
+    storage.mkdir(parents=True, exist_ok=True)
+    (node.path / "registry.yml").write_text(
+        "version: 0.1\nlog:\n  level: warn\n"
+        f"storage:\n  filesystem:\n    rootdirectory: {storage}\n  delete:\n    enabled: true\n"
+        f"http:\n  addr: {REGISTRY}\n"
+    )
+    _prune_registry(node.path / "registry.yml", storage, log)
+    reg = _start(node, "registry",
+                 [shutil.which("docker-registry") or "docker-registry", "serve",
+                  str(node.path / "registry.yml")],
+                 f"http://{REGISTRY}/v2/")  # fmt: skip
+    _wait("the node's registry", lambda: _http_ok(reg.health_url), 30, reg)
+    api_port = cluster.ports["kube-apiserver"]
+    _start(node, "api-forward",
+           [shutil.which("socat") or "socat",
+            f"TCP-LISTEN:{api_port},bind={GATEWAY},fork,reuseaddr",
+            f"TCP:127.0.0.1:{api_port}"], "")  # fmt: skip
+    _api_endpoints(kubectl, api_port)
+
+
+def _start_dns(node: RealNode, binaries: Path, kubectl: Kubectl) -> None:
+    """CoreDNS on the bridge address, serving the cluster's zones from the API.
+
+    Its client certificate's user may read what the kubernetes plugin watches, nothing more.
+    Ready once the plugin has listed Services and EndpointSlices (the ready plugin).
+    """
+    rules = [
+        {"apiGroups": [""], "resources": ["services", "namespaces", "pods"],
+         "verbs": ["list", "watch"]},
+        {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"],
+         "verbs": ["list", "watch"]},
+    ]  # fmt: skip
+    role = DNS_USER
+    kubectl("apply", "-f", "-", stdin=json.dumps({
+        "apiVersion": "v1",
+        "kind": "List",
+        "items": [
+            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+             "metadata": {"name": role}, "rules": rules},
+            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+             "metadata": {"name": role},
+             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                         "name": role},
+             "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User",
+                           "name": DNS_USER}]},
+        ],
+    }))  # fmt: skip
+    dns = _start(node, "coredns",
+                 [str(binaries / "coredns"), "-conf", str(node.path / "Corefile")],
+                 f"http://127.0.0.1:{node.ports['coredns-ready']}/ready")  # fmt: skip
+    _wait("CoreDNS ready", lambda: _http_ok(dns.health_url), 60, dns)
+
+
+def _set_pod_cidr(kubectl: Kubectl, node: RealNode) -> None:
+    """The Node's podCIDR names the slice its pods get addresses from (set once, if unset)."""
+    have = kubectl("get", "node", node.name, "-o", "jsonpath={.spec.podCIDR}").strip()
+    if not have:
+        patch = {"spec": {"podCIDR": node.pod_cidr, "podCIDRs": [node.pod_cidr]}}
+        kubectl("patch", "node", node.name, "--type=merge", "-p", json.dumps(patch))
 
 
 def _prune_registry(config: Path, storage: Path, log: list[str]) -> None:
@@ -657,7 +854,12 @@ def advertise_gpus(kubectl: Kubectl, name: str, gpus: int) -> None:
 
 
 def teardown(node: RealNode) -> list[str]:
-    """Stop the node and put the machine back as it was; returns what it had to clean."""
+    """Stop the node and clean what is its own; returns what it had to clean.
+
+    The owner also stops what is machine-wide and puts the machine back as it was, so it
+    goes after every other node (``hack/cluster down`` orders them; `others_running`
+    refuses otherwise).
+    """
     log: list[str] = []
     comps = node.components
     binaries = Path(comps["containerd"].argv[0]).parent if "containerd" in comps else None
@@ -670,18 +872,26 @@ def teardown(node: RealNode) -> list[str]:
     if "containerd" in comps:
         stop_component(comps["containerd"], timeout=20)
     _kill_our_shims(node, log)
-    for name in ("api-forward", "registry"):
+    for name in ("coredns", "api-forward", "registry"):
         if name in comps:
             stop_component(comps[name])
-    _unmount_under([node.path, containerd_root()], log)
-    _remove_cgroup_parent(log)
-    _teardown_network(log)
+    _unmount_under([node.path, node.containerd_root], log)
+    _remove_cgroups(node.cgroup_root.strip("/"), log)
     _remove_container_log_links(node, log)
-    record = HostRecord.load(node.path / "host-record.json")
-    if record is not None:
-        restore(record, log)
-    _release_lock(node.path)
+    if node.owner:
+        _remove_cgroups(CGROUP_PARENT, log)
+        _teardown_network(log)
+        record = HostRecord.load(node.path / "host-record.json")
+        if record is not None:
+            restore(record, log)
+    _release_slot(node)
     return log
+
+
+def others_running(node: RealNode) -> list[str]:
+    """The other real nodes of this machine still running (an owner must go after them)."""
+    others = (_holder(slot) for slot in range(MAX_NODES) if slot != node.slot)
+    return [o.name for o in others if o is not None and _running(o)]
 
 
 def _remove_all_pods(binaries: Path, node: RealNode, log: list[str]) -> None:

@@ -1,10 +1,11 @@
-"""Fixtures for tests on a real node: a control plane of their own plus kubelet + containerd.
+"""Fixtures for tests on real nodes: a control plane of their own plus kubelet + containerd.
 
-Each module gets a fresh cluster with one real node (``hack/cluster add-node --real``); the
-machine allows one real node at a time, so modules run one after the other. Bringing a node
+Each module gets a fresh cluster with one real node (``hack/cluster add-node --real``), or
+the nodes its ``REAL_NODES`` names (a multi-node Workspace needs two); the machine's real
+nodes belong to one cluster at a time, so modules run one after the other. Bringing the nodes
 down must leave the machine as it found it: the fixture compares a snapshot of everything
 machine-wide (firewall, links, routes, mounts, cgroups, sysctls, processes) taken before the
-node started with one taken after ``down``, and fails the module when they differ.
+nodes started with one taken after ``down``, and fails the module when they differ.
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ from ..serving_support import serve_chat_dataset, serving_python
 
 NODE = "real-gpu"
 NODE_GPUS = 4  # extended resource: several GPU pods of different tests fit at once
+# A module may set REAL_NODES = ((name, gpus), ...) for more than one node; all carry
+# NODE_LABELS and INSTANCE_TYPE.
+DEFAULT_REAL_NODES = ((NODE, NODE_GPUS),)
 NODE_LABELS = {"apps": "real"}
 INSTANCE_TYPE = "Standard_NC6s_v3"
 
@@ -69,10 +73,11 @@ def snapshot_difference(before: dict[str, Any], after: dict[str, Any]) -> list[s
 
 @dataclass
 class RealCluster(Cluster):
-    """A cluster with one real node; `registry` is the node's own (plain HTTP) registry."""
+    """A cluster with real nodes; `registry` is the nodes' own (plain HTTP) registry."""
 
-    node: str = NODE
+    node: str = NODE  # the first (it owns the machine-wide pieces)
     registry: str = ""
+    nodes: tuple[str, ...] = (NODE,)
 
     def wait_for(self, what: str, fn: Callable[[], Any], timeout: float = 300) -> Any:
         deadline = time.monotonic() + timeout
@@ -88,7 +93,11 @@ class RealCluster(Cluster):
         return self.kubectl(*args, check=False).stdout
 
     def run_curl(self, namespace: str, *curl_args: str, timeout: float = 180) -> str:
-        """`kubectl run curl --image=<ours> --restart=Never -- curl ...`; its output."""
+        """`kubectl run curl --image=<ours> --restart=Never -- curl ...`; its output.
+
+        As with the seed's curl image, arguments that start with a command (``python3``)
+        run that command instead.
+        """
         name = f"curl-{uuid.uuid4().hex[:6]}"
         self.kubectl(
             "run", name, "-n", namespace, f"--image={images.ref('curl', self.registry)}",
@@ -108,24 +117,27 @@ class RealCluster(Cluster):
 
 
 @pytest.fixture(scope="module")
-def real_cluster() -> Iterator[RealCluster]:
+def real_cluster(request: pytest.FixtureRequest) -> Iterator[RealCluster]:
     reason = _missing()
     if reason:
         pytest.skip(reason)
+    nodes: tuple[tuple[str, int], ...] = getattr(request.module, "REAL_NODES", DEFAULT_REAL_NODES)
     before = hostguard.snapshot()
     directory = Path(tempfile.mkdtemp(prefix="kaito-real-"))
     cluster_dir = directory / "c"
     try:
         state = hack_cluster.up(cluster_dir, quiet=True)
-        hack_cluster.add_node(cluster_dir, NODE, INSTANCE_TYPE, NODE_LABELS, NODE_GPUS, True,
-                              real=True)  # fmt: skip
+        for name, gpus in nodes:
+            hack_cluster.add_node(cluster_dir, name, INSTANCE_TYPE, NODE_LABELS, gpus, True,
+                                  real=True)  # fmt: skip
     except hack_cluster.ClusterError as exc:
         hack_cluster.down(cluster_dir, quiet=True)
         shutil.rmtree(directory, ignore_errors=True)
         pytest.fail(f"the real node did not start: {exc}", pytrace=False)
     rc = RealCluster(
-        kubeconfig=Path(state.kubeconfig), directory=cluster_dir, registry=realnode.REGISTRY
-    )
+        kubeconfig=Path(state.kubeconfig), directory=cluster_dir, registry=realnode.REGISTRY,
+        node=nodes[0][0], nodes=tuple(name for name, _ in nodes),
+    )  # fmt: skip
     try:
         yield rc
     finally:
