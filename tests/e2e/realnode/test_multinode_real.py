@@ -32,6 +32,7 @@ from ..controllers.test_multinode_serves import (
     GREEDY,
     PROMPT,
     chat,
+    eager_config,
     openai_chat,
     reference_answer,
     two_node_workspace,
@@ -85,15 +86,7 @@ def test_two_pods_on_two_real_nodes_serve_one_model_and_recover_from_a_worker_de
 ) -> None:
     want = reference_answer()
     pull_secret(real_cluster, ns, "tiny-registry", private_registry.docker_config.read_bytes())
-    real_cluster.apply(
-        {
-            "apiVersion": "v1",
-            "kind": "ConfigMap",
-            "metadata": {"name": "mn-config"},
-            "data": {"inference_config.yaml": "vllm:\n  enforce-eager: true\n"},
-        },
-        ns,
-    )
+    real_cluster.apply(eager_config("mn"), ns)
     workspace = two_node_workspace("mn", "tiny-registry")
     workspace["resource"]["labelSelector"] = {"matchLabels": dict(NODE_LABELS)}
     started = time.monotonic()
