@@ -34,12 +34,20 @@ def fake_gpu_node(
 
     Nodes are the one kind whose status is accepted on create, so capacity travels with it
     and KWOK's node-initialize stage keeps it.
+
+    The labels are those a kubelet registers, the deprecated beta os/arch pair included: the
+    controller-manager's node lifecycle controller adds that pair to any node without it,
+    one GET and one PATCH per node through the same client (20 requests/s at the stock
+    profile) that lifts the not-ready taint, so a node registered without them waits twice as
+    long for its pods to be schedulable.
     """
     all_labels = {
         KWOK_MANAGED_LABEL[0]: KWOK_MANAGED_LABEL[1],
         "kubernetes.io/hostname": name,
         "kubernetes.io/os": "linux",
         "kubernetes.io/arch": "amd64",
+        "beta.kubernetes.io/os": "linux",
+        "beta.kubernetes.io/arch": "amd64",
         "node.kubernetes.io/instance-type": instance_type,
         "beta.kubernetes.io/instance-type": instance_type,
         "kubernetes.azure.com/agentpool": agent_pool_name(name),

@@ -102,3 +102,17 @@ async def test_list_requests_names_only_our_nodes() -> None:
 def test_agent_pool_names_are_short_lowercase_alphanumerics() -> None:
     assert agent_pool_name("Workspace-Phi-3-Mini-0") == "workspacephi"
     assert agent_pool_name("---") == "pool"
+
+
+def test_nodes_carry_the_os_and_arch_labels_a_kubelet_registers() -> None:
+    """The node lifecycle controller adds the beta os/arch labels to a node that lacks them,
+    through the rate-limited client that also lifts the not-ready taint; a node made with
+    them leaves it that taint alone to do (issue 21: half the taint throughput before)."""
+    labels = fake_gpu_node("n", "Standard_NC12s_v3", gpus=2, cpu=12, memory_gib=224)["metadata"][
+        "labels"
+    ]
+    for stable, beta in (
+        ("kubernetes.io/os", "beta.kubernetes.io/os"),
+        ("kubernetes.io/arch", "beta.kubernetes.io/arch"),
+    ):
+        assert labels[beta] == labels[stable]
