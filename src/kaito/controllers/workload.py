@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -28,6 +29,8 @@ from kaito.runtime.errors import Invalid, NotFound
 from kaito.runtime.events import EventRecorder
 from kaito.runtime.gvk import DEPLOYMENT, POD, SERVICE, STATEFULSET, STORAGE_CLASS
 from kaito.runtime.objects import to_dict
+
+log = logging.getLogger("kaito.controllers.workload")
 
 SCHEDULER_GRACE_S = 10.0
 """How long after its nodes' Ready a pod's Unschedulable is taken for the scheduler's old
@@ -251,13 +254,14 @@ class Workload:
     async def _apply(
         self, ws: WorkspaceBase, desired: dict[str, Any], revision: str, created_note: str
     ) -> None:
+        """Write the StatefulSet if it differs. A new revision is an Event on the Workspace;
+        the first create only a log line, as upstream records none: that Event was a tenth of
+        a new Workspace's API requests and told nothing its conditions do not."""
         first = not self.exists(ws)
         if not await self.applier.apply_if_changed(STATEFULSET, desired):
             return
         if first:
-            self.recorder.event(
-                ws, "Normal", "WorkloadCreated", f"StatefulSet {ws.name} created; {created_note}"
-            )
+            log.info("StatefulSet %s/%s created; %s", ws.namespace, ws.name, created_note)
         else:
             self.recorder.event(
                 ws, "Normal", "WorkloadUpdated", f"StatefulSet {ws.name} at revision {revision}"
