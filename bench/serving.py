@@ -25,8 +25,10 @@ machine an idle vLLM next to the one measured still takes CPU. Ratios are costs:
 latency and CPU launcher ÷ bare, tokens/s bare ÷ launcher, so above 1 means the launcher is slower.
 
 ``--versus fix-off`` measures the launcher against itself with its mixed-batch LoRA fix turned off
-(``KAITO_SERVING_LORA_FIX=0``) instead of bare vLLM; ``--phase NAME`` (repeatable) runs only
-those phases.
+(``KAITO_SERVING_LORA_FIX=0``) instead of bare vLLM; ``--versus launcher-again`` against a
+second, identical launcher: the A/A control, run the same way, whose ratios show how far two
+fresh starts of the same server differ here, the noise any launcher ÷ bare ratio sits in.
+``--phase NAME`` (repeatable) runs only those phases.
 
 Run with the serving venv: ``$(hack/serving-env)/bin/python bench/serving.py [--rounds N]``.
 """
@@ -57,6 +59,7 @@ COMMON = ["--dtype", "float32", "--max-model-len", "256", "--enforce-eager", "--
 MESSAGES = [{"role": "user", "content": "hello world, the quick brown fox"}]
 KINDS = ("launcher", "bare")
 FIX_OFF = "fix-off"  # the launcher with its mixed-batch LoRA fix turned off, instead of bare vLLM
+AGAIN = "launcher-again"  # a second, identical launcher: the A/A control, whose ratios are noise
 METRICS = ("p50_ms", "p99_ms", "tok_s", "api_cpu_ms", "tree_cpu_ms")
 HIGHER_IS_BETTER = {"tok_s"}
 Ratios = dict[str, dict[str, float]]  # phase -> metric -> launcher ÷ bare cost
@@ -346,10 +349,11 @@ def main() -> None:
     p.add_argument("--only", choices=["off", "on"], help="run one configuration")
     p.add_argument(
         "--versus",
-        choices=["bare", FIX_OFF],
+        choices=["bare", FIX_OFF, AGAIN],
         default="bare",
-        help=f"what the launcher is measured against: bare vLLM, or ({FIX_OFF}) the launcher "
-        "itself with its mixed-batch LoRA fix turned off (KAITO_SERVING_LORA_FIX=0)",
+        help=f"what the launcher is measured against: bare vLLM, ({FIX_OFF}) the launcher "
+        f"itself with its mixed-batch LoRA fix turned off (KAITO_SERVING_LORA_FIX=0), or "
+        f"({AGAIN}) the same launcher started again, the A/A control",
     )
     p.add_argument(
         "--phase",
@@ -381,7 +385,7 @@ def main() -> None:
         )
         cfgs = tuple(c for c in cfgs if c.phases)
     kinds = (KINDS[0], a.versus)
-    env = {"launcher": {}, "bare": {}, FIX_OFF: {DISABLE_ENV: "0"}}
+    env = {"launcher": {}, "bare": {}, FIX_OFF: {DISABLE_ENV: "0"}, AGAIN: {}}
     logs = Path(os.environ.get("TMPDIR", "/tmp")) / "kaito-bench-serving"
     logs.mkdir(exist_ok=True)
     print(
